@@ -1,0 +1,257 @@
+//! Proxy configuration: a TOML file (unknown keys rejected) overridden by
+//! command-line flags, validated with every problem reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::net::SslMode;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The file format; every field optional so flags can fill the gaps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub rules: Option<PathBuf>,
+    pub keyring: Option<PathBuf>,
+    pub audit_dir: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub workers: Option<usize>,
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub tls: TlsFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub require_client_tls: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where the real database is.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// `postgres://HOST[:PORT][/ignored][?sslmode=…&sslrootcert=…]`.
+    /// User, password and database come from each client, never from here.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("upstream `{s}` is not a URL: {e}"))?;
+        if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+            return Err(format!("upstream `{s}` must start with postgres://"));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("upstream `{s}` has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port().unwrap_or(5432);
+        let mut sslmode = SslMode::Prefer;
+        let mut sslrootcert = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => {
+                    sslmode = SslMode::parse(&v).ok_or_else(|| {
+                        format!("sslmode `{v}` unsupported; use disable, prefer, require or verify-full")
+                    })?
+                }
+                "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
+                other => return Err(format!("unknown upstream parameter `{other}`")),
+            }
+        }
+        Ok(Upstream {
+            host,
+            port,
+            sslmode,
+            sslrootcert,
+        })
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub metrics_listen: Option<SocketAddr>,
+    pub rules: Option<PathBuf>,
+    pub keyring: Option<PathBuf>,
+    pub audit_dir: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub require_client_tls: bool,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9187";
+pub const DEFAULT_UPSTREAM: &str = "postgres://127.0.0.1:5432";
+
+impl Config {
+    /// Validates a merged file+flags configuration, collecting every error.
+    pub fn from_file(f: FileConfig) -> Result<Self, ConfigError> {
+        let mut errs = Vec::new();
+        let listen_s = f.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_s
+            .parse()
+            .map_err(|_| errs.push(format!("listen `{listen_s}` is not HOST:PORT")))
+            .ok();
+        let metrics_s = f.metrics_listen.unwrap_or_else(|| DEFAULT_METRICS.into());
+        let metrics_listen = if metrics_s == "off" || metrics_s.is_empty() {
+            None
+        } else {
+            metrics_s
+                .parse()
+                .map_err(|_| errs.push(format!("metrics_listen `{metrics_s}` is not HOST:PORT (or `off`)")))
+                .ok()
+        };
+        let upstream = Upstream::parse(&f.upstream.unwrap_or_else(|| DEFAULT_UPSTREAM.into()))
+            .map_err(|e| errs.push(e))
+            .ok();
+        let log_format = match f.log_format.as_deref().unwrap_or("human") {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                errs.push(format!("log_format `{other}` unknown; use human or json"));
+                LogFormat::Human
+            }
+        };
+        let max_connections = f.max_connections.unwrap_or(1000);
+        if max_connections == 0 {
+            errs.push("max_connections must be at least 1".into());
+        }
+        let max_message_bytes = f.max_message_bytes.unwrap_or(64 << 20);
+        if max_message_bytes < 1024 {
+            errs.push("max_message_bytes must be at least 1024".into());
+        }
+        if f.tls.cert.is_some() != f.tls.key.is_some() {
+            errs.push("[tls] needs both cert and key".into());
+        }
+        let require_client_tls = f.tls.require_client_tls.unwrap_or(false);
+        if require_client_tls && f.tls.cert.is_none() {
+            errs.push("require_client_tls needs [tls] cert and key".into());
+        }
+        for (what, p) in [
+            ("rules", &f.rules),
+            ("tls cert", &f.tls.cert),
+            ("tls key", &f.tls.key),
+        ] {
+            if let Some(p) = p {
+                if !p.exists() {
+                    errs.push(format!("{what} path {} does not exist", p.display()));
+                }
+            }
+        }
+        let workers = f
+            .workers
+            .filter(|w| *w > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        match (listen, upstream, errs.is_empty()) {
+            (Some(listen), Some(upstream), true) => Ok(Config {
+                listen,
+                upstream,
+                metrics_listen,
+                rules: f.rules,
+                keyring: f.keyring,
+                audit_dir: f.audit_dir,
+                max_connections,
+                max_message_bytes,
+                shutdown_timeout: Duration::from_secs(f.shutdown_timeout_secs.unwrap_or(30)),
+                connect_timeout: Duration::from_secs(f.connect_timeout_secs.unwrap_or(10)),
+                workers,
+                log_format,
+                tls_cert: f.tls.cert,
+                tls_key: f.tls.key,
+                require_client_tls,
+            }),
+            _ => Err(ConfigError::Invalid(errs)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("postgres://db.internal:6543?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.sslmode), ("db.internal", 6543, SslMode::VerifyFull));
+        assert_eq!(u.sslrootcert.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(Upstream::parse("postgres://127.0.0.1").unwrap().port, 5432);
+        assert!(Upstream::parse("mysql://x").is_err());
+        assert!(Upstream::parse("postgres://x?sslmode=allow").is_err());
+        assert!(Upstream::parse("postgres://x?foo=1").is_err());
+    }
+
+    #[test]
+    fn all_errors_reported_at_once() {
+        let f: FileConfig = toml::from_str(
+            "listen = \"nope\"\nupstream = \"http://x\"\nlog_format = \"xml\"\n[tls]\ncert = \"/nonexistent.pem\"\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(errs)) = Config::from_file(f) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(errs.len(), 5, "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[tls]\ncrt = \"x\"").is_err());
+    }
+}

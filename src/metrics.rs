@@ -1,0 +1,211 @@
+//! Every Prometheus metric pgveil exports, in one place, and the tiny HTTP
+//! endpoint that serves them (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Labels stay bounded (protocol, outcome, reason, classification); SQL text
+//! and values never become labels. Hot-path children are resolved once here
+//! so a statement costs a few atomic adds, not hash lookups.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+    pub connections_rejected: IntCounterVec,
+    pub statements: IntCounterVec,
+    pub simple_ok: IntCounter,
+    pub simple_error: IntCounter,
+    pub extended_ok: IntCounter,
+    pub extended_error: IntCounter,
+    pub bytes_from_clients: IntCounter,
+    pub bytes_to_clients: IntCounter,
+    pub proxy_latency: Histogram,
+    pub statement_latency: Histogram,
+    pub upstream_connect_errors: IntCounter,
+    pub protocol_errors: IntCounter,
+    pub auth_failures: IntCounter,
+    pub cancel_requests: IntCounter,
+    pub rules_reloads: IntCounter,
+    pub rules_reload_failures: IntCounter,
+    pub refused: IntCounterVec,
+    pub crypto_ops: IntCounterVec,
+    pub masked_values: IntCounterVec,
+    pub ready: AtomicBool,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric definition");
+    r.register(Box::new(h.clone())).expect("unique metric name");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let connections_active = IntGauge::new("pgveil_client_connections_active", "Client connections open now")
+            .expect("static metric definition");
+        r.register(Box::new(connections_active.clone())).expect("unique metric name");
+        let statements = counter_vec(
+            &r,
+            "pgveil_statements_total",
+            "Statements (simple Query messages and extended Execute messages) by protocol and outcome",
+            &["protocol", "outcome"],
+        );
+        let micro = vec![
+            0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,
+        ];
+        let e2e = vec![0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0];
+        Metrics {
+            connections_total: counter(&r, "pgveil_client_connections_total", "Client connections accepted"),
+            connections_rejected: counter_vec(
+                &r,
+                "pgveil_client_connections_rejected_total",
+                "Client connections refused, by reason",
+                &["reason"],
+            ),
+            simple_ok: statements.with_label_values(&["simple", "ok"]),
+            simple_error: statements.with_label_values(&["simple", "error"]),
+            extended_ok: statements.with_label_values(&["extended", "ok"]),
+            extended_error: statements.with_label_values(&["extended", "error"]),
+            statements,
+            bytes_from_clients: counter(
+                &r,
+                "pgveil_client_bytes_received_total",
+                "Bytes received from clients (frontend to backend direction)",
+            ),
+            bytes_to_clients: counter(
+                &r,
+                "pgveil_client_bytes_sent_total",
+                "Bytes sent to clients (backend to frontend direction)",
+            ),
+            proxy_latency: histogram(
+                &r,
+                "pgveil_proxy_added_latency_seconds",
+                "Time the proxy itself spent on a batch of messages, between reading it and writing it on",
+                micro,
+            ),
+            statement_latency: histogram(
+                &r,
+                "pgveil_statement_duration_seconds",
+                "End-to-end time from a client's Query/Sync to the ReadyForQuery sent back",
+                e2e,
+            ),
+            upstream_connect_errors: counter(
+                &r,
+                "pgveil_upstream_connect_errors_total",
+                "Failed connections to the upstream database",
+            ),
+            protocol_errors: counter(
+                &r,
+                "pgveil_protocol_errors_total",
+                "Connections closed because a client sent a malformed message",
+            ),
+            auth_failures: counter(&r, "pgveil_auth_failures_total", "Authentication failures relayed from upstream"),
+            cancel_requests: counter(&r, "pgveil_cancel_requests_total", "CancelRequests received"),
+            rules_reloads: counter(&r, "pgveil_rules_reloads_total", "Successful rule reloads"),
+            rules_reload_failures: counter(
+                &r,
+                "pgveil_rules_reload_failures_total",
+                "Rule reloads rejected because the new rules were invalid",
+            ),
+            refused: counter_vec(
+                &r,
+                "pgveil_statements_refused_total",
+                "Statements refused by pgveil, by SQLSTATE",
+                &["sqlstate"],
+            ),
+            crypto_ops: counter_vec(
+                &r,
+                "pgveil_crypto_operations_total",
+                "Values encrypted or decrypted, by operation and classification",
+                &["op", "class"],
+            ),
+            masked_values: counter_vec(
+                &r,
+                "pgveil_masked_values_total",
+                "Values masked, nulled or denied on the way out, by action and classification",
+                &["action", "class"],
+            ),
+            connections_active,
+            registry: r,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Serves `/metrics`, `/healthz` (process alive) and `/readyz` (accepting
+/// clients). Deliberately minimal HTTP/1.1: one request per connection.
+pub async fn serve_http(listener: TcpListener, extra: Arc<dyn Fn() -> String + Send + Sync>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let extra = extra.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut n = 0;
+            while n < buf.len() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].ends_with(b"\n\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = match path {
+                "/metrics" => {
+                    let mut b = metrics().render();
+                    b.push_str(&extra());
+                    ("200 OK", "text/plain; version=0.0.4", b)
+                }
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/readyz" if metrics().ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".into()),
+                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".into()),
+                _ => ("404 Not Found", "text/plain", "not found\n".into()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,218 @@
+//! The listener: worker threads, connection limit, graceful shutdown.
+//!
+//! Each worker thread runs its own single-threaded tokio runtime and accepts
+//! from the shared listening socket, and every session stays on the worker
+//! that accepted it. No message is ever handed between threads: on a small
+//! machine a cross-CPU wake-up costs more than the proxy's own work on a
+//! statement. (A multi-threaded work-stealing runtime was the alternative;
+//! it moves tasks between CPUs exactly when the machine is busiest.)
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::{metrics, serve_http};
+use crate::net;
+use crate::protocol::{put_error, Severity};
+use crate::session::{self, Shared};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] net::TlsError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A handle to stop a running server from inside the process (tests, demo).
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Everything bound and configured, not yet serving.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    metrics_listener: Option<std::net::TcpListener>,
+    drain_tx: Arc<watch::Sender<bool>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub fn bind(config: Config) -> Result<Self, ServerError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => Some(net::acceptor(c, k)?),
+            _ => None,
+        };
+        let upstream_tls = net::connector(config.upstream.sslmode, config.upstream.sslrootcert.as_deref())?;
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        listener.set_nonblocking(true).map_err(ServerError::Runtime)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+                l.set_nonblocking(true).map_err(ServerError::Runtime)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let (drain_tx, drain_rx) = watch::channel(false);
+        Ok(Server {
+            shared: Arc::new(Shared::new(config, tls, upstream_tls, drain_rx)),
+            listener,
+            metrics_listener,
+            drain_tx: Arc::new(drain_tx),
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.drain_tx.clone())
+    }
+
+    /// Serves until shutdown is requested, then drains: stops accepting,
+    /// lets sessions finish what they are doing (each closes once idle) and
+    /// returns when all are gone or the shutdown timeout passes.
+    pub fn run(self) -> Result<(), ServerError> {
+        let workers = self.shared.config.workers.max(1);
+        let addr = self.local_addr().map_err(ServerError::Runtime)?;
+        let mut threads = Vec::new();
+        if let Some(ml) = self.metrics_listener {
+            std::thread::Builder::new()
+                .name("pgveil-metrics".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "metrics runtime failed");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        match TcpListener::from_std(ml) {
+                            Ok(l) => serve_http(l, Arc::new(String::new)).await,
+                            Err(e) => tracing::error!(error = %e, "metrics listener failed"),
+                        }
+                    });
+                })
+                .map_err(ServerError::Runtime)?;
+        }
+        tracing::info!(workers, "listening on {addr}");
+        metrics().ready.store(true, Ordering::Relaxed);
+        for i in 0..workers {
+            let listener = self.listener.try_clone().map_err(ServerError::Runtime)?;
+            let shared = self.shared.clone();
+            let active = self.active.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("pgveil-worker-{i}"))
+                .spawn(move || worker(listener, shared, active))
+                .map_err(ServerError::Runtime)?;
+            threads.push(t);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        metrics().ready.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, active: Arc<AtomicUsize>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "worker runtime failed");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "listener registration failed");
+                return;
+            }
+        };
+        let mut draining = shared.draining.clone();
+        loop {
+            tokio::select! {
+                r = listener.accept() => {
+                    let Ok((sock, peer)) = r else { continue };
+                    accept_one(sock, peer, &shared, &active);
+                }
+                _ = draining.changed() => {
+                    if *draining.borrow() { break; }
+                }
+            }
+        }
+        drop(listener);
+        // Drain: sessions close themselves once idle.
+        let deadline = Instant::now() + shared.config.shutdown_timeout;
+        while active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+fn accept_one(sock: tokio::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>, active: &Arc<AtomicUsize>) {
+    let m = metrics();
+    m.connections_total.inc();
+    let n = active.fetch_add(1, Ordering::AcqRel) + 1;
+    if n > shared.config.max_connections {
+        active.fetch_sub(1, Ordering::AcqRel);
+        m.connections_rejected.with_label_values(&["limit"]).inc();
+        tokio::task::spawn_local(async move {
+            let mut sock = sock;
+            let mut out = BytesMut::new();
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "53300",
+                "sorry, too many clients already (pgveil connection limit)",
+                None,
+            );
+            // A client that has not sent its startup yet still reads this
+            // once it does; write and close.
+            let _ = sock.write_all(&out).await;
+            let _ = sock.shutdown().await;
+        });
+        return;
+    }
+    m.connections_active.inc();
+    let shared = shared.clone();
+    let active = active.clone();
+    tokio::task::spawn_local(async move {
+        session::handle(sock, peer, shared).await;
+        active.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections_active.dec();
+    });
+}

@@ -1,0 +1,186 @@
+//! One client connection: startup negotiation, upstream connection, relayed
+//! authentication, then the two relay loops.
+//!
+//! A session is a single task that owns both sockets. The frontend loop
+//! (client → server) and backend loop (server → client) run as two futures
+//! inside that task, so they progress independently (no deadlock when both
+//! peers write at once) without ever handing a message to another thread.
+
+mod relay;
+mod startup;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use dashmap::DashMap;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::Config;
+use crate::metrics::metrics;
+use crate::protocol::{put_error, ProtocolError, Severity};
+
+/// Server-wide state every session reads.
+pub struct Shared {
+    pub config: Config,
+    pub tls: Option<TlsAcceptor>,
+    pub upstream_tls: Option<TlsConnector>,
+    /// BackendKeyData of live sessions: a CancelRequest is only forwarded
+    /// for a key the proxy has seen, so the proxy cannot be used to spray
+    /// cancels at arbitrary backends.
+    pub cancel_keys: DashMap<(i32, Vec<u8>), ()>,
+    /// Flips to true on SIGTERM: sessions close once idle.
+    pub draining: watch::Receiver<bool>,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        tls: Option<TlsAcceptor>,
+        upstream_tls: Option<TlsConnector>,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
+        Shared {
+            config,
+            tls,
+            upstream_tls,
+            cancel_keys: DashMap::new(),
+            draining,
+            next_session: AtomicU64::new(1),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("cannot connect to the upstream database: {0}")]
+    UpstreamConnect(String),
+    #[error("lost the connection to the upstream database")]
+    UpstreamLost,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error("timed out waiting for the client")]
+    ClientTimeout,
+}
+
+impl SessionError {
+    /// The SQLSTATE sent to the client for this failure, if any.
+    pub fn sqlstate(&self) -> Option<&'static str> {
+        match self {
+            SessionError::Protocol(_) => Some("08P01"),
+            SessionError::UpstreamConnect(_) => Some("08001"),
+            SessionError::UpstreamLost => Some("08006"),
+            SessionError::Refused(_) => Some("28000"),
+            SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => None,
+        }
+    }
+}
+
+/// Facts about the session that policy and audit need later.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+}
+
+/// Runs one client connection to completion. Never panics on client input;
+/// every failure ends in a clean close (with an ErrorResponse when the
+/// protocol allows one).
+pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, peer = %peer);
+    let _g = span.enter();
+    drop(_g);
+    let result = run(client, peer, id, &shared).await;
+    if let Err(e) = result {
+        match &e {
+            SessionError::Io(_) => tracing::debug!(session = id, error = %e, "session closed"),
+            _ => tracing::info!(session = id, error = %e, "session ended with error"),
+        }
+    }
+}
+
+async fn run(client: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) -> Result<(), SessionError> {
+    let startup_timeout = Duration::from_secs(60);
+    let negotiated = match tokio::time::timeout(startup_timeout, startup::negotiate(client, shared)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(SessionError::ClientTimeout),
+    };
+    let Some((mut client, packet, leftover)) = negotiated else {
+        return Ok(()); // cancel request or refused negotiation, already answered
+    };
+    let info = SessionInfo {
+        id,
+        peer: Some(peer),
+        user: packet.param("user").unwrap_or_default().to_string(),
+        database: packet
+            .param("database")
+            .or(packet.param("user"))
+            .unwrap_or_default()
+            .to_string(),
+        application_name: packet.param("application_name").unwrap_or_default().to_string(),
+    };
+    let mut server = match startup::connect_upstream(shared).await {
+        Ok(s) => s,
+        Err(e) => {
+            metrics().upstream_connect_errors.inc();
+            tracing::warn!(session = id, error = %e, "upstream connect failed");
+            let mut out = BytesMut::new();
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "08001",
+                "pgveil could not connect to the upstream database server",
+                Some("the database may be down or unreachable from the proxy; retry later"),
+            );
+            let _ = client.write_all(&out).await;
+            let _ = client.shutdown().await;
+            return Err(e);
+        }
+    };
+    let key = match startup::relay_auth(&mut client, &mut server, &packet, leftover, shared).await {
+        Ok(a) => a,
+        Err(e) => {
+            fatal_and_close(&mut client, &e).await;
+            return Err(e);
+        }
+    };
+    tracing::debug!(session = id, user = %info.user, database = %info.database, "authenticated");
+    let result = relay::run(client, server, key.leftover, &info, shared).await;
+    if let Some(k) = key.backend_key {
+        shared.cancel_keys.remove(&k);
+    }
+    result
+}
+
+async fn fatal_and_close(client: &mut crate::net::Stream, e: &SessionError) {
+    if let Some(code) = e.sqlstate() {
+        let mut out = BytesMut::new();
+        let msg = match e {
+            SessionError::UpstreamConnect(_) | SessionError::UpstreamLost => {
+                "pgveil lost the connection to the upstream database server".to_string()
+            }
+            other => other.to_string(),
+        };
+        put_error(&mut out, Severity::Fatal, code, &msg, None);
+        let _ = client.write_all(&out).await;
+    }
+    let _ = client.shutdown().await;
+}

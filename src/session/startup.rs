@@ -1,0 +1,316 @@
+//! Connection start: TLS/GSS negotiation with the client, the upstream
+//! connection (plain or TLS per sslmode), and relayed authentication.
+//!
+//! The client authenticates to Postgres itself: pgveil only relays the
+//! authentication messages, so it never learns or stores passwords, and a
+//! wrong password fails exactly as it would directly (28P01 from Postgres).
+
+use std::os::fd::AsRawFd;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{SessionError, Shared};
+use crate::metrics::metrics;
+use crate::net::{server_name, SslMode, Stream};
+use crate::protocol::messages::{auth_code, backend_key, strip_sasl_plus};
+use crate::protocol::{
+    next_frame, parse_startup, put_error, startup_len, Direction, Severity, StartupPacket, CANCEL_REQUEST_CODE,
+    SSL_REQUEST_CODE,
+};
+
+/// True when the client has already sent bytes we have not read. After an
+/// SSLRequest that is a protocol violation: those bytes were sent in
+/// plaintext before the handshake and must never be treated as if they came
+/// through TLS (CVE-2021-23214).
+fn has_pending_bytes(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv on a valid, owned socket fd into a 1-byte stack buffer.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
+async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, SessionError> {
+    let mut hdr = [0u8; 4];
+    r.read_exact(&mut hdr).await?;
+    let len = startup_len(hdr)?;
+    let mut raw = vec![0u8; len];
+    raw[..4].copy_from_slice(&hdr);
+    r.read_exact(&mut raw[4..]).await?;
+    Ok(raw)
+}
+
+async fn refuse(client: &mut Stream, code: &str, msg: &str) -> Result<(), SessionError> {
+    let mut out = BytesMut::new();
+    put_error(&mut out, Severity::Fatal, code, msg, None);
+    client.write_all(&out).await?;
+    client.shutdown().await?;
+    Ok(())
+}
+
+/// Handles SSLRequest / GSSENCRequest / CancelRequest until a real
+/// StartupMessage arrives. Returns None when the connection was fully
+/// handled here (cancel, refused).
+pub(super) async fn negotiate(
+    tcp: TcpStream,
+    shared: &Shared,
+) -> Result<Option<(Stream, StartupPacket, BytesMut)>, SessionError> {
+    let mut client = Stream::Plain(tcp);
+    loop {
+        let raw = match read_startup(&mut client).await {
+            Ok(r) => r,
+            Err(SessionError::Protocol(e)) => {
+                metrics().protocol_errors.inc();
+                refuse(&mut client, "08P01", &format!("invalid startup packet: {e}")).await?;
+                return Err(SessionError::Protocol(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let packet = match parse_startup(&raw) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics().protocol_errors.inc();
+                let code = if matches!(e, crate::protocol::ProtocolError::UnsupportedVersion { .. }) {
+                    "0A000"
+                } else {
+                    "08P01"
+                };
+                refuse(&mut client, code, &e.to_string()).await?;
+                return Err(e.into());
+            }
+        };
+        match packet {
+            StartupPacket::Ssl => {
+                let Stream::Plain(tcp) = client else {
+                    metrics().protocol_errors.inc();
+                    refuse(&mut client, "08P01", "SSLRequest received twice").await?;
+                    return Ok(None);
+                };
+                if has_pending_bytes(&tcp) {
+                    metrics().protocol_errors.inc();
+                    let mut c = Stream::Plain(tcp);
+                    refuse(&mut c, "08P01", "received unencrypted data after SSL request").await?;
+                    return Ok(None);
+                }
+                match &shared.tls {
+                    Some(acceptor) => {
+                        let mut tcp = tcp;
+                        tcp.write_all(b"S").await?;
+                        let tls = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| SessionError::Tls(e.to_string()))?;
+                        client = Stream::ServerTls(Box::new(tls));
+                    }
+                    None => {
+                        let mut tcp = tcp;
+                        tcp.write_all(b"N").await?;
+                        client = Stream::Plain(tcp);
+                    }
+                }
+            }
+            StartupPacket::GssEnc => {
+                client.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                metrics().cancel_requests.inc();
+                forward_cancel(shared, pid, secret).await;
+                return Ok(None);
+            }
+            p @ StartupPacket::Startup { .. } => {
+                if shared.config.require_client_tls && !client.is_tls() {
+                    metrics().connections_rejected.with_label_values(&["tls_required"]).inc();
+                    refuse(
+                        &mut client,
+                        "28000",
+                        "pgveil requires TLS from clients; connect with sslmode=require or stronger",
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+                if p.param("user").is_none_or(|u| u.is_empty()) {
+                    refuse(&mut client, "28000", "no PostgreSQL user name specified in startup packet").await?;
+                    return Ok(None);
+                }
+                return Ok(Some((client, p, BytesMut::new())));
+            }
+        }
+    }
+}
+
+/// Forwards a CancelRequest for a backend this proxy opened.
+async fn forward_cancel(shared: &Shared, pid: i32, secret: Vec<u8>) {
+    if !shared.cancel_keys.contains_key(&(pid, secret.clone())) {
+        tracing::info!("cancel request for an unknown backend key ignored");
+        return;
+    }
+    match connect_upstream(shared).await {
+        Ok(mut s) => {
+            let mut pkt = Vec::with_capacity(16);
+            pkt.extend_from_slice(&((12 + secret.len()) as i32).to_be_bytes());
+            pkt.extend_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
+            pkt.extend_from_slice(&pid.to_be_bytes());
+            pkt.extend_from_slice(&secret);
+            let _ = s.write_all(&pkt).await;
+            let _ = s.flush().await;
+            // Postgres closes the connection after acting on it.
+            let mut b = [0u8; 1];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut b)).await;
+        }
+        Err(e) => {
+            metrics().upstream_connect_errors.inc();
+            tracing::warn!(error = %e, "cannot forward cancel request");
+        }
+    }
+}
+
+/// Opens a connection to the upstream database, negotiating TLS per sslmode.
+/// Reads exactly one byte of the SSLRequest answer, so nothing the server
+/// sends afterwards can be mistaken for part of the TLS stream.
+pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionError> {
+    let up = &shared.config.upstream;
+    let addr = (up.host.as_str(), up.port);
+    let tcp = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| SessionError::UpstreamConnect("timed out".into()))?
+        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(connector) = &shared.upstream_tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let mut tcp = tcp;
+    let mut req = Vec::with_capacity(8);
+    req.extend_from_slice(&8i32.to_be_bytes());
+    req.extend_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+    tcp.write_all(&req)
+        .await
+        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+    match (answer[0], up.sslmode) {
+        (b'S', _) => {
+            let name = server_name(&up.host).map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| SessionError::UpstreamConnect(format!("TLS: {e}")))?;
+            Ok(Stream::ClientTls(Box::new(tls)))
+        }
+        (b'N', SslMode::Prefer) => Ok(Stream::Plain(tcp)),
+        (b'N', _) => Err(SessionError::UpstreamConnect(
+            "the server does not support TLS but sslmode requires it".into(),
+        )),
+        _ => Err(SessionError::UpstreamConnect("invalid answer to SSLRequest".into())),
+    }
+}
+
+/// Reads one complete frame, buffering across reads.
+pub(super) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    dir: Direction,
+    cap: usize,
+) -> Result<BytesMut, SessionError> {
+    loop {
+        if let Some(n) = next_frame(buf, dir, cap)? {
+            return Ok(buf.split_to(n));
+        }
+        buf.reserve(8192);
+        if r.read_buf(buf).await? == 0 {
+            return Err(match dir {
+                Direction::Backend => SessionError::UpstreamLost,
+                Direction::Frontend => SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()),
+            });
+        }
+    }
+}
+
+/// What authentication left behind for the relay.
+pub(super) struct Authenticated {
+    pub backend_key: Option<(i32, Vec<u8>)>,
+    /// Bytes already read from (client, server) beyond the last auth frame.
+    pub leftover: (BytesMut, BytesMut),
+}
+
+/// Relays authentication until the server's first ReadyForQuery.
+pub(super) async fn relay_auth(
+    client: &mut Stream,
+    server: &mut Stream,
+    packet: &StartupPacket,
+    mut cbuf: BytesMut,
+    shared: &Shared,
+) -> Result<Authenticated, SessionError> {
+    let StartupPacket::Startup { raw, .. } = packet else {
+        return Err(SessionError::Refused("not a startup packet"));
+    };
+    server.write_all(raw).await.map_err(|_| SessionError::UpstreamLost)?;
+    let cap = shared.config.max_message_bytes;
+    let mut sbuf = BytesMut::with_capacity(8192);
+    let mut backend_key = None;
+    loop {
+        let frame = read_frame(server, &mut sbuf, Direction::Backend, cap).await?;
+        match frame[0] {
+            b'R' => {
+                let code = auth_code(&frame)?;
+                match code {
+                    0 => client.write_all(&frame).await?,
+                    10 => match strip_sasl_plus(&frame)? {
+                        Some(f) => client.write_all(&f).await?,
+                        None => {
+                            return Err(SessionError::Refused(
+                                "the server offers only SCRAM channel binding, which cannot cross a TLS-terminating proxy",
+                            ))
+                        }
+                    },
+                    3 | 5 | 11 | 12 => client.write_all(&frame).await?,
+                    _ => return Err(SessionError::Refused("unsupported authentication method requested by the server")),
+                }
+                if matches!(code, 3 | 5 | 10 | 11) {
+                    let resp = read_frame(client, &mut cbuf, Direction::Frontend, cap).await?;
+                    if resp[0] != b'p' {
+                        return Err(crate::protocol::ProtocolError::Malformed("password message").into());
+                    }
+                    server.write_all(&resp).await.map_err(|_| SessionError::UpstreamLost)?;
+                }
+            }
+            b'E' => {
+                metrics().auth_failures.inc();
+                client.write_all(&frame).await?;
+                let _ = client.shutdown().await;
+                return Err(SessionError::Refused("authentication failed upstream"));
+            }
+            b'K' => {
+                let key = backend_key_of(&frame)?;
+                shared.cancel_keys.insert(key.clone(), ());
+                backend_key = Some(key);
+                client.write_all(&frame).await?;
+            }
+            b'Z' => {
+                client.write_all(&frame).await?;
+                return Ok(Authenticated {
+                    backend_key,
+                    leftover: (cbuf, sbuf),
+                });
+            }
+            b'S' | b'N' | b'v' => client.write_all(&frame).await?,
+            _ => return Err(crate::protocol::ProtocolError::Malformed("authentication exchange").into()),
+        }
+        if !sbuf.has_remaining() {
+            client.flush().await?;
+        }
+    }
+}
+
+fn backend_key_of(frame: &[u8]) -> Result<(i32, Vec<u8>), SessionError> {
+    Ok(backend_key(frame)?)
+}

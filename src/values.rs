@@ -1,0 +1,357 @@
+//! Conversions between the wire forms of the logical types of tagged columns.
+//!
+//! The proxy encrypts the *canonical text form* of a value, so that two
+//! spellings of one value (`007` and `7`, `TRUE` and `t`, `2024-01-02T03:04:05Z`
+//! and `2024-01-02 04:04:05+01`) give the same deterministic ciphertext and
+//! equality search agrees with what Postgres's `=` would say. It also has to hand
+//! values back in the format the client asked for (text 0 / binary 1), so this
+//! module converts both ways between text, canonical text and the Postgres
+//! binary wire formats.
+//!
+//! Canonical forms (what [`canonical_text`] returns, and what every other
+//! function here and in `mask` produces):
+//!
+//! | type | canonical text |
+//! | --- | --- |
+//! | text, varchar | the UTF-8 bytes unchanged (must be valid UTF-8 without NUL) |
+//! | int4, int8 | decimal, no sign for positives, no leading zeros, `0` never negative |
+//! | numeric | plain decimal with the *smallest* scale that keeps the value (see below), `NaN`, `Infinity`, `-Infinity` |
+//! | bool | `t` or `f` |
+//! | date | `YYYY-MM-DD`, or `infinity` / `-infinity` |
+//! | timestamptz | UTC `YYYY-MM-DD HH:MM:SS[.ffffff]+00`, fraction without trailing zeros (Postgres's own output with `TimeZone=UTC`), or `infinity` / `-infinity` |
+//! | bytea | `\x` followed by lower-case hex |
+//!
+//! **Numeric equality semantics.** Postgres keeps the scale a value was written
+//! with (`1.50` prints as `1.50`) but compares by value (`1.50 = 1.5`). A
+//! deterministic ciphertext can only follow one of the two, and a lookup that
+//! silently misses rows is worse than a value printed with fewer zeros, so the
+//! canonical form follows *value* equality: trailing fractional zeros are
+//! dropped (`01.50` → `1.5`, `1.5e1` → `15`, `-0.00` → `0`). An encrypted
+//! numeric column therefore reads back without trailing zeros; the binary form
+//! carries the matching (minimal) `dscale`.
+//!
+//! **Accepted input.** Integers, numerics, booleans and bytea accept what
+//! Postgres 15 accepts in a literal or text parameter (surrounding whitespace,
+//! signs, exponents, `t`/`yes`/`on`/`1`, hex and escape bytea). Dates and
+//! timestamps accept only ISO 8601 forms with years 0001–9999, plus
+//! `infinity`/`-infinity`, and a timestamptz must carry an explicit UTC offset
+//! or `Z`: the proxy does not know the session's `DateStyle` and `TimeZone`
+//! reliably, and guessing would store a different instant than Postgres would.
+//!
+//! Errors never contain the value: they name the type and what was wrong.
+
+use crate::rules::model::LogicalType;
+
+pub(crate) mod datetime;
+pub(crate) mod numeric;
+
+pub(crate) use datetime::{Date, Timestamp};
+pub(crate) use numeric::Numeric;
+
+/// Why a value could not be read or converted. Never carries the value itself,
+/// since values are exactly the PII the proxy protects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a valid text form of the type (SQLSTATE 22P02 territory).
+    #[error("invalid input syntax for type {ty}: {reason}")]
+    Syntax {
+        ty: LogicalType,
+        reason: &'static str,
+    },
+    /// Well-formed but outside the range of the type (22003 / 22008).
+    #[error("value out of range for type {ty}: {reason}")]
+    OutOfRange {
+        ty: LogicalType,
+        reason: &'static str,
+    },
+    /// A form Postgres would accept but the proxy cannot handle faithfully
+    /// (0A000), e.g. a timestamptz without an explicit offset.
+    #[error("unsupported input for type {ty}: {reason}")]
+    Unsupported {
+        ty: LogicalType,
+        reason: &'static str,
+    },
+    /// A malformed binary-format value (08P01 / 22P03).
+    #[error("invalid binary value for type {ty}: {reason}")]
+    Binary {
+        ty: LogicalType,
+        reason: &'static str,
+    },
+}
+
+/// A parsed value of one of the logical types; the common ground of the text
+/// and binary codecs and of the masks.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    Text(String),
+    /// int4 and int8 (the logical type says which range applies).
+    Int(i64),
+    Numeric(Numeric),
+    Bool(bool),
+    Date(Date),
+    Timestamptz(Timestamp),
+    Bytea(Vec<u8>),
+}
+
+/// No Debug of the payload: values are PII.
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Value(..)")
+    }
+}
+
+/// Validates a text-format value and returns its canonical text form (see the
+/// module docs). Equal values give equal bytes whatever spelling was used.
+pub fn canonical_text(ty: LogicalType, input: &[u8]) -> Result<Vec<u8>, ValueError> {
+    Ok(parse_text(ty, input)?.to_text())
+}
+
+/// Converts a binary-format value (as a client sends it in Bind with format 1)
+/// to canonical text.
+pub fn binary_to_text(ty: LogicalType, bin: &[u8]) -> Result<Vec<u8>, ValueError> {
+    Ok(parse_binary(ty, bin)?.to_text())
+}
+
+/// Converts a text value (normally canonical; any accepted spelling works) to
+/// the Postgres binary wire format of `ty`, for clients that asked for binary
+/// results.
+pub fn text_to_binary(ty: LogicalType, canonical: &[u8]) -> Result<Vec<u8>, ValueError> {
+    parse_text(ty, canonical)?.to_binary(ty)
+}
+
+/// The whitespace Postgres's input functions skip (C `isspace` on bytes).
+pub(crate) fn is_pg_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+pub(crate) fn trim_pg_space(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_pg_space(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_pg_space(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Parses a text-format value of `ty`.
+pub(crate) fn parse_text(ty: LogicalType, input: &[u8]) -> Result<Value, ValueError> {
+    use LogicalType::*;
+    match ty {
+        Text | Varchar => parse_utf8(ty, input).map(|s| Value::Text(s.to_owned())),
+        Int4 => parse_int(ty, input, i32::MIN.into(), i32::MAX.into()).map(Value::Int),
+        Int8 => parse_int(ty, input, i64::MIN, i64::MAX).map(Value::Int),
+        Numeric => numeric::parse(input).map(Value::Numeric),
+        Bool => parse_bool(input).map(Value::Bool),
+        Date => datetime::parse_date(input).map(Value::Date),
+        Timestamptz => datetime::parse_timestamptz(input).map(Value::Timestamptz),
+        Bytea => parse_bytea(input).map(Value::Bytea),
+    }
+}
+
+/// Parses a binary-format value of `ty`.
+pub(crate) fn parse_binary(ty: LogicalType, bin: &[u8]) -> Result<Value, ValueError> {
+    use LogicalType::*;
+    let wrong_len = ValueError::Binary {
+        ty,
+        reason: "wrong length",
+    };
+    match ty {
+        Text | Varchar => parse_utf8(ty, bin)
+            .map(|s| Value::Text(s.to_owned()))
+            .map_err(|_| ValueError::Binary {
+                ty,
+                reason: "not valid UTF-8 without NUL bytes",
+            }),
+        Int4 => <[u8; 4]>::try_from(bin)
+            .map(|b| Value::Int(i32::from_be_bytes(b).into()))
+            .map_err(|_| wrong_len),
+        Int8 => <[u8; 8]>::try_from(bin)
+            .map(|b| Value::Int(i64::from_be_bytes(b)))
+            .map_err(|_| wrong_len),
+        // Postgres's boolrecv treats any non-zero byte as true.
+        Bool => match bin {
+            [b] => Ok(Value::Bool(*b != 0)),
+            _ => Err(wrong_len),
+        },
+        Numeric => numeric::from_binary(bin).map(Value::Numeric),
+        Date => <[u8; 4]>::try_from(bin)
+            .map_err(|_| wrong_len)
+            .and_then(|b| datetime::Date::from_pg_days(i32::from_be_bytes(b)))
+            .map(Value::Date),
+        Timestamptz => <[u8; 8]>::try_from(bin)
+            .map_err(|_| wrong_len)
+            .and_then(|b| datetime::Timestamp::from_pg_micros(i64::from_be_bytes(b)))
+            .map(Value::Timestamptz),
+        Bytea => Ok(Value::Bytea(bin.to_vec())),
+    }
+}
+
+impl Value {
+    /// The canonical text form.
+    pub(crate) fn to_text(&self) -> Vec<u8> {
+        match self {
+            Value::Text(s) => s.as_bytes().to_vec(),
+            Value::Int(i) => i.to_string().into_bytes(),
+            Value::Numeric(n) => n.to_string().into_bytes(),
+            Value::Bool(b) => if *b { b"t".to_vec() } else { b"f".to_vec() },
+            Value::Date(d) => d.to_string().into_bytes(),
+            Value::Timestamptz(t) => t.to_string().into_bytes(),
+            Value::Bytea(b) => {
+                let mut out = Vec::with_capacity(2 + 2 * b.len());
+                out.extend_from_slice(b"\\x");
+                out.extend_from_slice(hex::encode(b).as_bytes());
+                out
+            }
+        }
+    }
+
+    /// The Postgres binary wire form for `ty`; `Int` is 4 bytes for int4 and
+    /// 8 for int8 (int4 values were range-checked when parsed).
+    pub(crate) fn to_binary(&self, ty: LogicalType) -> Result<Vec<u8>, ValueError> {
+        Ok(match self {
+            Value::Text(s) => s.as_bytes().to_vec(),
+            Value::Int(i) if ty == LogicalType::Int4 => {
+                // Saturate rather than panic if a caller broke the invariant.
+                let v = i32::try_from(*i).unwrap_or(if *i < 0 { i32::MIN } else { i32::MAX });
+                v.to_be_bytes().to_vec()
+            }
+            Value::Int(i) => i.to_be_bytes().to_vec(),
+            Value::Numeric(n) => n.to_binary()?,
+            Value::Bool(b) => vec![u8::from(*b)],
+            Value::Date(d) => d.to_pg_days().to_be_bytes().to_vec(),
+            Value::Timestamptz(t) => t.to_pg_micros().to_be_bytes().to_vec(),
+            Value::Bytea(b) => b.clone(),
+        })
+    }
+}
+
+fn parse_utf8(ty: LogicalType, input: &[u8]) -> Result<&str, ValueError> {
+    let s = std::str::from_utf8(input).map_err(|_| ValueError::Syntax {
+        ty,
+        reason: "not valid UTF-8",
+    })?;
+    if s.contains('\0') {
+        return Err(ValueError::Syntax {
+            ty,
+            reason: "text cannot contain NUL characters",
+        });
+    }
+    Ok(s)
+}
+
+/// Postgres 15 `pg_strtoint32/64`: whitespace, optional sign, decimal digits.
+fn parse_int(ty: LogicalType, input: &[u8], min: i64, max: i64) -> Result<i64, ValueError> {
+    let s = trim_pg_space(input);
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(ValueError::Syntax {
+            ty,
+            reason: "expected a whole number",
+        });
+    }
+    let out_of_range = ValueError::OutOfRange {
+        ty,
+        reason: "integer out of range",
+    };
+    // Accumulate negatively so that i64::MIN parses.
+    let mut acc: i64 = 0;
+    for d in digits {
+        acc = acc
+            .checked_mul(10)
+            .and_then(|a| a.checked_sub(i64::from(d - b'0')))
+            .ok_or(out_of_range.clone())?;
+    }
+    let v = if neg {
+        acc
+    } else {
+        acc.checked_neg().ok_or(out_of_range.clone())?
+    };
+    if v < min || v > max {
+        return Err(out_of_range);
+    }
+    Ok(v)
+}
+
+/// Postgres `boolin`: any unambiguous prefix of true/false/yes/no, `on`,
+/// `off` (at least `of`), `1`, `0`, case-insensitive, whitespace trimmed.
+fn parse_bool(input: &[u8]) -> Result<bool, ValueError> {
+    let s = trim_pg_space(input).to_ascii_lowercase();
+    let prefix_of = |word: &[u8], min: usize| s.len() >= min && word.starts_with(&s);
+    if prefix_of(b"true", 1) || prefix_of(b"yes", 1) || s == b"on" || s == b"1" {
+        Ok(true)
+    } else if prefix_of(b"false", 1) || prefix_of(b"no", 1) || prefix_of(b"off", 2) || s == b"0" {
+        Ok(false)
+    } else {
+        Err(ValueError::Syntax {
+            ty: LogicalType::Bool,
+            reason: "expected one of t, f, true, false, yes, no, on, off, 1, 0",
+        })
+    }
+}
+
+/// Postgres `byteain`: `\x` hex form (whitespace allowed between byte pairs)
+/// or the traditional escape form (`\\` and `\ooo` octal escapes).
+fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
+    let syntax = |reason| ValueError::Syntax {
+        ty: LogicalType::Bytea,
+        reason,
+    };
+    if let Some(hex) = input.strip_prefix(b"\\x") {
+        let mut out = Vec::with_capacity(hex.len() / 2);
+        let mut i = 0;
+        while i < hex.len() {
+            if matches!(hex[i], b' ' | b'\n' | b'\t' | b'\r') {
+                i += 1;
+                continue;
+            }
+            let hi = hex_val(hex[i]).ok_or(syntax("invalid hexadecimal digit"))?;
+            let lo = hex
+                .get(i + 1)
+                .and_then(|b| hex_val(*b))
+                .ok_or(syntax("invalid hexadecimal data: odd number of digits or bad digit"))?;
+            out.push(hi << 4 | lo);
+            i += 2;
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            out.push(input[i]);
+            i += 1;
+        } else if input.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            match input.get(i + 1..i + 4) {
+                Some([a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
+                    out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                    i += 4;
+                }
+                _ => return Err(syntax("invalid escape sequence in bytea escape format")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
