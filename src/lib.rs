@@ -11,7 +11,10 @@
 //! - [`schema`]: the upstream catalog snapshot used to verify origins.
 //! - [`metrics`]: every Prometheus metric and the HTTP endpoint.
 
+pub mod audit;
+pub mod cli;
 pub mod config;
+pub mod mask;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
@@ -20,3 +23,4 @@ pub mod rules;
 pub mod schema;
 pub mod server;
 pub mod session;
+pub mod values;

@@ -1,6 +1,7 @@
 //! The `pgveil` command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +27,80 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve(ServeArgs),
+    /// Validate rule files (and, with --upstream, check them against the live schema).
+    Check(CheckArgs),
+    /// Create a keyring file, or rotate one (new active key; old keys kept for decryption).
+    Keygen(KeygenArgs),
+    /// Verify or search the audit stream.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Directory of rule files (*.toml).
+    #[arg(long, value_name = "DIR")]
+    rules: PathBuf,
+    /// Also check against this database (credentials from PGUSER, PGPASSWORD, PGDATABASE):
+    /// tables and columns exist, encrypted columns are bytea, and a sample of stored values decrypts.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Keyring used to test-decrypt sampled values (with --upstream).
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct KeygenArgs {
+    /// Write a new keyring (mode 0600) with one random 256-bit master key. Refuses to overwrite.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Add a new active key to an existing keyring, keeping the old keys for decryption.
+    #[arg(long, value_name = "FILE")]
+    rotate: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of every segment; exit 1 at the first edited, inserted, deleted,
+    /// reordered or truncated record.
+    Verify {
+        /// The audit directory.
+        dir: PathBuf,
+        /// File holding the chain HMAC key, when the stream was written with one.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Print the records matching every given filter.
+    Search {
+        /// The audit directory.
+        dir: PathBuf,
+        /// Records at or after this time (RFC 3339, e.g. 2026-11-29T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Records before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Login role or effective role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Table, `schema.table` or `table`.
+        #[arg(long)]
+        table: Option<String>,
+        /// Tagged column, `schema.table.column`, `table.column` or `column`.
+        #[arg(long)]
+        column: Option<String>,
+        /// Classification label of a tagged column.
+        #[arg(long)]
+        class: Option<String>,
+        /// `ok`, `error`, or a SQLSTATE.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Output: `json` (one record a line) or `table`.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
 }
 
 #[derive(Args)]
@@ -134,9 +209,108 @@ fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn check(a: CheckArgs) -> Result<ExitCode> {
+    let rules = match pgveil::rules::load_dir(&a.rules) {
+        Ok(r) => r,
+        Err(diags) => {
+            eprint!("{}", pgveil::rules::render_report(&diags));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some(url) = &a.upstream {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let diags = rt.block_on(pgveil::cli::check_live(&rules, url, a.keyring.as_deref()))?;
+        if !diags.is_empty() {
+            eprint!("{}", pgveil::rules::render_report(&diags));
+            return Ok(ExitCode::from(1));
+        }
+    }
+    println!("{}", pgveil::rules::render_ok(&rules));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(a: KeygenArgs) -> Result<ExitCode> {
+    use pgveil::crypto::Keyring;
+    if let Some(out) = a.out {
+        let k = Keyring::generate()?;
+        k.write_new_file(&out)?;
+        println!("wrote keyring {} (key id {}, mode 0600)", out.display(), k.active_id());
+    } else if let Some(path) = a.rotate {
+        let k = Keyring::rotate_file(&path)?;
+        println!(
+            "rotated keyring {}: new active key id {}, {} key(s) kept for decryption",
+            path.display(),
+            k.active_id(),
+            k.key_ids().len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(c: AuditCommand) -> Result<ExitCode> {
+    use pgveil::audit::{format_json_line, format_table, search, verify, Filter, Timestamp};
+    match c {
+        AuditCommand::Verify { dir, key_file } => {
+            let key = match key_file {
+                Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+                None => None,
+            };
+            match verify(&dir, key.as_deref()) {
+                Ok(s) => {
+                    println!(
+                        "ok: {} records in {} segment(s) verified{}; head seq {} hash {}",
+                        s.records,
+                        s.segments,
+                        if s.keyed { " (keyed chain)" } else { "" },
+                        s.head_seq,
+                        s.head_hash
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(f) => {
+                    eprintln!("audit chain broken: {f}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Search { dir, since, until, role, table, column, class, outcome, format } => {
+            let ts = |s: Option<String>| -> Result<Option<Timestamp>> {
+                s.map(|s| Timestamp::parse(&s).map_err(|e| anyhow::anyhow!("bad time `{s}`: {e}")))
+                    .transpose()
+            };
+            let filter = Filter {
+                since: ts(since)?,
+                until: ts(until)?,
+                role,
+                table,
+                column,
+                class,
+                outcome,
+                kind: None,
+            };
+            let mut records = Vec::new();
+            for r in search(&dir, &filter)? {
+                let r = r?;
+                if format == "table" {
+                    records.push(r);
+                } else {
+                    println!("{}", format_json_line(&r));
+                }
+            }
+            if format == "table" {
+                print!("{}", format_table(&records));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(a).map(|()| ExitCode::SUCCESS),
+        Command::Check(a) => check(a),
+        Command::Keygen(a) => keygen(a),
+        Command::Audit(c) => audit(c),
     }
 }

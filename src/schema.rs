@@ -79,3 +79,70 @@ impl SchemaSnapshot {
             .map(|c| (name, c))
     }
 }
+
+/// The catalog query for the tables the rules name: one row per live column,
+/// `schema, table, table oid, relkind, column, attnum, type oid, type name`.
+/// Names are passed as literals escaped by doubling quotes; they come from the
+/// DBA's rule files, not from clients.
+pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> String {
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let pairs: Vec<String> = tables
+        .into_iter()
+        .map(|t| format!("({}, {})", lit(&t.schema), lit(&t.name)))
+        .collect();
+    if pairs.is_empty() {
+        return "SELECT NULL::text, NULL::text, NULL::oid, NULL::\"char\", NULL::text, NULL::int2, NULL::oid, NULL::text WHERE false".into();
+    }
+    format!(
+        "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind, a.attname::text, a.attnum, a.atttypid, \
+         pg_catalog.format_type(a.atttypid, a.atttypmod) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND (n.nspname::text, c.relname::text) IN (VALUES {}) \
+         ORDER BY 1, 2, a.attnum",
+        pairs.join(", ")
+    )
+}
+
+/// The session's effective search_path as schema names.
+pub const SEARCH_PATH_QUERY: &str = "SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')";
+
+/// Builds a snapshot from the text rows of [`catalog_query`]; malformed rows
+/// are skipped (the catalog is trusted, but a proxy must not panic on it).
+pub fn from_catalog_rows(search_path: &str, rows: &[Vec<Option<String>>]) -> SchemaSnapshot {
+    let mut tables: HashMap<TableName, TableInfo> = HashMap::new();
+    for r in rows {
+        let get = |i: usize| r.get(i).and_then(|v| v.as_deref());
+        let (Some(schema), Some(name), Some(oid), Some(kind), Some(col), Some(attnum), Some(typ), Some(tname)) =
+            (get(0), get(1), get(2), get(3), get(4), get(5), get(6), get(7))
+        else {
+            continue;
+        };
+        let (Ok(oid), Ok(attnum), Ok(typ)) = (oid.parse::<u32>(), attnum.parse::<i16>(), typ.parse::<u32>()) else {
+            continue;
+        };
+        let t = tables
+            .entry(TableName {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            })
+            .or_insert_with(|| TableInfo {
+                oid,
+                relkind: kind.chars().next().unwrap_or('r'),
+                columns: Vec::new(),
+            });
+        t.columns.push(ColumnInfo {
+            name: col.to_string(),
+            attnum,
+            type_oid: typ,
+            type_name: tname.to_string(),
+        });
+    }
+    let path = search_path
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    SchemaSnapshot::new(path, tables)
+}

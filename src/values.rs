@@ -200,7 +200,13 @@ impl Value {
             Value::Text(s) => s.as_bytes().to_vec(),
             Value::Int(i) => i.to_string().into_bytes(),
             Value::Numeric(n) => n.to_string().into_bytes(),
-            Value::Bool(b) => if *b { b"t".to_vec() } else { b"f".to_vec() },
+            Value::Bool(b) => {
+                if *b {
+                    b"t".to_vec()
+                } else {
+                    b"f".to_vec()
+                }
+            }
             Value::Date(d) => d.to_string().into_bytes(),
             Value::Timestamptz(t) => t.to_string().into_bytes(),
             Value::Bytea(b) => {
@@ -316,10 +322,9 @@ fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
                 continue;
             }
             let hi = hex_val(hex[i]).ok_or(syntax("invalid hexadecimal digit"))?;
-            let lo = hex
-                .get(i + 1)
-                .and_then(|b| hex_val(*b))
-                .ok_or(syntax("invalid hexadecimal data: odd number of digits or bad digit"))?;
+            let lo = hex.get(i + 1).and_then(|b| hex_val(*b)).ok_or(syntax(
+                "invalid hexadecimal data: odd number of digits or bad digit",
+            ))?;
             out.push(hi << 4 | lo);
             i += 2;
         }
@@ -353,5 +358,176 @@ fn hex_val(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use LogicalType::*;
+
+    fn canon(ty: LogicalType, s: &str) -> Result<String, ValueError> {
+        canonical_text(ty, s.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    #[test]
+    fn integers_follow_postgres_input_rules() {
+        assert_eq!(canon(Int4, " +007\n"), Ok("7".into()));
+        assert_eq!(canon(Int4, "-0"), Ok("0".into()));
+        assert_eq!(canon(Int4, "-2147483648"), Ok("-2147483648".into()));
+        assert_eq!(
+            canon(Int8, "-9223372036854775808"),
+            Ok("-9223372036854775808".into())
+        );
+        assert!(matches!(
+            canon(Int4, "2147483648"),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            canon(Int8, "9223372036854775808"),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        for bad in ["", "-", "1.0", "1e3", "0x10", "1_000", "- 1", "12a"] {
+            assert!(
+                matches!(canon(Int4, bad), Err(ValueError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            text_to_binary(Int4, b"-2"),
+            Ok(vec![0xff, 0xff, 0xff, 0xfe])
+        );
+        assert_eq!(text_to_binary(Int8, b"1"), Ok(vec![0, 0, 0, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            binary_to_text(Int4, &[0x80, 0, 0, 0]),
+            Ok(b"-2147483648".to_vec())
+        );
+        assert!(binary_to_text(Int4, &[0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn booleans_accept_boolin_spellings() {
+        for t in ["t", "TRUE", "tr", " yes ", "y", "on", "1"] {
+            assert_eq!(canon(Bool, t), Ok("t".into()), "{t}");
+        }
+        for f in ["f", "False", "no", "n", "off", "of", "0"] {
+            assert_eq!(canon(Bool, f), Ok("f".into()), "{f}");
+        }
+        for bad in ["o", "", "2", "truex", "yess"] {
+            assert!(canon(Bool, bad).is_err(), "{bad}");
+        }
+        assert_eq!(binary_to_text(Bool, &[7]), Ok(b"t".to_vec()));
+        assert_eq!(text_to_binary(Bool, b"f"), Ok(vec![0]));
+    }
+
+    #[test]
+    fn bytea_hex_and_escape_forms() {
+        assert_eq!(canon(Bytea, "\\xDEAD beef"), Ok("\\xdeadbeef".into()));
+        assert_eq!(canon(Bytea, "a\\\\b\\001"), Ok("\\x615c6201".into()));
+        assert_eq!(canon(Bytea, ""), Ok("\\x".into()));
+        for bad in ["\\xabc", "\\xzz", "\\q", "\\400", "\\12"] {
+            assert!(
+                matches!(canon(Bytea, bad), Err(ValueError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(text_to_binary(Bytea, b"\\x00ff"), Ok(vec![0, 255]));
+        assert_eq!(binary_to_text(Bytea, &[0, 255]), Ok(b"\\x00ff".to_vec()));
+    }
+
+    #[test]
+    fn text_must_be_utf8_without_nul() {
+        assert_eq!(
+            canon(Varchar, " keep  spaces "),
+            Ok(" keep  spaces ".into())
+        );
+        assert!(canon(Text, "a\0b").is_err());
+        assert!(canonical_text(Text, &[0xff]).is_err());
+        assert!(binary_to_text(Text, &[0xc3]).is_err());
+        assert_eq!(
+            binary_to_text(Text, "é".as_bytes()),
+            Ok("é".as_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn dates_and_timestamps_in_binary() {
+        assert_eq!(
+            text_to_binary(Date, b"2000-01-02"),
+            Ok(1i32.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            text_to_binary(Date, b"infinity"),
+            Ok(i32::MAX.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            text_to_binary(Timestamptz, b"2000-01-01 00:00:01.5+00"),
+            Ok(1_500_000i64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            binary_to_text(Timestamptz, &(-1i64).to_be_bytes()),
+            Ok(b"1999-12-31 23:59:59.999999+00".to_vec())
+        );
+    }
+
+    #[test]
+    fn debug_does_not_print_values() {
+        let v = parse_text(Text, b"secret-value").map(|v| format!("{v:?}"));
+        assert_eq!(v, Ok("Value(..)".into()));
+    }
+
+    fn any_value(ty: LogicalType) -> BoxedStrategy<String> {
+        match ty {
+            Text | Varchar => "[^\u{0}]{0,20}".boxed(),
+            Int4 => any::<i32>().prop_map(|v| format!(" {v:+}")).boxed(),
+            Int8 => any::<i64>().prop_map(|v| v.to_string()).boxed(),
+            Numeric => "[+-]?0{0,3}[0-9]{0,25}\\.?[0-9]{1,20}([eE][+-]?[0-9]{1,2})?".boxed(),
+            Bool => proptest::sample::select(vec!["t", "yes", "OFF", "0"]).prop_map(String::from).boxed(),
+            Date => "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])".prop_filter("year 0", |s| !s.starts_with("0000")).boxed(),
+            Timestamptz => "[1-9][0-9]{3}-0[1-9]-1[0-9][T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9](:[0-5][0-9])?)".boxed(),
+            Bytea => proptest::collection::vec(any::<u8>(), 0..30).prop_map(|b| format!("\\x{}", hex::encode(b))).boxed(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// canonical -> binary -> canonical is the identity, and
+        /// canonicalising is idempotent, for every type.
+        #[test]
+        fn binary_round_trip((ty, v) in proptest::sample::select(LogicalType::ALL.to_vec())
+            .prop_flat_map(|t| any_value(t).prop_map(move |v| (t, v))))
+        {
+            let c = canonical_text(ty, v.as_bytes());
+            prop_assert!(c.is_ok(), "{} rejected", ty);
+            let c = c.unwrap_or_default();
+            prop_assert_eq!(canonical_text(ty, &c), Ok(c.clone()));
+            let bin = text_to_binary(ty, &c);
+            prop_assert!(bin.is_ok());
+            prop_assert_eq!(binary_to_text(ty, &bin.unwrap_or_default()), Ok(c));
+        }
+
+        /// The calendar arithmetic agrees with chrono across 0001-9999.
+        #[test]
+        fn dates_agree_with_chrono(days in datetime::MIN_PG_DAYS..=datetime::MAX_PG_DAYS, secs in 0i64..86_400, us in 0i64..1_000_000) {
+            let base = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+            let want = base + chrono::Duration::days(days);
+            prop_assert_eq!(datetime::Date::Days(days as i32).to_string(), want.format("%Y-%m-%d").to_string());
+            let micros = days * datetime::USECS_PER_DAY + secs * 1_000_000 + us;
+            let dt = base.and_hms_opt(0, 0, 0).unwrap_or_default() + chrono::Duration::microseconds(micros);
+            let mut want = dt.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+            while want.ends_with('0') { want.pop(); }
+            if want.ends_with('.') { want.pop(); }
+            prop_assert_eq!(Timestamp::Micros(micros).to_string(), format!("{want}+00"));
+        }
+
+        /// Numeric text agrees with exact integer arithmetic where both apply.
+        #[test]
+        fn numeric_integers_agree_with_i128(v in any::<i64>(), zeros in 0usize..5) {
+            let text = format!("{v}.{}", "0".repeat(zeros));
+            let text = text.trim_end_matches('.');
+            prop_assert_eq!(canon(Numeric, text), Ok(v.to_string()));
+        }
     }
 }

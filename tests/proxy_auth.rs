@@ -28,7 +28,11 @@ async fn scram_right_password_works_and_wrong_one_fails_like_direct() {
     let direct = connect(c.pg.port(), &db, APP_USER, "wrong-password")
         .await
         .expect_err("wrong password must fail");
-    assert_eq!(sqlstate(&via_proxy).as_deref(), Some("28P01"), "{via_proxy:?}");
+    assert_eq!(
+        sqlstate(&via_proxy).as_deref(),
+        Some("28P01"),
+        "{via_proxy:?}"
+    );
     // Exactly as it would fail directly: same severity, code and message.
     let (a, b) = (
         via_proxy.as_db_error().unwrap(),
@@ -40,7 +44,14 @@ async fn scram_right_password_works_and_wrong_one_fails_like_direct() {
     );
 
     // psql (libpq's SCRAM) too, right and wrong.
-    let out = psql(p.port, &db, APP_USER, APP_PASSWORD, &["-A", "-t", "-c", "SELECT 7"], None);
+    let out = psql(
+        p.port,
+        &db,
+        APP_USER,
+        APP_PASSWORD,
+        &["-A", "-t", "-c", "SELECT 7"],
+        None,
+    );
     assert!(out.status.success() && out.stdout.trim() == "7", "{out:?}");
     let out = psql(p.port, &db, APP_USER, "nope", &["-c", "SELECT 1"], None);
     assert!(!out.status.success(), "{out:?}");
@@ -68,7 +79,14 @@ async fn md5_cleartext_and_trust_methods_are_relayed() {
             .unwrap_or_else(|e| panic!("{user}: {e:?}"));
         assert_eq!(current_user(&client).await, user);
         // libpq as well.
-        let out = psql(p.port, &db, user, pw, &["-A", "-t", "-c", "SELECT current_user"], None);
+        let out = psql(
+            p.port,
+            &db,
+            user,
+            pw,
+            &["-A", "-t", "-c", "SELECT current_user"],
+            None,
+        );
         assert!(out.status.success(), "{user}: {out:?}");
         assert_eq!(out.stdout.trim(), user);
     }
@@ -86,7 +104,10 @@ async fn client_tls_verify_full_against_test_ca() {
     let db = c.fresh_db("clienttls");
     let cert = c.certs.server_cert.to_str().unwrap();
     let key = c.certs.server_key.to_str().unwrap();
-    let p = Proxy::start(&c.url(), &["--tls-cert", cert, "--tls-key", key]);
+    // Plaintext upstream, so this tests the client leg alone (see `upstream_tls_verify_full`
+    // for both legs, and the channel-binding note there).
+    let upstream = format!("{}?sslmode=disable", c.url());
+    let p = Proxy::start(&upstream, &["--tls-cert", cert, "--tls-key", key]);
 
     // rustls, trusting only the test CA and checking the host name.
     let client = connect_tls(&c.certs, "localhost", p.port, &db, APP_USER, APP_PASSWORD)
@@ -124,12 +145,14 @@ async fn proxy_without_tls_answers_n_to_sslrequest() {
     let db = c.fresh_db("notls");
     let p = Proxy::start(&c.url(), &[]);
     let mut cmd = client_cmd("psql", p.port, &db, APP_USER, APP_PASSWORD);
-    cmd.env("PGSSLMODE", "require").args(["-X", "-c", "SELECT 1"]);
+    cmd.env("PGSSLMODE", "require")
+        .args(["-X", "-c", "SELECT 1"]);
     let out = run_tool(cmd, None, std::time::Duration::from_secs(60));
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stderr.contains("does not support SSL"), "{out:?}");
     let mut cmd = client_cmd("psql", p.port, &db, APP_USER, APP_PASSWORD);
-    cmd.env("PGSSLMODE", "prefer").args(["-X", "-c", "SELECT 1"]);
+    cmd.env("PGSSLMODE", "prefer")
+        .args(["-X", "-c", "SELECT 1"]);
     let out = run_tool(cmd, None, std::time::Duration::from_secs(60));
     assert!(out.status.success(), "{out:?}");
 }
@@ -152,8 +175,11 @@ async fn upstream_tls_verify_full() {
         .unwrap()
         .get(0);
     assert!(ssl);
-    // SCRAM over a TLS upstream: the server offers SCRAM-SHA-256-PLUS, which cannot cross
-    // the proxy; libpq (channel_binding=prefer) over TLS to the proxy must still succeed.
+    // TLS on both legs, libpq with verify-full to the proxy. SCRAM channel binding cannot
+    // cross a TLS-terminating proxy: the proxy hides SCRAM-SHA-256-PLUS, so libpq (default
+    // channel_binding=prefer) would send the gs2 flag "y" ("I support binding, you don't"),
+    // which a TLS-terminated server rejects as a downgrade, and rewriting the flag would
+    // break the SCRAM proof. So clients on TLS to a TLS upstream use channel_binding=disable.
     let cert = c.certs.server_cert.to_str().unwrap();
     let key = c.certs.server_key.to_str().unwrap();
     let p2 = Proxy::start(&c.tls_url(), &["--tls-cert", cert, "--tls-key", key]);
@@ -161,6 +187,7 @@ async fn upstream_tls_verify_full() {
     cmd.env("PGHOST", "localhost")
         .env("PGSSLMODE", "verify-full")
         .env("PGSSLROOTCERT", &c.certs.ca)
+        .env("PGCHANNELBINDING", "disable")
         .args([
             "-X",
             "-A",
@@ -210,7 +237,8 @@ async fn require_client_tls_rejects_plaintext() {
         .expect_err("plaintext client must be refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "{e:?}");
     let mut cmd = client_cmd("psql", p.port, &db, APP_USER, APP_PASSWORD);
-    cmd.env("PGSSLMODE", "disable").args(["-X", "-c", "SELECT 1"]);
+    cmd.env("PGSSLMODE", "disable")
+        .args(["-X", "-c", "SELECT 1"]);
     let out = run_tool(cmd, None, std::time::Duration::from_secs(60));
     assert!(!out.status.success(), "{out:?}");
     // TLS clients are served.

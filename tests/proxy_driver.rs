@@ -106,7 +106,13 @@ async fn table_round_trip_unnamed_statements_portals_and_large_rows() {
         let n = client
             .execute(
                 &insert,
-                &[&i, &format!("n{i}"), &(i as f64 / 3.0), &born, &vec![i as u8; 3]],
+                &[
+                    &i,
+                    &format!("n{i}"),
+                    &(i as f64 / 3.0),
+                    &born,
+                    &vec![i as u8; 3],
+                ],
             )
             .await
             .unwrap();
@@ -206,7 +212,10 @@ async fn pipeline_of_queries_on_one_connection() {
             let s = client
                 .prepare(&format!("SELECT {i}::int8 + $1::int8"))
                 .await?;
-            client.query_one(&s, &[&1_i64]).await.map(|r| r.get::<_, i64>(0))
+            client
+                .query_one(&s, &[&1_i64])
+                .await
+                .map(|r| r.get::<_, i64>(0))
         }
     });
     let got: Vec<i64> = join_all(futs)
@@ -253,7 +262,9 @@ async fn cancel_request_stops_pg_sleep_with_57014() {
     m.extend(80_877_102_i32.to_be_bytes());
     m.extend(12345_i32.to_be_bytes());
     m.extend(67890_i32.to_be_bytes());
-    tokio::io::AsyncWriteExt::write_all(&mut s, &m).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &m)
+        .await
+        .unwrap();
     drop(s);
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);

@@ -119,7 +119,10 @@ async fn gssenc_request_is_declined_then_startup_proceeds() {
             break;
         }
     }
-    assert!(ready, "startup after a declined GSSENCRequest did not reach ReadyForQuery");
+    assert!(
+        ready,
+        "startup after a declined GSSENCRequest did not reach ReadyForQuery"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +245,10 @@ async fn upstream_down_gives_08001_and_recovers() {
     }
     let (status, body) = http_get(p.metrics_port, "/metrics");
     assert_eq!(status, 200);
-    assert!(body.contains("pgveil_upstream_connect_errors_total"), "{body}");
+    assert!(
+        body.contains("pgveil_upstream_connect_errors_total"),
+        "{body}"
+    );
     own.pg.restart().unwrap();
     let again = connect(p.port, "down", APP_USER, APP_PASSWORD)
         .await
@@ -273,7 +279,10 @@ async fn sigterm_drains_open_transactions_then_exits_0() {
     c.sql(&db, "CREATE TABLE d(x int); GRANT ALL ON d TO PUBLIC;");
     let mut p = Proxy::start(&c.url(), &["--shutdown-timeout", "20"]);
     let client = connect(p.port, &db, APP_USER, APP_PASSWORD).await.unwrap();
-    client.batch_execute("BEGIN; INSERT INTO d VALUES (1)").await.unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
     p.signal(libc::SIGTERM);
     // New connections are refused (closed listener or an error reply) while draining.
     let port = p.port;
@@ -297,7 +306,10 @@ async fn sigterm_drains_open_transactions_then_exits_0() {
     assert!(refused, "new connections still accepted after SIGTERM");
     assert!(p.is_alive(), "exited before the open transaction finished");
     // The running session finishes its transaction.
-    client.batch_execute("INSERT INTO d VALUES (2); COMMIT").await.unwrap();
+    client
+        .batch_execute("INSERT INTO d VALUES (2); COMMIT")
+        .await
+        .unwrap();
     drop(client);
     let status = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(15)));
     let status = status.expect("proxy did not exit after its last session ended");
@@ -316,7 +328,10 @@ async fn sigterm_gives_up_on_stuck_sessions_after_the_timeout() {
     p.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| p.wait_exit(Duration::from_secs(10)));
     assert!(status.is_some(), "proxy ignored its shutdown timeout");
-    assert!(t0.elapsed() >= Duration::from_millis(1500), "did not wait for the session");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "did not wait for the session"
+    );
     drop(client);
 }
 
@@ -345,7 +360,10 @@ async fn metrics_and_healthz() {
         assert!(body.contains(name), "missing {name} in:\n{body}");
     }
     // Every metric we export is ours.
-    for line in body.lines().filter(|l| !l.starts_with('#') && l.contains(' ')) {
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(' '))
+    {
         if line.starts_with("HTTP/") || line.contains(':') {
             continue; // status line and headers
         }
@@ -364,4 +382,47 @@ async fn metrics_and_healthz() {
     );
     let (status, _) = http_get(p.metrics_port, "/nope");
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn json_logs_never_contain_values() {
+    let c = shared();
+    let db = c.fresh_db("logs");
+    let p = Proxy::start_with_env(
+        &c.url(),
+        &["--log-format", "json"],
+        &[("PGVEIL_LOG", "debug")],
+    );
+    let client = connect(p.port, &db, APP_USER, APP_PASSWORD).await.unwrap();
+    client
+        .simple_query("SELECT 'secret-literal-' || 'xyz'")
+        .await
+        .unwrap();
+    client
+        .query("SELECT $1::text", &[&"secret-param-abc"])
+        .await
+        .unwrap();
+    let _ = client.simple_query("SELECT 'secret-in-error' +").await;
+    let _ = client.simple_query("SELECT 'secret-cast-value'::int").await;
+    let _ = connect(p.port, &db, APP_USER, "secret-wrong-password").await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = p.log();
+    assert!(log.contains("listening on"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+    for secret in [
+        "secret-literal",
+        "secret-param-abc",
+        "secret-in-error",
+        "secret-cast-value",
+        "secret-wrong-password",
+        APP_PASSWORD,
+    ] {
+        assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
+    }
 }

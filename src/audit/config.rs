@@ -132,7 +132,7 @@ pub struct AuditMetrics {
     pub healthy: IntGauge,
     pub overloaded: IntCounter,
     pub records_lost: IntCounter,
-    /// Incremented by the session layer via [`Audit::note_refused`].
+    /// Incremented by the session layer via [`Audit::note_refused`](super::Audit::note_refused).
     pub refused: IntCounter,
 }
 

@@ -4,8 +4,8 @@
 //! - [`record`]: the record, its canonical JSON encoding and the chain hash.
 //! - [`segment`]: segment file names, listing, finding the chain head.
 //! - [`writer`]: the writer thread behind a bounded channel ([`Audit`]).
-//! - [`verify`]: checks the whole chain ([`verify()`]).
-//! - [`search`]: filters and prints records ([`search()`]).
+//! - [`mod@verify`]: checks the whole chain ([`fn@verify`]).
+//! - [`mod@search`]: filters and prints records ([`fn@search`]).
 //!
 //! The file format, the durability and backpressure policies, fault handling
 //! and what the chain proves are documented in `docs/audit.md`.

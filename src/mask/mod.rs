@@ -156,18 +156,16 @@ fn redact(ty: LogicalType) -> Value {
         Int4 | Int8 => Value::Int(0),
         Numeric => Value::Numeric(values::Numeric::from_u64(0)),
         Bool => Value::Bool(false),
-        Date => Value::Date(values::Date::Days(epoch_pg_days())),
+        Date => Value::Date(values::Date::Days(UNIX_EPOCH_PG_DAYS)),
         Timestamptz => Value::Timestamptz(Timestamp::Micros(
-            i64::from(epoch_pg_days()) * values::datetime::USECS_PER_DAY,
+            i64::from(UNIX_EPOCH_PG_DAYS) * values::datetime::USECS_PER_DAY,
         )),
         Bytea => Value::Bytea(Vec::new()),
     }
 }
 
 /// 1970-01-01 as days since 2000-01-01.
-fn epoch_pg_days() -> i32 {
-    -10_957
-}
+const UNIX_EPOCH_PG_DAYS: i32 = -(values::datetime::PG_EPOCH_UNIX_DAYS as i32);
 
 fn partial(s: &str, first: u32, last: u32) -> String {
     let n = s.chars().filter(|c| c.is_alphanumeric()).count() as u64;
@@ -218,12 +216,15 @@ fn hash(ty: LogicalType, value: &Value, key: &[u8]) -> Result<Value, MaskError> 
         Value::Numeric(n) => n.to_string().into_bytes(),
         other => other.to_binary(ty)?,
     };
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| MaskError::MissingHashKey)?;
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| MaskError::MissingHashKey)?;
     mac.update(&message);
     let h: [u8; 32] = mac.finalize().into_bytes().into();
     let u32_at0 = u64::from(u32::from_be_bytes([h[0], h[1], h[2], h[3]]));
-    let u63 = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) & (i64::MAX as u64);
-    let first_day = values::datetime::days_from_civil(HASH_FIRST_YEAR, 1, 1) - 10_957;
+    let u63 =
+        u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]) & (i64::MAX as u64);
+    let first_day = values::datetime::days_from_civil(HASH_FIRST_YEAR, 1, 1)
+        - values::datetime::PG_EPOCH_UNIX_DAYS;
     use LogicalType::*;
     Ok(match ty {
         Text | Varchar => Value::Text(format!("h:{}", hex::encode(&h[..8]))),
@@ -231,7 +232,9 @@ fn hash(ty: LogicalType, value: &Value, key: &[u8]) -> Result<Value, MaskError> 
         Int8 => Value::Int(u63 as i64),
         Numeric => Value::Numeric(values::Numeric::from_u64(u63)),
         Bool => Value::Bool(h[0] & 1 == 1),
-        Date => Value::Date(values::Date::Days((first_day + (u32_at0 % HASH_DAY_SPAN) as i64) as i32)),
+        Date => Value::Date(values::Date::Days(
+            (first_day + (u32_at0 % HASH_DAY_SPAN) as i64) as i32,
+        )),
         Timestamptz => {
             let secs = first_day * 86_400 + (u63 % (HASH_DAY_SPAN * 86_400)) as i64;
             Value::Timestamptz(Timestamp::Micros(secs * 1_000_000))
@@ -259,7 +262,11 @@ fn round(ty: LogicalType, value: Value, n: u64) -> Value {
             };
             let (v, n) = (i128::from(v), i128::from(n));
             let base = v - v % n;
-            let r = if 2 * (v % n).abs() >= n { base + v.signum() * n } else { base };
+            let r = if 2 * (v % n).abs() >= n {
+                base + v.signum() * n
+            } else {
+                base
+            };
             let out = if r < lo || r > hi { base } else { r };
             // `base` lies between 0 and v, so it always fits.
             Value::Int(i64::try_from(out).unwrap_or(0))
@@ -290,7 +297,10 @@ mod tests {
     fn issue_examples() {
         assert_eq!(m(p(0, 4), Text, "123-45-6789"), "***-**-6789");
         assert_eq!(m(p(1, 4), Text, "+1-202-555-0143"), "+1-***-***-0143");
-        assert_eq!(m(Mask::Email, Text, "alice@example.com"), "a****@example.com");
+        assert_eq!(
+            m(Mask::Email, Text, "alice@example.com"),
+            "a****@example.com"
+        );
     }
 
     #[test]
@@ -301,7 +311,10 @@ mod tests {
         assert_eq!(m(p(1, 0), Text, "日本語テキスト"), "日******");
         assert_eq!(m(p(0, 2), Text, "--"), "--");
         assert_eq!(m(p(0, 2), Text, ""), "");
-        assert_eq!(m(p(3, 3), Text, "4111 1111 1111 1111"), "411* **** **** *111");
+        assert_eq!(
+            m(p(3, 3), Text, "4111 1111 1111 1111"),
+            "411* **** **** *111"
+        );
     }
 
     #[test]
@@ -321,7 +334,10 @@ mod tests {
             assert_eq!(out.is_none(), matches!(ty, Text | Varchar | Bytea), "{ty}");
         }
         assert_eq!(m(Mask::Redact, Date, "2024-02-03"), "1970-01-01");
-        assert_eq!(m(Mask::Redact, Timestamptz, "2024-02-03 00:00:00Z"), "1970-01-01 00:00:00+00");
+        assert_eq!(
+            m(Mask::Redact, Timestamptz, "2024-02-03 00:00:00Z"),
+            "1970-01-01 00:00:00+00"
+        );
         assert_eq!(m(Mask::Redact, Numeric, "12.5"), "0");
         assert_eq!(m(Mask::Redact, Bool, "t"), "f");
         assert_eq!(m(Mask::Redact, Bytea, "\\x0102"), "\\x");
@@ -338,15 +354,24 @@ mod tests {
         assert_ne!(Some(a.into_bytes()), other_key);
         // Spelling-independent for typed values.
         assert_eq!(m(Mask::Hash, Int4, " +007"), m(Mask::Hash, Int4, "7"));
-        assert_eq!(m(Mask::Hash, Numeric, "1.50"), m(Mask::Hash, Numeric, "1.5"));
+        assert_eq!(
+            m(Mask::Hash, Numeric, "1.50"),
+            m(Mask::Hash, Numeric, "1.5")
+        );
         assert_eq!(
             m(Mask::Hash, Timestamptz, "2024-01-02T03:04:05Z"),
             m(Mask::Hash, Timestamptz, "2024-01-02 04:04:05+01")
         );
         let d = m(Mask::Hash, Date, "2024-01-02");
-        assert!(d.as_str() >= "1900-01-01" && d.as_str() <= "2099-12-31", "{d}");
+        assert!(
+            d.as_str() >= "1900-01-01" && d.as_str() <= "2099-12-31",
+            "{d}"
+        );
         assert!(!m(Mask::Hash, Int8, "5").starts_with('-'));
-        assert_eq!(apply(Mask::Hash, Text, b"x", b""), Err(MaskError::MissingHashKey));
+        assert_eq!(
+            apply(Mask::Hash, Text, b"x", b""),
+            Err(MaskError::MissingHashKey)
+        );
         // Known answer: HMAC-SHA256(KEY, "abc"), first 8 bytes.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(KEY).map_err(|_| ());
         if let Ok(mac) = mac.as_mut() {
@@ -360,7 +385,10 @@ mod tests {
     fn truncation_and_rounding() {
         assert_eq!(m(Mask::Year, Date, "2024-05-17"), "2024-01-01");
         assert_eq!(m(Mask::Month, Date, "2024-05-17"), "2024-05-01");
-        assert_eq!(m(Mask::Month, Timestamptz, "2024-06-01 01:00:00+02"), "2024-05-01 00:00:00+00");
+        assert_eq!(
+            m(Mask::Month, Timestamptz, "2024-06-01 01:00:00+02"),
+            "2024-05-01 00:00:00+00"
+        );
         assert_eq!(m(Mask::Year, Timestamptz, "-infinity"), "-infinity");
         assert_eq!(m(Mask::Round(10), Int4, "15"), "20");
         assert_eq!(m(Mask::Round(10), Int4, "-15"), "-20");
@@ -368,7 +396,10 @@ mod tests {
         assert_eq!(m(Mask::Round(10), Int4, "2147483647"), "2147483640");
         assert_eq!(m(Mask::Round(10), Int4, "-2147483648"), "-2147483640");
         assert_eq!(m(Mask::Round(3_000_000_000), Int4, "2147483647"), "0");
-        assert_eq!(m(Mask::Round(10), Int8, "9223372036854775807"), "9223372036854775800");
+        assert_eq!(
+            m(Mask::Round(10), Int8, "9223372036854775807"),
+            "9223372036854775800"
+        );
         assert_eq!(m(Mask::Round(100), Numeric, "149.99"), "100");
         assert_eq!(m(Mask::Round(100), Numeric, "-150"), "-200");
         assert!(m(Mask::Round(0), Int4, "1").starts_with("ERR"));
@@ -378,9 +409,14 @@ mod tests {
     fn wrong_types_and_bad_input_are_errors_without_values() {
         assert_eq!(
             apply(Mask::Year, Text, b"2024-01-01", KEY),
-            Err(MaskError::NotApplicable { mask: Mask::Year, ty: Text })
+            Err(MaskError::NotApplicable {
+                mask: Mask::Year,
+                ty: Text
+            })
         );
-        let e = apply(Mask::Round(5), Int4, b"12x34", KEY).err().map(|e| e.to_string());
+        let e = apply(Mask::Round(5), Int4, b"12x34", KEY)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.as_deref().is_some_and(|e| !e.contains("12")), "{e:?}");
         assert_eq!(apply_opt(Mask::Hash, Int4, None, KEY), Ok(None));
         assert_eq!(

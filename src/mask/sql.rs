@@ -40,7 +40,9 @@ use crate::rules::model::{LogicalType, Mask};
 /// Builds a Postgres expression applying `mask` to `column_sql` (a value of
 /// logical type `ty`) that gives, for every value the proxy's codec accepts,
 /// exactly what [`super::apply`] gives on its canonical text, as a value of
-/// `ty`, and NULL for NULL. `hash_key_hex` is the hex of the column's
+/// `ty`, and NULL for NULL. Values outside that domain (BC dates, years after
+/// 9999) are still masked, but the result is not pinned to the Rust one,
+/// which refuses them. `hash_key_hex` is the hex of the column's
 /// pseudonym key (the same bytes [`super::apply`] takes), needed by `hash`
 /// only; see the module docs for why it may appear in SQL at all.
 pub fn sql_expr(
@@ -123,51 +125,78 @@ fn alnum_class() -> &'static str {
     })
 }
 
+/// Largest `F` or `L` that `partial` supports in SQL; the ARE patterns grow
+/// linearly with it (Postgres caps one `{m}` bound at 255, so larger counts
+/// are written as a sequence of bounded repetitions).
+const MAX_PARTIAL_SQL: u32 = 1000;
+
+/// `(?:atom){count}` for any count, as a sequence of bounds of at most 255.
+fn repeated(atom: &str, mut count: u32) -> String {
+    let mut out = String::new();
+    while count > 0 {
+        let n = count.min(255);
+        let _ = write!(out, "(?:{atom}){{{n}}}");
+        count -= n;
+    }
+    out
+}
+
 /// `partial(F,L)`: a correlated scalar subquery computes, once per value, a
 /// skeleton `sk` in which every alphanumeric became `a` (one character for
-/// one, so positions agree with the value); counting and locating the kept
-/// alphanumerics then only needs the tiny pattern `a`, and the starred middle
-/// is the skeleton's middle with `a` replaced by `*`.
-fn partial(mask: Mask, ty: LogicalType, v: &str, first: u32, last: u32) -> Result<String, MaskError> {
-    if i32::try_from(first).is_err() || i32::try_from(last).is_err() {
+/// one, so positions agree with the value). Counting the alphanumerics and
+/// measuring the kept head (`^(?:[^a]*a){F}`) and tail (`(?:a[^a]*){L}$`)
+/// then only needs tiny patterns on `sk`, and the starred middle is the
+/// skeleton's middle with `a` replaced by `*`. `OFFSET 0` keeps the planner
+/// from flattening the subqueries, which would substitute the expensive
+/// skeleton expression into each of its uses.
+fn partial(
+    mask: Mask,
+    ty: LogicalType,
+    v: &str,
+    first: u32,
+    last: u32,
+) -> Result<String, MaskError> {
+    if first > MAX_PARTIAL_SQL || last > MAX_PARTIAL_SQL {
         return Err(MaskError::NoSqlEquivalent {
             mask,
             ty,
-            reason: "F and L must be at most 2147483647",
+            reason: "partial(F,L) in SQL supports F and L up to 1000",
         });
     }
     let keep = u64::from(first) + u64::from(last);
-    let len_sk = "pg_catalog.length(pgveil_m.sk)";
-    // Position just after the F-th alphanumeric (1 when F = 0).
-    let pe = if first == 0 {
-        "1".to_string()
-    } else {
-        format!("pg_catalog.regexp_instr(pgveil_m.sk, 'a', 1, {first}, 1)")
+    let measure = |pattern: String| {
+        format!("pg_catalog.length(pg_catalog.substring(pgveil_s.sk, '{pattern}'))")
     };
-    // Position of the first of the last L alphanumerics (past the end when L = 0).
-    let qs = if last == 0 {
-        op(len_sk, "+", "1")
-    } else {
-        let nth = op(&op("pgveil_m.n", "-", &last.to_string()), "+", "1");
-        format!("pg_catalog.regexp_instr(pgveil_m.sk, 'a', 1, {nth})")
+    let head_len = match first {
+        0 => "0".to_string(),
+        f => measure(format!("^{}", repeated("[^a]*a", f))),
     };
-    let head = format!("pg_catalog.substr(pgveil_m.v, 1, {})", op(&pe, "-", "1"));
-    let middle = format!(
-        "pg_catalog.replace(pg_catalog.substr(pgveil_m.sk, {pe}, {}), 'a', '*')",
-        op(&qs, "-", &pe)
-    );
-    let tail = format!("pg_catalog.substr(pgveil_m.v, {qs})");
-    let masked = op(&op(&head, "||", &middle), "||", &tail);
+    let tail_len = match last {
+        0 => "0".to_string(),
+        l => measure(format!("{}$", repeated("a[^a]*", l))),
+    };
     let count = op(
         "pg_catalog.length(pgveil_s.sk)",
         "-",
         "pg_catalog.length(pg_catalog.replace(pgveil_s.sk, 'a', ''))",
     );
+    let len = "pg_catalog.length(pgveil_m.sk)";
+    let head = "pg_catalog.substr(pgveil_m.v, 1, pgveil_m.hl)";
+    let middle = format!(
+        "pg_catalog.replace(pg_catalog.substr(pgveil_m.sk, {}, {}), 'a', '*')",
+        op("pgveil_m.hl", "+", "1"),
+        op(&op(len, "-", "pgveil_m.hl"), "-", "pgveil_m.tl")
+    );
+    let tail = format!(
+        "pg_catalog.substr(pgveil_m.v, {})",
+        op(&op(len, "-", "pgveil_m.tl"), "+", "1")
+    );
+    let masked = op(&op(head, "||", &middle), "||", &tail);
     Ok(format!(
         "(SELECT CASE WHEN {} THEN pgveil_m.v ELSE {masked} END \
-         FROM (SELECT pgveil_s.v, pgveil_s.sk, {count} AS n \
+         FROM (SELECT pgveil_s.v, pgveil_s.sk, {count} AS n, {head_len} AS hl, {tail_len} AS tl \
          FROM (SELECT pgveil_r.v, pg_catalog.regexp_replace(pgveil_r.v, {}, 'a', 'g') AS sk \
-         FROM (SELECT CAST({v} AS pg_catalog.text) AS v) AS pgveil_r) AS pgveil_s) AS pgveil_m)",
+         FROM (SELECT CAST({v} AS pg_catalog.text) AS v) AS pgveil_r OFFSET 0) AS pgveil_s OFFSET 0) AS pgveil_m)",
         op("pgveil_m.n", "<=", &keep.to_string()),
         alnum_class(),
     ))
@@ -220,11 +249,19 @@ fn hash(ty: LogicalType, v: &str, key_hex: Option<&str>) -> Result<String, MaskE
     };
     let inner = format!(
         "pg_catalog.sha256({})",
-        op(&format!("pg_catalog.decode('{}', 'hex')", hex::encode(ipad)), "||", &message)
+        op(
+            &format!("pg_catalog.decode('{}', 'hex')", hex::encode(ipad)),
+            "||",
+            &message
+        )
     );
     let h = format!(
         "pg_catalog.sha256({})",
-        op(&format!("pg_catalog.decode('{}', 'hex')", hex::encode(opad)), "||", &inner)
+        op(
+            &format!("pg_catalog.decode('{}', 'hex')", hex::encode(opad)),
+            "||",
+            &inner
+        )
     );
     // The first `hex_digits` hex digits of the HMAC as a non-negative int8.
     let as_int8 = |hex_digits: usize| {
@@ -243,7 +280,11 @@ fn hash(ty: LogicalType, v: &str, key_hex: Option<&str>) -> Result<String, MaskE
         ),
         Int4 => op(&as_int8(8), "&", "2147483647"),
         Int8 | Numeric => u63(),
-        Bool => op(&op(&format!("pg_catalog.get_byte({h}, 0)"), "&", "1"), "=", "1"),
+        Bool => op(
+            &op(&format!("pg_catalog.get_byte({h}, 0)"), "&", "1"),
+            "=",
+            "1",
+        ),
         Date => op(
             &format!("pg_catalog.make_date({HASH_FIRST_YEAR}, 1, 1)"),
             "+",
@@ -307,7 +348,11 @@ fn round(ty: LogicalType, v: &str, n: i64) -> String {
             let special = format!(
                 "{} OR {}",
                 op(&x, "=", "CAST('NaN' AS pg_catalog.numeric)"),
-                op(&format!("pg_catalog.abs({x})"), "=", "CAST('Infinity' AS pg_catalog.numeric)")
+                op(
+                    &format!("pg_catalog.abs({x})"),
+                    "=",
+                    "CAST('Infinity' AS pg_catalog.numeric)"
+                )
             );
             return format!("CASE WHEN {special} THEN {x} ELSE pg_catalog.trim_scale({r}) END");
         }
@@ -358,7 +403,9 @@ mod tests {
             Mask::Month,
             Mask::Round(10),
         ];
-        let syntax = ["CASE", "CAST", "AS", "OPERATOR", "THEN", "ELSE", "SELECT", "FROM", "IN", "bit"];
+        let syntax = [
+            "CASE", "CAST", "AS", "OPERATOR", "THEN", "ELSE", "SELECT", "FROM", "IN", "bit",
+        ];
         for ty in LogicalType::ALL {
             for mask in masks.iter().filter(|m| m.applies_to(ty)) {
                 let sql = sql_expr(*mask, ty, "c.col", Some("00ff")).unwrap_or_default();
@@ -394,7 +441,10 @@ mod tests {
                     // The start of each run of operator characters.
                     if is_op(c) && (i == 0 || !is_op(&bytes[i - 1])) {
                         let before = &plain[..i];
-                        assert!(before.ends_with("OPERATOR(pg_catalog."), "{mask} {ty}: bare operator");
+                        assert!(
+                            before.ends_with("OPERATOR(pg_catalog."),
+                            "{mask} {ty}: bare operator"
+                        );
                     }
                 }
             }
@@ -412,7 +462,15 @@ mod tests {
             Err(MaskError::BadHashKey)
         );
         assert!(matches!(
-            sql_expr(Mask::Partial { first: u32::MAX, last: 1 }, LogicalType::Text, "c", None),
+            sql_expr(
+                Mask::Partial {
+                    first: 1001,
+                    last: 1
+                },
+                LogicalType::Text,
+                "c",
+                None
+            ),
             Err(MaskError::NoSqlEquivalent { .. })
         ));
         assert!(matches!(

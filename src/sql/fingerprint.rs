@@ -44,7 +44,10 @@ mod tests {
                    WHERE c.ssn = '123-45-6789' AND age > 42 AND x = 1.5e3 AND y = $1 /* secret */ AND z = B'1010' \
                    AND w = 0xFF AND d = DATE '2020-01-02' AND u = U&'d\\0061ta'";
         let fp = fingerprint(sql);
-        for secret in ["alice", "neil", "123", "6789", "987", "42", "1.5", "secret", "1010", "FF", "ff", "2020", "d\\0061"] {
+        for secret in [
+            "alice", "neil", "123", "6789", "987", "42", "1.5", "secret", "1010", "FF", "ff",
+            "2020", "d\\0061",
+        ] {
             assert!(!fp.contains(secret), "{secret} leaked into {fp}");
         }
         assert_eq!(
@@ -60,7 +63,10 @@ mod tests {
             fingerprint("select * from t where a = 'x'  and b in (1,2)"),
             fingerprint("SELECT *\n FROM t WHERE a='yy' AND b IN (3, 4)")
         );
-        assert_eq!(fingerprint("select a::text from s.t"), "select a::text from s.t");
+        assert_eq!(
+            fingerprint("select a::text from s.t"),
+            "select a::text from s.t"
+        );
     }
 
     #[test]

@@ -52,7 +52,22 @@ fn is_ident_cont(b: u8) -> bool {
 fn is_op_char(b: u8) -> bool {
     matches!(
         b,
-        b'+' | b'-' | b'*' | b'/' | b'<' | b'>' | b'=' | b'~' | b'!' | b'@' | b'#' | b'%' | b'^' | b'&' | b'|' | b'`' | b'?'
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
     )
 }
 
@@ -78,7 +93,9 @@ impl<'s> Lexer<'s> {
     fn skip_trivia(&mut self) {
         let b = self.bytes();
         loop {
-            while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+            while self.pos < b.len()
+                && matches!(b[self.pos], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+            {
                 self.pos += 1;
             }
             if b[self.pos..].starts_with(b"--") {
@@ -176,7 +193,12 @@ impl<'s> Lexer<'s> {
 
     fn number(&mut self) {
         let b = self.bytes();
-        if b[self.pos] == b'0' && matches!(self.at(self.pos + 1), Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')) {
+        if b[self.pos] == b'0'
+            && matches!(
+                self.at(self.pos + 1),
+                Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+            )
+        {
             self.pos += 2;
             while self.pos < b.len() && (b[self.pos].is_ascii_hexdigit() || b[self.pos] == b'_') {
                 self.pos += 1;
@@ -236,7 +258,9 @@ impl<'s> Iterator for Lexer<'s> {
             self.pos += 1;
             return Some(Tok::Op(&self.src[start..self.pos]));
         }
-        if c.is_ascii_digit() || (c == b'.' && self.at(self.pos + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if c.is_ascii_digit()
+            || (c == b'.' && self.at(self.pos + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             self.number();
             return Some(Tok::Literal);
         }
@@ -261,7 +285,10 @@ impl<'s> Iterator for Lexer<'s> {
                         self.suspicious = true;
                         return Some(Tok::Quoted(self.quoted_ident()));
                     }
+                    // Unicode escapes, not subject to standard_conforming_strings.
+                    let before = self.suspicious;
                     self.quoted_string(false);
+                    self.suspicious = before;
                     return Some(Tok::Literal);
                 }
                 _ => {}
@@ -294,6 +321,50 @@ impl<'s> Iterator for Lexer<'s> {
     }
 }
 
+/// Splits a simple-query text into statements at top-level `;` (not inside
+/// strings, comments, quoted identifiers or dollar quotes), the way the
+/// server does; empty statements are dropped. Statement boundaries are
+/// therefore ours, not sqlparser's (whose `COPY … FROM STDIN;` swallows the
+/// following text as inline data).
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut lx = Lexer::new(sql);
+    let mut start = 0;
+    while let Some(tok) = lx.next() {
+        if tok == Tok::Op(";") {
+            let piece = &sql[start..lx.pos - 1];
+            if Lexer::new(piece).next().is_some() {
+                out.push(piece);
+            }
+            start = lx.pos;
+        }
+    }
+    let piece = &sql[start..];
+    if Lexer::new(piece).next().is_some() {
+        out.push(piece);
+    }
+    out
+}
+
+/// `COPY … FROM STDIN`: sqlparser only parses it followed by inline data.
+pub fn is_copy_from_stdin(stmt: &str) -> bool {
+    let mut words = Lexer::new(stmt).filter_map(|t| match t {
+        Tok::Word(w) => Some(w),
+        _ => None,
+    });
+    if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("copy")) {
+        return false;
+    }
+    let mut prev_from = false;
+    for w in words {
+        if prev_from && w.eq_ignore_ascii_case("stdin") {
+            return true;
+        }
+        prev_from = w.eq_ignore_ascii_case("from");
+    }
+    false
+}
+
 /// Writes the Postgres-folded form of an identifier token into `buf`.
 pub fn fold_into(tok: &Tok<'_>, buf: &mut String) -> bool {
     buf.clear();
@@ -317,7 +388,8 @@ pub fn fold_into(tok: &Tok<'_>, buf: &mut String) -> bool {
 /// The precomputed matcher behind [`mentions_tagged`]: the folded names of the
 /// tagged tables (the last part of a qualified name is enough, so `s.t`,
 /// `"s"."t"` and `t` all hit), plus keywords that must always reach the full
-/// analysis (SQL-level `EXECUTE`, whose text names no table).
+/// analysis (SQL-level `EXECUTE`, whose text names no table, and `PREPARE` /
+/// `DEALLOCATE`, which change what an `EXECUTE` means).
 ///
 /// Issue 4 can add view names and the keywords of its refusal list (`do`,
 /// `set`, `copy`, `explain`, …) through [`TaggedNames::with_extra_words`].
@@ -329,7 +401,9 @@ pub struct TaggedNames {
 
 impl TaggedNames {
     pub fn new(rules: &RuleSet) -> Self {
-        Self::default().with_extra_words(rules.tables().map(|t| t.name.clone())).with_extra_words(["execute".to_string()])
+        Self::default()
+            .with_extra_words(rules.tables().map(|t| t.name.clone()))
+            .with_extra_words(["execute", "prepare", "deallocate"].map(String::from))
     }
 
     /// Adds names (already folded as Postgres stores them) that force analysis.
@@ -355,7 +429,7 @@ pub fn mentions_tagged(names: &TaggedNames, sql: &str) -> bool {
     }
     let mut lx = Lexer::new(sql);
     let mut buf = String::with_capacity(32);
-    while let Some(tok) = lx.next() {
+    for tok in lx.by_ref() {
         let len = match &tok {
             Tok::Word(w) => w.len(),
             Tok::Quoted(q) => q.len(),
@@ -398,17 +472,29 @@ mod tests {
     fn skips_comments_strings_and_dollar_quotes() {
         let n = names();
         assert!(!mentions_tagged(&n, "select 1 -- customers\n"));
-        assert!(!mentions_tagged(&n, "select 1 /* outer /* customers */ still comment customers */"));
+        assert!(!mentions_tagged(
+            &n,
+            "select 1 /* outer /* customers */ still comment customers */"
+        ));
         assert!(mentions_tagged(&n, "select 1 /* a */ from customers"));
-        assert!(!mentions_tagged(&n, "select 'customers', 'it''s customers'"));
-        assert!(!mentions_tagged(&n, "select $$customers$$, $q$ $$ customers $q$"));
+        assert!(!mentions_tagged(
+            &n,
+            "select 'customers', 'it''s customers'"
+        ));
+        assert!(!mentions_tagged(
+            &n,
+            "select $$customers$$, $q$ $$ customers $q$"
+        ));
         assert!(!mentions_tagged(&n, r"select E'\' customers'"));
         assert!(!mentions_tagged(&n, "select 1 as customers_x"));
         // A $ inside an identifier does not open a dollar quote.
         assert!(mentions_tagged(&n, "select a$b$ from customers"));
         // Comment-looking text inside a string is data; the table after it is code.
         assert!(mentions_tagged(&n, "select '/*' from customers"));
-        assert!(mentions_tagged(&n, "select 1 from x--y\n join customers on true"));
+        assert!(mentions_tagged(
+            &n,
+            "select 1 from x--y\n join customers on true"
+        ));
     }
 
     #[test]
@@ -438,6 +524,14 @@ mod tests {
                 Tok::Literal
             ]
         );
+        assert_eq!(
+            split_statements("select ';'; ; select $$;$$ -- ;\n;/* ; */"),
+            vec!["select ';'", " select $$;$$ -- ;\n"]
+        );
+        assert!(is_copy_from_stdin(
+            "COPY t (a) FROM stdin WITH (FORMAT csv)"
+        ));
+        assert!(!is_copy_from_stdin("COPY t TO STDOUT"));
         // Unterminated constructs end the input without panicking.
         for s in ["'abc", "\"abc", "$a$abc", "/* abc", "E'\\", "U&", "$"] {
             let _ = Lexer::new(s).count();

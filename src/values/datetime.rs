@@ -14,7 +14,7 @@ use super::{trim_pg_space, ValueError};
 use crate::rules::model::LogicalType;
 
 /// Days from 1970-01-01 (Unix) to 2000-01-01 (Postgres epoch).
-const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
+pub(crate) const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 pub(crate) const USECS_PER_DAY: i64 = 86_400_000_000;
 const USECS_PER_SEC: i64 = 1_000_000;
 /// 0001-01-01 and 9999-12-31 as days since 2000-01-01.
@@ -73,13 +73,20 @@ pub(crate) enum Timestamp {
     PosInf,
 }
 
-fn err(ty: LogicalType, kind: u8, reason: &'static str) -> ValueError {
-    match kind {
-        0 => ValueError::Syntax { ty, reason },
-        1 => ValueError::OutOfRange { ty, reason },
-        2 => ValueError::Unsupported { ty, reason },
-        _ => ValueError::Binary { ty, reason },
-    }
+fn syntax(ty: LogicalType, reason: &'static str) -> ValueError {
+    ValueError::Syntax { ty, reason }
+}
+
+fn range(ty: LogicalType, reason: &'static str) -> ValueError {
+    ValueError::OutOfRange { ty, reason }
+}
+
+fn unsupported(ty: LogicalType, reason: &'static str) -> ValueError {
+    ValueError::Unsupported { ty, reason }
+}
+
+fn binary(ty: LogicalType, reason: &'static str) -> ValueError {
+    ValueError::Binary { ty, reason }
 }
 
 impl Date {
@@ -87,12 +94,14 @@ impl Date {
     pub(crate) fn from_ymd(y: i64, m: u32, d: u32) -> Result<Date, ValueError> {
         let ty = LogicalType::Date;
         if !(1..=9999).contains(&y) {
-            return Err(err(ty, 1, "only years 0001 to 9999 are supported"));
+            return Err(range(ty, "only years 0001 to 9999 are supported"));
         }
         if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-            return Err(err(ty, 1, "date field value out of range"));
+            return Err(range(ty, "date field value out of range"));
         }
-        Ok(Date::Days((days_from_civil(y, m, d) - PG_EPOCH_UNIX_DAYS) as i32))
+        Ok(Date::Days(
+            (days_from_civil(y, m, d) - PG_EPOCH_UNIX_DAYS) as i32,
+        ))
     }
 
     pub(crate) fn from_pg_days(days: i32) -> Result<Date, ValueError> {
@@ -100,7 +109,10 @@ impl Date {
             i32::MIN => Ok(Date::NegInf),
             i32::MAX => Ok(Date::PosInf),
             d if (MIN_PG_DAYS..=MAX_PG_DAYS).contains(&i64::from(d)) => Ok(Date::Days(d)),
-            _ => Err(err(LogicalType::Date, 3, "outside the supported years 0001 to 9999")),
+            _ => Err(binary(
+                LogicalType::Date,
+                "outside the supported years 0001 to 9999",
+            )),
         }
     }
 
@@ -158,9 +170,8 @@ impl Timestamp {
             i64::MIN => Ok(Timestamp::NegInf),
             i64::MAX => Ok(Timestamp::PosInf),
             u if (MIN_MICROS..=MAX_MICROS).contains(&u) => Ok(Timestamp::Micros(u)),
-            _ => Err(err(
+            _ => Err(binary(
                 LogicalType::Timestamptz,
-                3,
                 "outside the supported years 0001 to 9999",
             )),
         }
@@ -171,9 +182,8 @@ impl Timestamp {
         if (MIN_MICROS..=MAX_MICROS).contains(&us) {
             Ok(Timestamp::Micros(us))
         } else {
-            Err(err(
+            Err(range(
                 LogicalType::Timestamptz,
-                1,
                 "only years 0001 to 9999 (UTC) are supported",
             ))
         }
@@ -194,7 +204,9 @@ impl Timestamp {
                 let day = us.div_euclid(USECS_PER_DAY);
                 // `day` is in the supported range, so it fits an i32.
                 let day = i32::try_from(day).unwrap_or(0);
-                Timestamp::Micros(i64::from(Date::Days(day).truncate(month).to_pg_days()) * USECS_PER_DAY)
+                Timestamp::Micros(
+                    i64::from(Date::Days(day).truncate(month).to_pg_days()) * USECS_PER_DAY,
+                )
             }
             inf => inf,
         }
@@ -212,7 +224,13 @@ impl fmt::Display for Timestamp {
         let rem = us.rem_euclid(USECS_PER_DAY);
         let secs = rem / USECS_PER_SEC;
         let frac = rem % USECS_PER_SEC;
-        write!(f, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)?;
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )?;
         if frac > 0 {
             let digits = format!("{frac:06}");
             write!(f, ".{}", digits.trim_end_matches('0'))?;
@@ -227,11 +245,18 @@ struct Cursor<'a>(&'a [u8]);
 impl Cursor<'_> {
     /// Up to `max` ASCII digits, at least `min`.
     fn digits(&mut self, min: usize, max: usize) -> Option<(u64, usize)> {
-        let n = self.0.iter().take(max).take_while(|b| b.is_ascii_digit()).count();
+        let n = self
+            .0
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         if n < min {
             return None;
         }
-        let v = self.0[..n].iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0'));
+        let v = self.0[..n]
+            .iter()
+            .fold(0u64, |a, d| a * 10 + u64::from(d - b'0'));
         self.0 = &self.0[n..];
         Some((v, n))
     }
@@ -247,7 +272,11 @@ impl Cursor<'_> {
     }
 
     fn skip_spaces(&mut self) -> usize {
-        let n = self.0.iter().take_while(|b| super::is_pg_space(**b)).count();
+        let n = self
+            .0
+            .iter()
+            .take_while(|b| super::is_pg_space(**b))
+            .count();
         self.0 = &self.0[n..];
         n
     }
@@ -255,7 +284,12 @@ impl Cursor<'_> {
 
 /// `YYYY-M[M]-D[D]`, validated.
 fn ymd(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> {
-    let syntax = || err(ty, 0, "expected an ISO 8601 date YYYY-MM-DD (years 0001 to 9999)");
+    let syntax = || {
+        syntax(
+            ty,
+            "expected an ISO 8601 date YYYY-MM-DD (years 0001 to 9999)",
+        )
+    };
     let (y, _) = c.digits(4, 4).ok_or_else(syntax)?;
     if !c.eat(b'-') {
         return Err(syntax());
@@ -266,7 +300,7 @@ fn ymd(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> {
     }
     let (d, _) = c.digits(1, 2).ok_or_else(syntax)?;
     let date = Date::from_ymd(y as i64, m as u32, d as u32).map_err(|e| match e {
-        ValueError::OutOfRange { reason, .. } => err(ty, 1, reason),
+        ValueError::OutOfRange { reason, .. } => range(ty, reason),
         other => other,
     })?;
     Ok(i64::from(date.to_pg_days()))
@@ -289,9 +323,8 @@ pub(crate) fn parse_date(input: &[u8]) -> Result<Date, ValueError> {
     let mut c = Cursor(s);
     let days = ymd(&mut c, LogicalType::Date)?;
     if !c.0.is_empty() {
-        return Err(err(
+        return Err(syntax(
             LogicalType::Date,
-            0,
             "expected an ISO 8601 date YYYY-MM-DD (years 0001 to 9999)",
         ));
     }
@@ -304,21 +337,27 @@ pub(crate) fn parse_date(input: &[u8]) -> Result<Date, ValueError> {
 pub(crate) fn parse_timestamptz(input: &[u8]) -> Result<Timestamp, ValueError> {
     let ty = LogicalType::Timestamptz;
     let syntax = || {
-        err(
+        syntax(
             ty,
-            0,
             "expected an ISO 8601 timestamp YYYY-MM-DD HH:MM[:SS[.ffffff]] with a UTC offset",
         )
     };
     let s = trim_pg_space(input);
     if let Some(pos) = infinity(s) {
-        return Ok(if pos { Timestamp::PosInf } else { Timestamp::NegInf });
+        return Ok(if pos {
+            Timestamp::PosInf
+        } else {
+            Timestamp::NegInf
+        });
     }
     let mut c = Cursor(s);
     let days = ymd(&mut c, ty)?;
     if !(c.eat(b'T') || c.eat(b't') || c.skip_spaces() > 0) {
         return Err(if c.0.is_empty() {
-            err(ty, 2, "a timestamptz needs a time and an explicit UTC offset or Z")
+            unsupported(
+                ty,
+                "a timestamptz needs a time and an explicit UTC offset or Z",
+            )
         } else {
             syntax()
         });
@@ -340,7 +379,7 @@ pub(crate) fn parse_timestamptz(input: &[u8]) -> Result<Timestamp, ValueError> {
             c.0 = &c.0[n..];
         }
     }
-    let range = || err(ty, 1, "date/time field value out of range");
+    let range = || range(ty, "date/time field value out of range");
     // Postgres allows 24:00:00 exactly and a leap second 60 without fraction.
     let over = h == 24 && (mi > 0 || sec > 0 || frac_us > 0);
     if h > 24 || over || mi > 59 || sec > 60 || (sec == 60 && frac_us > 0) {
@@ -376,8 +415,8 @@ fn round_fraction(digits: &[u8]) -> i64 {
 
 /// The UTC offset in seconds (east positive).
 fn parse_offset(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> {
-    let missing = || err(ty, 2, "a timestamptz needs an explicit UTC offset or Z");
-    let syntax = || err(ty, 0, "invalid UTC offset");
+    let missing = || unsupported(ty, "a timestamptz needs an explicit UTC offset or Z");
+    let syntax = || syntax(ty, "invalid UTC offset");
     if c.eat(b'Z') || c.eat(b'z') {
         return Ok(0);
     }
@@ -405,7 +444,7 @@ fn parse_offset(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> 
         }
     }
     if h > 15 || m > 59 || s > 59 {
-        return Err(err(ty, 1, "time zone displacement out of range"));
+        return Err(range(ty, "time zone displacement out of range"));
     }
     Ok(sign * (h * 3600 + m * 60 + s) as i64)
 }
@@ -424,8 +463,14 @@ mod tests {
     fn civil_round_trips_and_matches_known_days() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 1, 1), PG_EPOCH_UNIX_DAYS);
-        assert_eq!(days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28), 2);
-        assert_eq!(days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28), 1);
+        assert_eq!(
+            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28),
+            2
+        );
+        assert_eq!(
+            days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28),
+            1
+        );
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(MIN_PG_DAYS, -730_119);
         for z in (MIN_PG_DAYS..=MAX_PG_DAYS).step_by(97) {
@@ -442,12 +487,31 @@ mod tests {
         assert_eq!(d("2024-02-29"), Ok("2024-02-29".into()));
         assert_eq!(d("-INFINITY"), Ok("-infinity".into()));
         assert_eq!(d("0001-01-01").map(|_| ()), Ok(()));
-        assert!(matches!(parse_date(b"2023-02-29"), Err(ValueError::OutOfRange { .. })));
-        assert!(matches!(parse_date(b"0000-01-01"), Err(ValueError::OutOfRange { .. })));
-        for bad in ["20240105", "Jan 5 2024", "2024-01-05 x", "10000-01-01", "2024/01/05", ""] {
-            assert!(matches!(parse_date(bad.as_bytes()), Err(ValueError::Syntax { .. })), "{bad}");
+        assert!(matches!(
+            parse_date(b"2023-02-29"),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse_date(b"0000-01-01"),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        for bad in [
+            "20240105",
+            "Jan 5 2024",
+            "2024-01-05 x",
+            "10000-01-01",
+            "2024/01/05",
+            "",
+        ] {
+            assert!(
+                matches!(parse_date(bad.as_bytes()), Err(ValueError::Syntax { .. })),
+                "{bad}"
+            );
         }
-        let msg = parse_date(b"1999-13-45").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = parse_date(b"1999-13-45")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!msg.contains("1999"), "{msg}");
     }
 
@@ -461,12 +525,27 @@ mod tests {
         assert_eq!(ts("2024-01-02 03:04+00"), "2024-01-02 03:04:00+00");
         assert_eq!(ts("2024-01-02 3:04:05+00"), "2024-01-02 03:04:05+00");
         assert_eq!(ts("2024-01-01 24:00:00+00"), "2024-01-02 00:00:00+00");
-        assert_eq!(ts("2024-01-02 03:04:05.1234565+00"), "2024-01-02 03:04:05.123456+00");
-        assert_eq!(ts("2024-01-02 03:04:05.0000015+00"), "2024-01-02 03:04:05.000002+00");
-        assert_eq!(ts("2024-01-02 03:04:05.0000005+00"), "2024-01-02 03:04:05+00");
-        assert_eq!(ts("2024-01-02 03:04:05.12000-01:30"), "2024-01-02 04:34:05.12+00");
+        assert_eq!(
+            ts("2024-01-02 03:04:05.1234565+00"),
+            "2024-01-02 03:04:05.123456+00"
+        );
+        assert_eq!(
+            ts("2024-01-02 03:04:05.0000015+00"),
+            "2024-01-02 03:04:05.000002+00"
+        );
+        assert_eq!(
+            ts("2024-01-02 03:04:05.0000005+00"),
+            "2024-01-02 03:04:05+00"
+        );
+        assert_eq!(
+            ts("2024-01-02 03:04:05.12000-01:30"),
+            "2024-01-02 04:34:05.12+00"
+        );
         assert_eq!(ts("2016-12-31 23:59:60Z"), "2017-01-01 00:00:00+00");
-        assert_eq!(ts("1999-12-31 23:59:59.9999999 UTC"), "2000-01-01 00:00:00+00");
+        assert_eq!(
+            ts("1999-12-31 23:59:59.9999999 UTC"),
+            "2000-01-01 00:00:00+00"
+        );
         assert_eq!(ts(" infinity "), "infinity");
         for bad in [
             "2024-01-02 03:04:05+16",
@@ -474,13 +553,26 @@ mod tests {
             "2024-01-02 23:59:60.5+00",
             "0001-01-01 00:30:00+01",
         ] {
-            assert!(ts(bad).starts_with("ERR value out of range"), "{bad}: {}", ts(bad));
+            assert!(
+                ts(bad).starts_with("ERR value out of range"),
+                "{bad}: {}",
+                ts(bad)
+            );
         }
         for bad in ["2024-01-02 03:04:05", "2024-01-02"] {
             assert!(ts(bad).starts_with("ERR unsupported"), "{bad}: {}", ts(bad));
         }
-        for bad in ["2024-01-02 03:04:05-030405", "2024-01-02x03:04Z", "2024-01-02 03:4Z", "now"] {
-            assert!(ts(bad).starts_with("ERR invalid input syntax"), "{bad}: {}", ts(bad));
+        for bad in [
+            "2024-01-02 03:04:05-030405",
+            "2024-01-02x03:04Z",
+            "2024-01-02 03:4Z",
+            "now",
+        ] {
+            assert!(
+                ts(bad).starts_with("ERR invalid input syntax"),
+                "{bad}: {}",
+                ts(bad)
+            );
         }
     }
 
@@ -494,7 +586,10 @@ mod tests {
             Timestamp::from_pg_micros(MAX_MICROS).map(|t| t.to_string()),
             Ok("9999-12-31 23:59:59.999999+00".into())
         );
-        assert_eq!(Timestamp::Micros(-1).to_string(), "1999-12-31 23:59:59.999999+00");
+        assert_eq!(
+            Timestamp::Micros(-1).to_string(),
+            "1999-12-31 23:59:59.999999+00"
+        );
     }
 
     #[test]

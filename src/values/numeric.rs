@@ -30,7 +30,11 @@ pub(crate) enum Numeric {
     /// `(-1)^neg × coef × 10^-scale`. `coef` holds ASCII digits without
     /// leading zeros (empty means zero); when `scale > 0` its last digit is
     /// not `0`. Zero is never negative and has scale 0.
-    Finite { neg: bool, coef: Vec<u8>, scale: u32 },
+    Finite {
+        neg: bool,
+        coef: Vec<u8>,
+        scale: u32,
+    },
 }
 
 fn syntax(reason: &'static str) -> ValueError {
@@ -143,9 +147,9 @@ impl Numeric {
         } else {
             b'0'
         };
-        let r = int
-            .iter()
-            .fold(0u128, |acc, d| (acc * 10 + u128::from(d - b'0')) % u128::from(n));
+        let r = int.iter().fold(0u128, |acc, d| {
+            (acc * 10 + u128::from(d - b'0')) % u128::from(n)
+        });
         let (r2, n) = (2 * r, u128::from(n));
         // |v| = q*n + r + f with 0 <= f < 1; round up iff r + f >= n/2.
         let up = r2 >= n || (r2 + 1 == n && first_frac >= b'5');
@@ -294,9 +298,9 @@ pub(crate) fn parse(input: &[u8]) -> Result<Numeric, ValueError> {
             return Err(syntax("exponent without digits"));
         }
         // Saturate: anything this large overflows below anyway.
-        let mag = ed
-            .iter()
-            .fold(0i64, |acc, d| (acc * 10 + i64::from(d - b'0')).min(1_000_000_000));
+        let mag = ed.iter().fold(0i64, |acc, d| {
+            (acc * 10 + i64::from(d - b'0')).min(1_000_000_000)
+        });
         exp = if eneg { -mag } else { mag };
     }
     if !rest.is_empty() {
@@ -382,7 +386,9 @@ mod tests {
     use super::*;
 
     fn canon(s: &str) -> String {
-        parse(s.as_bytes()).map(|n| n.to_string()).unwrap_or_else(|e| format!("ERR {e}"))
+        parse(s.as_bytes())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("ERR {e}"))
     }
 
     #[test]
@@ -411,15 +417,38 @@ mod tests {
 
     #[test]
     fn invalid_text_is_rejected_without_echo() {
-        for bad in [".", "1e", "- 5", "1_000", "0x10", "+NaN", "infinityx", "", "1.2.3", "e5"] {
+        for bad in [
+            ".",
+            "1e",
+            "- 5",
+            "1_000",
+            "0x10",
+            "+NaN",
+            "infinityx",
+            "",
+            "1.2.3",
+            "e5",
+        ] {
             let err = parse(bad.as_bytes()).err();
-            assert!(matches!(err, Some(ValueError::Syntax { .. })), "{bad:?} gave {err:?}");
+            assert!(
+                matches!(err, Some(ValueError::Syntax { .. })),
+                "{bad:?} gave {err:?}"
+            );
         }
-        assert!(matches!(parse(b"1e-16384"), Err(ValueError::OutOfRange { .. })));
-        assert!(matches!(parse(b"1e131072"), Err(ValueError::OutOfRange { .. })));
+        assert!(matches!(
+            parse(b"1e-16384"),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse(b"1e131072"),
+            Err(ValueError::OutOfRange { .. })
+        ));
         assert!(parse(b"1e131071").is_ok());
         assert!(parse(b"123e-16383").is_ok());
-        let msg = parse(b"12345abc").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = parse(b"12345abc")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!msg.contains("12345"), "{msg}");
     }
 
@@ -436,10 +465,14 @@ mod tests {
             ("-0.00012", "0002ffff40000005000107d0"),
         ] {
             let n = parse(text.as_bytes()).map_err(|e| e.to_string());
-            let bin = n.clone().and_then(|n| n.to_binary().map_err(|e| e.to_string()));
+            let bin = n
+                .clone()
+                .and_then(|n| n.to_binary().map_err(|e| e.to_string()));
             assert_eq!(bin.map(hex::encode), Ok(hex.to_string()), "{text}");
             let back = hex::decode(hex).map_err(|e| e.to_string()).and_then(|b| {
-                from_binary(&b).map(|n| n.to_string()).map_err(|e| e.to_string())
+                from_binary(&b)
+                    .map(|n| n.to_string())
+                    .map_err(|e| e.to_string())
             });
             assert_eq!(back, Ok(text.to_string()));
         }
@@ -464,7 +497,9 @@ mod tests {
     #[test]
     fn rounding_is_exact_and_half_away_from_zero() {
         let r = |s: &str, n: u64| {
-            parse(s.as_bytes()).map(|v| v.round_to_multiple(n).to_string()).unwrap_or_default()
+            parse(s.as_bytes())
+                .map(|v| v.round_to_multiple(n).to_string())
+                .unwrap_or_default()
         };
         assert_eq!(r("14.5", 10), "10");
         assert_eq!(r("15", 10), "20");

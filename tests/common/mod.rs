@@ -244,6 +244,11 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `pgveil serve --upstream URL` with extra flags and waits until it listens.
     pub fn start(upstream: &str, extra: &[&str]) -> Proxy {
+        Self::start_with_env(upstream, extra, &[])
+    }
+
+    /// Like [`Proxy::start`], with extra environment variables (e.g. `PGVEIL_LOG`).
+    pub fn start_with_env(upstream: &str, extra: &[&str], envs: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
@@ -264,6 +269,7 @@ impl Proxy {
             .arg(&rules)
             .args(extra)
             .env("PGVEIL_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -406,9 +412,7 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 
 /// A libpq tool (psql, pgbench) aimed at 127.0.0.1:`port` with credentials in the env.
 pub fn client_cmd(tool: &str, port: u16, db: &str, user: &str, password: &str) -> Command {
-    let path = shared_bin()
-        .tool(tool)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let path = shared_bin().tool(tool).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(path);
     for var in [
         "PGSERVICE",

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# pgbench select-only (-S, 8 clients) against PostgreSQL directly and through pgveil,
+# interleaved in the same run (direct, proxy[, pgbouncer] back to back, for each round and
+# query mode) so machine noise hits every target alike. Prints TPS per run, the median per
+# target, the proxy/direct ratio, and pgveil's CPU time per statement (utime+stime from
+# /proc/<pid>/stat over the run, divided by the transactions; -S runs one statement each).
+#
+# A benchmark, not a test: it asserts nothing. It starts its own throwaway PostgreSQL (as the
+# `postgres` OS user when run as root) and removes it at the end.
+#
+# Usage: benches/pgbench.sh [--rounds N] [--duration SECS] [--clients N] [--scale N]
+#                           [--modes "prepared simple"] [--pgbouncer] [--install-pgbouncer]
+#                           [--no-build] [--binary PATH]
+#   --pgbouncer          also measure through pgbouncer (session pooling) if installed
+#   --install-pgbouncer  apt-get install -y pgbouncer first (root only), implies --pgbouncer
+#   --no-build           use the existing target/release/pgveil
+#   --binary PATH        use this pgveil binary (implies --no-build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3
+DURATION=10
+CLIENTS=8
+SCALE=10
+MODES="prepared simple"
+BOUNCER=0
+INSTALL_BOUNCER=0
+BUILD=1
+PGVEIL=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --clients) CLIENTS=$2; shift 2 ;;
+        --scale) SCALE=$2; shift 2 ;;
+        --modes) MODES=$2; shift 2 ;;
+        --pgbouncer) BOUNCER=1; shift ;;
+        --install-pgbouncer) BOUNCER=1; INSTALL_BOUNCER=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --binary) PGVEIL=$2; BUILD=0; shift 2 ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+scripts/install-deps.sh >&2
+
+if [ "$INSTALL_BOUNCER" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "--install-pgbouncer needs root: sudo apt-get install -y pgbouncer" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer >&2
+fi
+if [ "$BOUNCER" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then
+    echo "pgbouncer not installed (use --install-pgbouncer); skipping it" >&2
+    BOUNCER=0
+fi
+
+# --- binaries --------------------------------------------------------------------------
+if [ -n "${PGVEIL_PG_BIN:-}" ]; then
+    PGBIN=$PGVEIL_PG_BIN
+else
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -x "$PGBIN/initdb" ] || PGBIN=$(pg_config --bindir)
+fi
+PGBENCH="$PGBIN/pgbench"
+[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
+
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+if [ "$BUILD" = 1 ]; then
+    echo "building pgveil (release)..." >&2
+    cargo build --release --bin pgveil >&2
+fi
+[ -n "$PGVEIL" ] || PGVEIL="$TARGET_DIR/release/pgveil"
+[ -x "$PGVEIL" ] || { echo "no $PGVEIL; drop --no-build" >&2; exit 1; }
+
+# --- helpers ---------------------------------------------------------------------------
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+    done
+}
+wait_port() {
+    local i
+    for i in $(seq 1 200); do
+        (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2
+    return 1
+}
+if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || { echo "no postgres OS user; apt-get install postgresql" >&2; exit 1; }
+    AS_PG=(runuser -u postgres --)
+else
+    AS_PG=()
+fi
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+HZ=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+PGDATA="$WORK/data"
+PGPORT=$(free_port)
+PROXY_PORT=$(free_port)
+BOUNCER_PORT=$(free_port)
+PASSWORD="bench-$RANDOM$RANDOM"
+PROXY_PID=""
+BOUNCER_PID=""
+
+cleanup() {
+    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
+    [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+    "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" stop -m fast -w >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# --- PostgreSQL ------------------------------------------------------------------------
+echo "$PASSWORD" >"$WORK/pw"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pw"
+(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C -N \
+    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$WORK/pw" >/dev/null)
+cat >>"$PGDATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$WORK'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+max_connections = 100
+CONF
+(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w start >/dev/null)
+export PGPASSWORD="$PASSWORD" PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1
+unset PGSSLMODE PGSERVICE PGOPTIONS
+echo "initializing pgbench scale $SCALE..." >&2
+"$PGBENCH" -i -q -s "$SCALE" -p "$PGPORT" >/dev/null 2>&1
+
+# --- pgveil ----------------------------------------------------------------------------
+PGVEIL_LOG=warn "$PGVEIL" serve --listen "127.0.0.1:$PROXY_PORT" \
+    --upstream "postgres://127.0.0.1:$PGPORT?sslmode=disable" \
+    --metrics-listen "127.0.0.1:$(free_port)" >"$WORK/pgveil.log" 2>&1 &
+PROXY_PID=$!
+wait_port "$PROXY_PORT"
+
+# --- pgbouncer (optional) --------------------------------------------------------------
+if [ "$BOUNCER" = 1 ]; then
+    cat >"$WORK/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = $((CLIENTS + 2))
+logfile = $WORK/pgbouncer.log
+INI
+    echo "\"postgres\" \"$PASSWORD\"" >"$WORK/userlist.txt"
+    [ "$(id -u)" = 0 ] && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+    "${AS_PG[@]}" pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+    BOUNCER_PID=$!
+    wait_port "$BOUNCER_PORT"
+fi
+
+# --- runs ------------------------------------------------------------------------------
+TARGETS="direct pgveil"
+[ "$BOUNCER" = 1 ] && TARGETS="$TARGETS pgbouncer"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+printf '%-6s %-9s %-10s %12s %14s\n' round mode target tps "cpu_us/stmt" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+        for target in $TARGETS; do
+            case $target in
+                direct) port=$PGPORT ;;
+                pgveil) port=$PROXY_PORT ;;
+                pgbouncer) port=$BOUNCER_PORT ;;
+            esac
+            [ "$target" = pgveil ] && before=$(cpu_ticks "$PROXY_PID")
+            out=$("$PGBENCH" -n -S -M "$mode" -c "$CLIENTS" -j 2 -T "$DURATION" -p "$port" 2>&1) || {
+                echo "$out" >&2
+                exit 1
+            }
+            tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
+            txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
+            cpu="-"
+            if [ "$target" = pgveil ]; then
+                after=$(cpu_ticks "$PROXY_PID")
+                cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$txns" \
+                    'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6; else print "-" }')
+            fi
+            printf '%-6s %-9s %-10s %12s %14s\n' "$round" "$mode" "$target" "$tps" "$cpu" >&2
+            printf '%s\t%s\t%s\t%s\n' "$mode" "$target" "$tps" "$cpu" >>"$RESULTS"
+        done
+    done
+done
+
+# --- summary ---------------------------------------------------------------------------
+median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+echo
+echo "pgbench -S, $CLIENTS clients, $ROUNDS x ${DURATION}s per target, scale $SCALE, $(nproc) CPUs"
+printf '%-9s %12s %12s %8s %12s' mode direct_tps pgveil_tps ratio "cpu_us/stmt"
+[ "$BOUNCER" = 1 ] && printf ' %14s %8s' pgbouncer_tps ratio
+echo
+for mode in $MODES; do
+    d=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "direct" {print $3}' "$RESULTS" | median)
+    p=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgveil" {print $3}' "$RESULTS" | median)
+    c=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgveil" {print $4}' "$RESULTS" | median)
+    printf '%-9s %12.0f %12.0f %8.3f %12s' "$mode" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')" "$c"
+    if [ "$BOUNCER" = 1 ]; then
+        b=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgbouncer" {print $3}' "$RESULTS" | median)
+        printf ' %14.0f %8.3f' "$b" "$(awk -v a="$b" -v d="$d" 'BEGIN {print a / d}')"
+    fi
+    echo
+done

@@ -1,0 +1,94 @@
+//! Command-line helpers that talk to a database directly (not through the
+//! proxy): the live half of `pgveil check`.
+
+use std::path::Path;
+
+use thiserror::Error;
+use tokio_postgres::NoTls;
+
+use crate::crypto::{looks_like_ciphertext, CryptoSnapshot, Keyring};
+use crate::rules::{check_against_schema, summarize_samples, Diagnostic, RuleSet, SampleFinding, SampleOutcome};
+use crate::schema::{catalog_query, from_catalog_rows, SEARCH_PATH_QUERY};
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("keyring: {0}")]
+    Keyring(#[from] crate::crypto::KeyringError),
+    #[error("crypto: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// How many stored values per encrypted column `check` samples.
+const SAMPLE: i64 = 200;
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Checks rules against a live database: existence and types from the
+/// catalog, then a sample of each encrypted column. Only counts are ever
+/// reported, never a value.
+pub async fn check_live(rules: &RuleSet, url: &str, keyring: Option<&Path>) -> Result<Vec<Diagnostic>, CliError> {
+    let up = crate::config::Upstream::parse(url).map_err(CliError::Upstream)?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&up.host).port(up.port);
+    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+    cfg.user(&user);
+    if let Ok(p) = std::env::var("PGPASSWORD") {
+        cfg.password(p);
+    }
+    cfg.dbname(&std::env::var("PGDATABASE").unwrap_or(user));
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(conn);
+
+    let sp: String = client.query_one(SEARCH_PATH_QUERY, &[]).await?.get(0);
+    let rows = client.simple_query(&catalog_query(rules.tables())).await?;
+    let text_rows: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let schema = from_catalog_rows(&sp, &text_rows);
+    let mut diags = check_against_schema(rules, &schema);
+    if !diags.is_empty() {
+        return Ok(diags);
+    }
+    let keyring = match keyring {
+        Some(p) => Some(Keyring::load_file(p)?),
+        None => Keyring::from_env()?,
+    };
+    let crypto = keyring.as_ref().map(|k| CryptoSnapshot::new(k, rules)).transpose()?;
+    let mut findings = Vec::new();
+    for c in rules.columns().iter().filter(|c| c.encrypt.is_some()) {
+        let sql = format!(
+            "SELECT {col} FROM {s}.{t} WHERE {col} IS NOT NULL LIMIT {SAMPLE}",
+            col = quote_ident(&c.name),
+            s = quote_ident(&c.table.schema),
+            t = quote_ident(&c.table.name)
+        );
+        let mut f = SampleFinding::new(c.qualified());
+        for row in client.query(&sql, &[]).await? {
+            let v: Vec<u8> = row.try_get(0).unwrap_or_default();
+            let outcome = if !looks_like_ciphertext(&v) {
+                SampleOutcome::NotCiphertext
+            } else {
+                match crypto.as_ref().and_then(|cs| cs.cipher(&c.table, &c.name)) {
+                    Some(cipher) if cipher.decrypt(&v).is_err() => SampleOutcome::Undecryptable,
+                    _ => SampleOutcome::Decrypted,
+                }
+            };
+            f.record(outcome);
+        }
+        findings.push(f);
+    }
+    diags.extend(summarize_samples(rules, &findings));
+    Ok(diags)
+}

@@ -1,0 +1,309 @@
+//! SQL analysis and rewriting: what a statement does to tagged columns, and
+//! the text to forward instead when ciphertext has to be substituted.
+//!
+//! The session calls [`mentions_tagged`] on every Query/Parse text (a lexer
+//! scan, no parse); only when it says `true` does it call [`analyse`], which
+//! parses with sqlparser's Postgres dialect, resolves every table and column
+//! reference the way Postgres would (folding, search_path, aliases, CTEs,
+//! subqueries), and then either forwards the text untouched, forwards the
+//! re-serialised statement with literals encrypted and parameters retyped, or
+//! refuses it. Result columns are decrypted by the session from the
+//! RowDescription origin, so the analysis only has to make sure that every
+//! ciphertext that can reach the client does so as a plain column reference,
+//! and that nothing computes on ciphertext as if it were plaintext.
+//!
+//! Layout: `lex` (pre-filter lexer), `fingerprint`, `resolve` (names →
+//! tables/columns, reusable by the masking rewrite), `encrypt` (literal and
+//! parameter substitution), `query` (SELECT and expressions), `write`
+//! (INSERT/UPDATE/DELETE/COPY/PREPARE/EXECUTE), `refuse` (messages and the
+//! per-role access decisions).
+
+mod encrypt;
+mod expr;
+mod fingerprint;
+mod lex;
+mod query;
+mod refuse;
+pub mod resolve;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::rules::model::{ColumnRule, LogicalType, RuleSet, TableName};
+use crate::schema::SchemaSnapshot;
+
+pub use fingerprint::fingerprint;
+pub use lex::{mentions_tagged, TaggedNames};
+
+/// Supplies ciphertext for literals found in statements. Implemented by the
+/// crypto layer; a fake in tests.
+pub trait Encryptor {
+    /// Ciphertext for storing `canonical` (canonical text form of the logical
+    /// type) in `rule`'s column, under the active key.
+    fn encrypt_for_write(&self, rule: &ColumnRule, canonical: &[u8]) -> Result<Vec<u8>, String>;
+    /// Deterministic columns only: one ciphertext per live key version (active
+    /// first), so equality matches rows written before a rotation.
+    fn encrypt_for_match(
+        &self,
+        rule: &ColumnRule,
+        canonical: &[u8],
+    ) -> Result<Vec<Vec<u8>>, String>;
+}
+
+/// Value normaliser: canonical bytes of a literal for a logical type, or a
+/// message (which must not contain the value).
+pub type Canonicalize<'a> = dyn Fn(LogicalType, &[u8]) -> Result<Vec<u8>, String> + 'a;
+
+/// Everything the analysis reads. All borrowed, so one analysis is a pure
+/// function of its inputs.
+pub struct Context<'a> {
+    pub rules: &'a RuleSet,
+    /// `None` when offline (`pgveil explain` without `--upstream`): tables are
+    /// resolved through the rules with search_path `["public"]`, and only the
+    /// tagged columns of a table are known.
+    pub schema: Option<&'a SchemaSnapshot>,
+    /// Effective roles of the session (login role and every role it is a member of).
+    pub roles: &'a [String],
+    pub encryptor: &'a dyn Encryptor,
+    pub canonicalize: &'a Canonicalize<'a>,
+    /// Parameter plans of the SQL-level prepared statements of this session
+    /// (from earlier [`StatementPlan::sql_prepare`]), for `EXECUTE name(args)`.
+    pub sql_prepared: Option<&'a HashMap<String, Vec<ParamPlan>>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Analysis {
+    /// Forward the original text unchanged (touches nothing tagged).
+    Passthrough,
+    /// Forward `sql` instead (re-serialised, literals encrypted as
+    /// `E'\\x…'::bytea`); one plan per statement, in order.
+    Rewritten {
+        sql: String,
+        statements: Vec<StatementPlan>,
+    },
+    Refused(Refusal),
+}
+
+/// A refusal, sent to the client as an ErrorResponse. The message names rule
+/// files and columns, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub sqlstate: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.sqlstate)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Copy,
+    Ddl,
+    Other,
+}
+
+/// What happened to one tagged column, for audit and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnAction {
+    /// Returned to the client decrypted / as stored.
+    Plaintext,
+    /// Returned masked (issue 4; not produced yet).
+    Masked,
+    /// Returned as NULL.
+    Null,
+    /// The statement was refused because of this column.
+    Denied,
+    /// A value was encrypted into it.
+    EncryptedWrite,
+    /// Used in an equality predicate (rewritten to ciphertext comparison).
+    Match,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnUse {
+    /// `schema.table.column`.
+    pub column: String,
+    pub class: String,
+    pub action: ColumnAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamUse {
+    /// Send `encrypt_for_write(value)` as a `bytea` parameter.
+    Write,
+    /// Send every `encrypt_for_match(value)` as a `bytea[]` parameter (text:
+    /// `{"\\x…","\\x…"}`).
+    Match,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamPlan {
+    /// Forward as the client sent it.
+    Plain,
+    /// The client's plaintext (in the rule's logical type) must be encrypted;
+    /// the server sees the parameter typed `bytea` (Write) or `bytea[]` (Match),
+    /// so Parse parameter type OIDs must be replaced by 17 / 1001.
+    Encrypt {
+        rule: Box<ColumnRule>,
+        usage: ParamUse,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+}
+
+/// How to find and (de|en)crypt the tagged fields of COPY data rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyPlan {
+    /// One entry per field of a data row; `Some` for encrypted columns.
+    pub fields: Vec<Option<ColumnRule>>,
+    /// For COPY TO: per field, what to send (`Null` fields are sent as the
+    /// null string). Same length as `fields`.
+    pub actions: Vec<Option<ColumnAction>>,
+    pub format: CopyFormat,
+    pub delimiter: char,
+    pub null: String,
+    pub header: bool,
+    pub quote: char,
+    pub escape: char,
+}
+
+/// A SQL-level `PREPARE name AS …`: the session remembers `params` under
+/// `name` and passes them back in [`Context::sql_prepared`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlPrepare {
+    pub name: String,
+    pub params: Vec<ParamPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementPlan {
+    pub kind: StatementKind,
+    pub tables: Vec<TableName>,
+    pub columns: Vec<ColumnUse>,
+    /// Index = `$n - 1`.
+    pub params: Vec<ParamPlan>,
+    /// For `COPY t (cols) FROM STDIN`.
+    pub copy_in: Option<CopyPlan>,
+    /// For `COPY t (cols) TO STDOUT` and `COPY (SELECT …) TO STDOUT`, which carry
+    /// no RowDescription origin.
+    pub copy_out: Option<CopyPlan>,
+    pub sql_prepare: Option<SqlPrepare>,
+    /// `DEALLOCATE name` (`Some(None)` for `DEALLOCATE ALL`): forget it.
+    pub sql_deallocate: Option<Option<String>>,
+    pub fingerprint: String,
+}
+
+impl StatementPlan {
+    fn new(kind: StatementKind, fingerprint: String) -> Self {
+        StatementPlan {
+            kind,
+            tables: Vec::new(),
+            columns: Vec::new(),
+            params: Vec::new(),
+            copy_in: None,
+            copy_out: None,
+            sql_prepare: None,
+            sql_deallocate: None,
+            fingerprint,
+        }
+    }
+}
+
+/// Parses one statement (as split by [`lex::split_statements`]); `None` when
+/// sqlparser cannot, or sees more or less than one statement.
+fn parse_one(chunk: &str) -> Option<sqlparser::ast::Statement> {
+    let copy_in = lex::is_copy_from_stdin(chunk);
+    let parsed = if copy_in {
+        // sqlparser wants inline data after `FROM STDIN;`: give it none.
+        Parser::parse_sql(&PostgreSqlDialect {}, &format!("{chunk};\n\\.\n"))
+    } else {
+        Parser::parse_sql(&PostgreSqlDialect {}, chunk)
+    };
+    let mut st = match parsed {
+        Ok(mut v) if v.len() == 1 => v.pop()?,
+        _ => return None,
+    };
+    if copy_in {
+        let sqlparser::ast::Statement::Copy { values, .. } = &mut st else {
+            return None;
+        };
+        if values
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|s| !s.trim().is_empty()))
+        {
+            return None;
+        }
+        values.clear();
+    }
+    Some(st)
+}
+
+/// Analyses one Query (possibly several statements) or Parse text.
+pub fn analyse(sql: &str, ctx: &Context) -> Analysis {
+    let mut local_prepared: HashMap<String, Vec<ParamPlan>> = HashMap::new();
+    let mut plans = Vec::new();
+    let mut texts = Vec::new();
+    let mut touched_any = false;
+    for chunk in lex::split_statements(sql) {
+        let mut st = match parse_one(chunk) {
+            Some(st) => st,
+            None => {
+                if let Some(t) = refuse::first_tagged_name(ctx.rules, chunk) {
+                    return Analysis::Refused(refuse::unparsable(&t));
+                }
+                // Names nothing tagged: forwarded as written, like a passthrough.
+                texts.push(chunk.to_string());
+                plans.push(StatementPlan::new(StatementKind::Other, fingerprint(chunk)));
+                continue;
+            }
+        };
+        let fp = fingerprint(chunk);
+        let mut an = query::Analyzer::new(ctx, &local_prepared, fp);
+        if let Err(r) = an.statement(&mut st) {
+            return Analysis::Refused(r);
+        }
+        let (plan, touched) = an.finish();
+        if let Some(p) = &plan.sql_prepare {
+            local_prepared.insert(p.name.clone(), p.params.clone());
+        }
+        if let Some(d) = &plan.sql_deallocate {
+            match d {
+                Some(n) => {
+                    local_prepared.remove(n);
+                }
+                None => local_prepared.clear(),
+            }
+        }
+        touched_any |= touched;
+        texts.push(st.to_string());
+        plans.push(plan);
+    }
+    if !touched_any {
+        return Analysis::Passthrough;
+    }
+    Analysis::Rewritten {
+        sql: texts.join(";\n"),
+        statements: plans,
+    }
+}

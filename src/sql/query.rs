@@ -1,0 +1,711 @@
+//! Queries and expressions: scope building, the projection, and the walk
+//! that rewrites equality on encrypted columns and refuses everything else
+//! that would compute on ciphertext.
+//!
+//! The rule the walk enforces: a sensitive column (encrypted, or not readable
+//! in plaintext by this session) may appear only
+//! - as a plain reference in a select list or RETURNING (the session decrypts
+//!   or nulls it by RowDescription origin, after the access check here),
+//! - as the column side of `=`, `<>`, `IN`, `NOT IN`, `IS [NOT] NULL`, which
+//!   are rewritten to ciphertext comparisons, or of a join with the same rule,
+//! - as a write target (see `write`).
+//!
+//! Anything else — functions, casts, operators, ORDER BY, GROUP BY, DISTINCT,
+//! windows, set operations, whole-row references — is refused, because the
+//! database would compute on ciphertext (wrong answers) or hand ciphertext
+//! out with no origin the session could verify.
+
+use std::collections::HashMap;
+
+use sqlparser::ast::{
+    Distinct, Expr, GroupByExpr, Join, JoinConstraint, JoinOperator, OrderByKind, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Value,
+};
+
+use crate::rules::model::{ColumnRule, EncryptMode};
+
+use super::refuse::{self, sensitive};
+use super::resolve::{fold, fold_name, ColRef, CteDef, OutCol, Relation, Resolver, Scope};
+use super::{
+    ColumnAction, ColumnUse, Context, ParamPlan, ParamUse, Refusal, StatementKind, StatementPlan,
+};
+
+pub type R<T> = Result<T, Refusal>;
+
+/// Where a query's output goes, which decides what its sensitive columns may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// To the client: access checks apply; the session decrypts by origin.
+    Client,
+    /// A FROM subquery or CTE: columns keep their origin for the outer query.
+    Derived,
+    /// A scalar subquery / IN subquery value: no origin survives.
+    Scalar,
+    /// EXISTS: the output is never looked at.
+    Ignore,
+    /// Stored somewhere else (CTAS, SELECT INTO, views).
+    Sink(&'static str),
+}
+
+pub fn same_rule(a: &ColumnRule, b: &ColumnRule) -> bool {
+    a.table == b.table && a.name == b.name
+}
+
+pub struct Analyzer<'a, 'c> {
+    pub ctx: &'c Context<'a>,
+    pub res: Resolver<'a>,
+    pub local_prepared: &'c HashMap<String, Vec<ParamPlan>>,
+    pub plan: StatementPlan,
+    pub touched: bool,
+    /// How many `$n` occurrences we turned into ciphertext parameters.
+    pub enc_occurrences: HashMap<usize, usize>,
+}
+
+impl<'a, 'c> Analyzer<'a, 'c> {
+    pub fn new(
+        ctx: &'c Context<'a>,
+        local_prepared: &'c HashMap<String, Vec<ParamPlan>>,
+        fp: String,
+    ) -> Self {
+        Analyzer {
+            ctx,
+            res: Resolver {
+                rules: ctx.rules,
+                schema: ctx.schema,
+            },
+            local_prepared,
+            plan: StatementPlan::new(StatementKind::Other, fp),
+            touched: false,
+            enc_occurrences: HashMap::new(),
+        }
+    }
+
+    pub fn finish(self) -> (StatementPlan, bool) {
+        (self.plan, self.touched)
+    }
+
+    pub fn roles(&self) -> &'a [String] {
+        self.ctx.roles
+    }
+
+    pub fn record_table(&mut self, t: &crate::rules::model::TableName) {
+        self.touched = true;
+        if !self.plan.tables.contains(t) {
+            self.plan.tables.push(t.clone());
+        }
+    }
+
+    pub fn use_col(&mut self, rule: &ColumnRule, action: ColumnAction) {
+        let u = ColumnUse {
+            column: rule.qualified(),
+            class: rule.class.clone(),
+            action,
+        };
+        if !self.plan.columns.contains(&u) {
+            self.plan.columns.push(u);
+        }
+    }
+
+    /// Records that `$n` carries plaintext for `rule`, to be encrypted.
+    pub fn set_param(&mut self, n: usize, rule: &ColumnRule, usage: ParamUse) -> R<()> {
+        if self.plan.params.len() < n {
+            self.plan.params.resize(n, ParamPlan::Plain);
+        }
+        let slot = &mut self.plan.params[n - 1];
+        match slot {
+            ParamPlan::Plain if !self.enc_occurrences.contains_key(&n) => {
+                *slot = ParamPlan::Encrypt {
+                    rule: Box::new(rule.clone()),
+                    usage,
+                }
+            }
+            ParamPlan::Encrypt {
+                rule: r0,
+                usage: u0,
+            } if same_rule(r0, rule) && *u0 == usage => {}
+            _ => return Err(refuse::param_conflict(n)),
+        }
+        *self.enc_occurrences.entry(n).or_insert(0) += 1;
+        let action = match usage {
+            ParamUse::Write => ColumnAction::EncryptedWrite,
+            ParamUse::Match => ColumnAction::Match,
+        };
+        self.use_col(rule, action);
+        Ok(())
+    }
+
+    /// What a bare reference means (looking through parentheses).
+    pub fn colref(&self, e: &Expr, scope: &Scope<'a, '_>) -> Option<ColRef<'a>> {
+        match e {
+            Expr::Nested(inner) => self.colref(inner, scope),
+            Expr::Identifier(id) => scope.column(&[fold(id)]),
+            Expr::CompoundIdentifier(ids) => {
+                scope.column(&ids.iter().map(fold).collect::<Vec<_>>())
+            }
+            _ => None,
+        }
+    }
+
+    /// The rule of a bare reference to a sensitive column.
+    pub fn sensitive_ref(&self, e: &Expr, scope: &Scope<'a, '_>) -> Option<&'a ColumnRule> {
+        match self.colref(e, scope) {
+            Some(ColRef::Column(Some(r))) if sensitive(r, self.roles()) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Checks a query's output columns against where they go.
+    pub fn apply_mode(&mut self, cols: &[OutCol<'a>], mode: Mode) -> R<()> {
+        for c in cols {
+            let Some(r) = c.origin else { continue };
+            let sens = sensitive(r, self.roles());
+            match mode {
+                Mode::Client => {
+                    let action = if refuse::check_output(r, self.roles())? {
+                        ColumnAction::Plaintext
+                    } else {
+                        ColumnAction::Null
+                    };
+                    self.use_col(r, action);
+                }
+                Mode::Scalar if sens => {
+                    return Err(refuse::unsupported(r, "a subquery returning it as a value"))
+                }
+                Mode::Sink(what) if r.encrypt.is_some() => {
+                    return Err(refuse::copy_elsewhere(r, what))
+                }
+                Mode::Sink(_) if sens => return Err(refuse::denied(r, "copy")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn query(
+        &mut self,
+        q: &mut Query,
+        parent: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<(Vec<OutCol<'a>>, bool)> {
+        let mut scope = parent.child();
+        if let Some(with) = q.with.as_mut() {
+            for cte in with.cte_tables.iter_mut() {
+                let name = fold(&cte.alias.name);
+                if with.recursive {
+                    // The self-reference inside must resolve to the CTE, not a table.
+                    scope.ctes.push(CteDef {
+                        name: name.clone(),
+                        cols: Vec::new(),
+                        complete: false,
+                    });
+                }
+                let (cols, complete) = self.query(&mut cte.query, &scope, Mode::Derived)?;
+                let mut rel = Relation {
+                    alias: name.clone(),
+                    table: None,
+                    cols,
+                    complete,
+                };
+                if !rel.apply_alias(&cte.alias) {
+                    return Err(self.needs_schema_for(&rel, "a column list on a WITH query"));
+                }
+                scope.ctes.push(CteDef {
+                    name,
+                    cols: rel.cols,
+                    complete: rel.complete,
+                });
+            }
+        }
+        let (cols, complete, rels) = self.set_expr(&mut q.body, &scope, mode)?;
+        let body_scope = Scope {
+            rels,
+            ctes: Vec::new(),
+            parent: Some(&scope),
+        };
+        if let Some(ob) = q.order_by.as_mut() {
+            if let OrderByKind::Expressions(items) = &mut ob.kind {
+                for item in items.iter_mut() {
+                    self.output_ref_check(&item.expr, &cols, "ORDER BY")?;
+                    self.walk(&mut item.expr, &body_scope, "ORDER BY")?;
+                }
+            }
+        }
+        if let Some(l) = &q.limit_clause {
+            self.generic(l, &scope, "LIMIT/OFFSET")?;
+        }
+        if let Some(f) = &q.fetch {
+            self.generic(f, &scope, "FETCH")?;
+        }
+        self.apply_mode(&cols, mode)?;
+        Ok((cols, complete))
+    }
+
+    /// `ORDER BY name` / `ORDER BY 2` / `GROUP BY name` naming an output column.
+    pub(super) fn output_ref_check(&self, e: &Expr, cols: &[OutCol<'a>], why: &str) -> R<()> {
+        let hit = match e {
+            Expr::Identifier(id) => {
+                let n = fold(id);
+                cols.iter().find(|c| c.name.as_deref() == Some(n.as_str()))
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| cols.get(i)),
+                _ => None,
+            },
+            _ => None,
+        };
+        match hit.and_then(|c| c.origin) {
+            Some(r) if sensitive(r, self.roles()) => Err(refuse::unsupported(r, why)),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_expr(
+        &mut self,
+        body: &mut SetExpr,
+        scope: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<(Vec<OutCol<'a>>, bool, Vec<Relation<'a>>)> {
+        match body {
+            SetExpr::Select(sel) => self.select(sel, scope, mode),
+            SetExpr::Query(q) => {
+                let (c, k) = self.query(q, scope, mode)?;
+                Ok((c, k, Vec::new()))
+            }
+            SetExpr::SetOperation {
+                left, right, op, ..
+            } => {
+                let (lc, lk, _) = self.set_expr(left, scope, Mode::Derived)?;
+                let (rc, _, _) = self.set_expr(right, scope, Mode::Derived)?;
+                for c in lc.iter().chain(rc.iter()) {
+                    if let Some(r) = c.origin.filter(|r| sensitive(r, self.roles())) {
+                        return Err(refuse::unsupported(r, &format!("{op} (a set operation)")));
+                    }
+                }
+                let cols = lc
+                    .into_iter()
+                    .map(|c| OutCol {
+                        name: c.name,
+                        origin: None,
+                    })
+                    .collect();
+                Ok((cols, lk, Vec::new()))
+            }
+            SetExpr::Values(values) => {
+                let mut width = 0;
+                for row in values.rows.iter_mut() {
+                    width = width.max(row.len());
+                    for e in row.iter_mut() {
+                        self.walk(e, scope, "VALUES")?;
+                    }
+                }
+                let cols = (1..=width)
+                    .map(|i| OutCol {
+                        name: Some(format!("column{i}")),
+                        origin: None,
+                    })
+                    .collect();
+                Ok((cols, true, Vec::new()))
+            }
+            SetExpr::Table(t) => {
+                let name = match (&t.schema_name, &t.table_name) {
+                    (Some(s), Some(n)) => format!("{s}.{n}"),
+                    (None, Some(n)) => n.clone(),
+                    _ => return Ok((Vec::new(), false, Vec::new())),
+                };
+                let parsed =
+                    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                        .try_with_sql(&name)
+                        .and_then(|mut p| p.parse_object_name(false));
+                match parsed.ok().and_then(|n| self.res.table(&n)) {
+                    Some(t) => {
+                        self.record_table(&t);
+                        let rel = self.res.relation(&t);
+                        Ok((rel.cols.clone(), rel.complete, vec![rel]))
+                    }
+                    None => Ok((Vec::new(), false, Vec::new())),
+                }
+            }
+            SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) => {
+                let cols = self.dml(st, scope, Mode::Derived)?;
+                Ok((cols, true, Vec::new()))
+            }
+            SetExpr::Merge(st) => {
+                self.refuse_if_tagged(&*st, scope, "MERGE")?;
+                Ok((Vec::new(), false, Vec::new()))
+            }
+        }
+    }
+
+    pub fn needs_schema_for(&self, rel: &Relation<'a>, what: &str) -> Refusal {
+        let name = rel
+            .table
+            .as_ref()
+            .map_or_else(|| rel.alias.clone(), |t| t.to_string());
+        refuse::needs_schema(&name, what)
+    }
+
+    fn select(
+        &mut self,
+        sel: &mut Select,
+        parent: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<(Vec<OutCol<'a>>, bool, Vec<Relation<'a>>)> {
+        let mut scope = parent.child();
+        for twj in sel.from.iter_mut() {
+            self.table_with_joins(twj, &mut scope)?;
+        }
+        if let Some(w) = sel.selection.as_mut() {
+            self.walk(w, &scope, "WHERE")?;
+        }
+        let (cols, complete) = self.projection(&mut sel.projection, &scope)?;
+        if let Some(d) = sel.distinct.as_mut() {
+            if let Some(r) = cols
+                .iter()
+                .filter_map(|c| c.origin)
+                .find(|r| sensitive(r, self.roles()))
+            {
+                return Err(refuse::unsupported(r, "DISTINCT"));
+            }
+            if let Distinct::On(exprs) = d {
+                for e in exprs.iter_mut() {
+                    self.output_ref_check(e, &cols, "DISTINCT ON")?;
+                    self.walk(e, &scope, "DISTINCT ON")?;
+                }
+            }
+        }
+        if let GroupByExpr::Expressions(exprs, _) = &mut sel.group_by {
+            for e in exprs.iter_mut() {
+                self.output_ref_check(e, &cols, "GROUP BY")?;
+                self.walk(e, &scope, "GROUP BY")?;
+            }
+        } else {
+            self.refuse_if_sensitive_in_scope(&scope, "GROUP BY ALL")?;
+        }
+        if let Some(h) = sel.having.as_mut() {
+            self.walk(h, &scope, "HAVING")?;
+        }
+        for w in sel.named_window.iter() {
+            self.generic(w, &scope, "a window definition")?;
+        }
+        for e in sel
+            .cluster_by
+            .iter()
+            .chain(sel.distribute_by.iter())
+            .chain(sel.prewhere.iter())
+            .chain(sel.qualify.iter())
+        {
+            self.generic(e, &scope, "this clause")?;
+        }
+        for o in sel.sort_by.iter() {
+            self.generic(o, &scope, "SORT BY")?;
+        }
+        if !sel.lateral_views.is_empty() || sel.connect_by.is_some() {
+            self.refuse_if_sensitive_in_scope(&scope, "this clause")?;
+        }
+        if sel.into.is_some() {
+            self.apply_mode(&cols, Mode::Sink("a new table (SELECT INTO)"))?;
+        }
+        let _ = mode;
+        Ok((cols, complete, scope.rels))
+    }
+
+    fn refuse_if_sensitive_in_scope(&self, scope: &Scope<'a, '_>, why: &str) -> R<()> {
+        for rel in &scope.rels {
+            if let Some(r) = rel
+                .cols
+                .iter()
+                .filter_map(|c| c.origin)
+                .find(|r| sensitive(r, self.roles()))
+            {
+                return Err(refuse::unsupported(r, why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Select list or RETURNING: plain references keep their origin; `*` and
+    /// `t.*` expand to the relations' known columns.
+    pub fn projection(
+        &mut self,
+        items: &mut [SelectItem],
+        scope: &Scope<'a, '_>,
+    ) -> R<(Vec<OutCol<'a>>, bool)> {
+        let mut cols = Vec::new();
+        let mut complete = true;
+        for item in items.iter_mut() {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    let (name, origin) = self.projection_item(e, scope)?;
+                    cols.push(OutCol { name, origin });
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    let name = Some(fold(alias));
+                    let (_, origin) = self.projection_item(expr, scope)?;
+                    cols.push(OutCol { name, origin });
+                }
+                SelectItem::Wildcard(_) => {
+                    for rel in &scope.rels {
+                        cols.extend(rel.cols.iter().cloned());
+                        complete &= rel.complete;
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, _) => match kind {
+                    SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                        let rel = fold_name(n).and_then(|p| scope.wildcard_rel(&p).cloned());
+                        match rel {
+                            Some(rel) => {
+                                cols.extend(rel.cols.iter().cloned());
+                                complete &= rel.complete;
+                            }
+                            None => complete = false,
+                        }
+                    }
+                    SelectItemQualifiedWildcardKind::Expr(e) => {
+                        if let Some(r) = self.sensitive_ref(e, scope) {
+                            return Err(refuse::unsupported(r, "(composite).*"));
+                        }
+                        self.walk(e, scope, "(expression).*")?;
+                        complete = false;
+                    }
+                },
+            }
+        }
+        Ok((cols, complete))
+    }
+
+    fn projection_item(
+        &mut self,
+        e: &mut Expr,
+        scope: &Scope<'a, '_>,
+    ) -> R<(Option<String>, Option<&'a ColumnRule>)> {
+        match self.colref(e, scope) {
+            Some(ColRef::Column(origin)) => {
+                let name = match strip_nested(e) {
+                    Expr::Identifier(id) => Some(fold(id)),
+                    Expr::CompoundIdentifier(ids) => ids.last().map(fold),
+                    _ => None,
+                };
+                Ok((name, origin))
+            }
+            _ => {
+                self.walk(e, scope, "an expression in the select list")?;
+                let name = match strip_nested(e) {
+                    Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(fold),
+                    _ => None,
+                };
+                Ok((name, None))
+            }
+        }
+    }
+
+    pub fn table_with_joins(
+        &mut self,
+        twj: &mut TableWithJoins,
+        scope: &mut Scope<'a, '_>,
+    ) -> R<()> {
+        self.add_from_item(&mut twj.relation, scope)?;
+        for join in twj.joins.iter_mut() {
+            self.join(join, scope)?;
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, join: &mut Join, scope: &mut Scope<'a, '_>) -> R<()> {
+        let before = scope.rels.len();
+        self.add_from_item(&mut join.relation, scope)?;
+        let constraint = match &mut join.join_operator {
+            JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)
+            | JoinOperator::Right(c)
+            | JoinOperator::RightOuter(c)
+            | JoinOperator::FullOuter(c)
+            | JoinOperator::CrossJoin(c)
+            | JoinOperator::Semi(c)
+            | JoinOperator::LeftSemi(c)
+            | JoinOperator::RightSemi(c)
+            | JoinOperator::Anti(c)
+            | JoinOperator::LeftAnti(c)
+            | JoinOperator::RightAnti(c)
+            | JoinOperator::StraightJoin(c) => c,
+            JoinOperator::AsOf { .. } | JoinOperator::CrossApply | JoinOperator::OuterApply => {
+                return self.refuse_if_sensitive_in_scope(scope, "this kind of join");
+            }
+        };
+        match constraint {
+            JoinConstraint::On(e) => {
+                let s: &Scope<'a, '_> = scope;
+                self.walk(e, s, "a join condition")?;
+            }
+            JoinConstraint::Using(names) => {
+                for n in names.iter() {
+                    let Some(parts) = fold_name(n) else { continue };
+                    let Some(col) = parts.last() else { continue };
+                    let left = scope.rels[..before]
+                        .iter()
+                        .find_map(|r| r.column(col))
+                        .flatten();
+                    let right = scope.rels[before..]
+                        .iter()
+                        .find_map(|r| r.column(col))
+                        .flatten();
+                    self.join_pair(left, right)?;
+                }
+            }
+            JoinConstraint::Natural => {
+                self.refuse_if_sensitive_in_scope(scope, "NATURAL JOIN")?;
+            }
+            JoinConstraint::None => {}
+        }
+        Ok(())
+    }
+
+    /// Equality between two columns: allowed only for the same deterministic rule.
+    pub(super) fn join_pair(
+        &mut self,
+        a: Option<&'a ColumnRule>,
+        b: Option<&'a ColumnRule>,
+    ) -> R<()> {
+        let roles = self.roles();
+        let a = a.filter(|r| sensitive(r, roles));
+        let b = b.filter(|r| sensitive(r, roles));
+        match (a, b) {
+            (None, None) => Ok(()),
+            (Some(x), Some(y))
+                if same_rule(x, y) && x.encrypt == Some(EncryptMode::Deterministic) =>
+            {
+                refuse::check_predicate(x, roles)?;
+                self.use_col(x, ColumnAction::Match);
+                Ok(())
+            }
+            (Some(x), other) | (other, Some(x)) => {
+                refuse::check_predicate(x, roles)?;
+                if x.encrypt == Some(EncryptMode::Randomized) {
+                    return Err(refuse::randomized_equality(x));
+                }
+                if x.encrypt.is_none() {
+                    return Err(refuse::unsupported(x, "a join condition"));
+                }
+                Err(refuse::join_mismatch(x, other))
+            }
+        }
+    }
+
+    /// Adds one FROM item to the scope. This is where issue 4 substitutes a
+    /// masked derived table for a protected table.
+    pub fn add_from_item(&mut self, tf: &mut TableFactor, scope: &mut Scope<'a, '_>) -> R<()> {
+        match tf {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                let parts = fold_name(name).unwrap_or_default();
+                let last = parts.last().cloned().unwrap_or_default();
+                if let Some(args) = args {
+                    for a in args.args.iter() {
+                        self.generic(a, scope, "a table function argument")?;
+                    }
+                    let mut rel = Relation::opaque(last);
+                    if let Some(a) = alias {
+                        let _ = rel.apply_alias(a);
+                    }
+                    scope.rels.push(rel);
+                    return Ok(());
+                }
+                let mut rel = match (parts.len(), scope.cte(&last)) {
+                    (1, Some(cte)) => Relation {
+                        alias: last.clone(),
+                        table: None,
+                        cols: cte.cols.clone(),
+                        complete: cte.complete,
+                    },
+                    _ => match self.res.table(name) {
+                        Some(t) => {
+                            self.record_table(&t);
+                            self.res.relation(&t)
+                        }
+                        None => Relation::opaque(last),
+                    },
+                };
+                if let Some(a) = alias {
+                    if !rel.apply_alias(a) {
+                        return Err(self.needs_schema_for(&rel, "a column alias list"));
+                    }
+                }
+                scope.rels.push(rel);
+            }
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
+                // LATERAL or not, seeing the earlier items is harmless: it can
+                // only resolve more names, never fewer.
+                let (cols, complete) = {
+                    let s: &Scope<'a, '_> = scope;
+                    self.query(subquery, s, Mode::Derived)?
+                };
+                let mut rel = Relation {
+                    alias: String::new(),
+                    table: None,
+                    cols,
+                    complete,
+                };
+                if let Some(a) = alias {
+                    if !rel.apply_alias(a) {
+                        return Err(self.needs_schema_for(&rel, "a column alias list"));
+                    }
+                }
+                scope.rels.push(rel);
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                let mut inner = Scope::default();
+                self.table_with_joins(table_with_joins, &mut inner)?;
+                match alias {
+                    Some(a) => {
+                        let mut rel = Relation {
+                            alias: String::new(),
+                            table: None,
+                            cols: inner
+                                .rels
+                                .iter()
+                                .flat_map(|r| r.cols.iter().cloned())
+                                .collect(),
+                            complete: inner.rels.iter().all(|r| r.complete),
+                        };
+                        if !rel.apply_alias(a) {
+                            return Err(self.needs_schema_for(&rel, "a column alias list"));
+                        }
+                        scope.rels.push(rel);
+                    }
+                    None => scope.rels.extend(inner.rels),
+                }
+            }
+            other => {
+                self.generic(&*other, scope, "this FROM item")?;
+                let alias = match other {
+                    TableFactor::Function { alias, .. }
+                    | TableFactor::UNNEST { alias, .. }
+                    | TableFactor::TableFunction { alias, .. } => {
+                        alias.as_ref().map(|a| fold(&a.name))
+                    }
+                    _ => None,
+                };
+                scope.rels.push(Relation::opaque(alias.unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn strip_nested(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip_nested(inner),
+        other => other,
+    }
+}

@@ -1,0 +1,236 @@
+//! Refusal messages and the per-role access decisions, in one place so that
+//! the masking issue can change what a role may do without touching the
+//! analysis.
+//!
+//! Every message names the rule (`schema.table.column`, file:line) and says
+//! what *is* supported; none ever contains a value from the statement.
+
+use crate::rules::model::{Access, ColumnRule, EncryptMode, RuleSet};
+
+use super::lex::{fold_into, Lexer};
+use super::Refusal;
+
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const SYNTAX_ERROR: &str = "42601";
+
+fn loc(rule: &ColumnRule) -> String {
+    if rule.source.file.is_empty() {
+        rule.qualified()
+    } else {
+        format!(
+            "{} (rule {}:{})",
+            rule.qualified(),
+            rule.source.file,
+            rule.source.line
+        )
+    }
+}
+
+fn mode(rule: &ColumnRule) -> &'static str {
+    match rule.encrypt {
+        Some(EncryptMode::Deterministic) => "deterministically encrypted",
+        Some(EncryptMode::Randomized) => "encrypted (randomized)",
+        None => "protected",
+    }
+}
+
+pub const SUPPORTED: &str = "On an encrypted column pgveil supports: selecting the column itself, \
+    = / <> / IN / NOT IN against literals or parameters and IS [NOT] NULL (deterministic columns only, \
+    except IS NULL), joins between two columns under the same rule, and writes of literals, parameters, \
+    NULL and DEFAULT.";
+
+/// Whether the column is something the analysis must track: encrypted at
+/// rest, or not readable in plaintext by this session.
+pub fn sensitive(rule: &ColumnRule, roles: &[String]) -> bool {
+    rule.encrypt.is_some() || access(rule, roles) != Access::Plaintext
+}
+
+pub fn access(rule: &ColumnRule, roles: &[String]) -> Access {
+    rule.access_for(roles.iter().map(String::as_str))
+}
+
+/// Access as enforced today: masks are not implemented yet (issue 4), so a
+/// masked role is served as `deny`.
+pub fn effective_access(rule: &ColumnRule, roles: &[String]) -> Access {
+    match access(rule, roles) {
+        Access::Mask(_) => Access::Deny,
+        a => a,
+    }
+}
+
+/// A column in the output the client receives. `Ok(None)` means the session
+/// sends NULL.
+pub fn check_output(rule: &ColumnRule, roles: &[String]) -> Result<bool, Refusal> {
+    match effective_access(rule, roles) {
+        Access::Plaintext => Ok(true),
+        Access::Null => Ok(false),
+        _ => Err(denied(rule, "read")),
+    }
+}
+
+/// A column used to filter or join (an equality oracle): only roles that may
+/// read it in plaintext.
+pub fn check_predicate(rule: &ColumnRule, roles: &[String]) -> Result<(), Refusal> {
+    match effective_access(rule, roles) {
+        Access::Plaintext => Ok(()),
+        _ => Err(denied(rule, "search or compare")),
+    }
+}
+
+pub fn denied(rule: &ColumnRule, what: &str) -> Refusal {
+    Refusal {
+        sqlstate: INSUFFICIENT_PRIVILEGE,
+        message: format!("pgveil: permission denied to {what} column {}", loc(rule)),
+        hint: Some("The rules give this session's roles no plaintext access to it; leave it out of the statement.".into()),
+    }
+}
+
+pub fn unsupported(rule: &ColumnRule, construct: &str) -> Refusal {
+    let hint = if rule.encrypt.is_some() {
+        SUPPORTED.to_string()
+    } else {
+        "This session may only read this column as it is served to it (plain reference in the select list).".to_string()
+    };
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: {construct} cannot be applied to {} column {}; the statement was not sent",
+            mode(rule),
+            loc(rule)
+        ),
+        hint: Some(hint),
+    }
+}
+
+pub fn randomized_equality(rule: &ColumnRule) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: column {} is encrypted with randomized encryption, which allows no equality search; \
+             the statement was not sent",
+            loc(rule)
+        ),
+        hint: Some("Only IS [NOT] NULL works on randomized columns; use encrypt = \"deterministic\" for equality search.".into()),
+    }
+}
+
+pub fn join_mismatch(rule: &ColumnRule, other: Option<&ColumnRule>) -> Refusal {
+    let other = match other {
+        Some(o) => format!("column {}", loc(o)),
+        None => "a column or expression that is not encrypted under the same rule".to_string(),
+    };
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: cannot compare {} column {} with {other}: ciphertexts are bound to their own table and column key; \
+             the statement was not sent",
+            mode(rule),
+            loc(rule)
+        ),
+        hint: Some("Equality between encrypted columns works only for the same table column (e.g. a self-join); compare against literals or parameters instead.".into()),
+    }
+}
+
+pub fn write_unsupported(rule: &ColumnRule, what: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: cannot write {what} into encrypted column {}: pgveil can only encrypt literals and parameters; \
+             nothing was written",
+            loc(rule)
+        ),
+        hint: Some("Write a literal, a parameter, NULL or DEFAULT (or copy the same column of the same table).".into()),
+    }
+}
+
+pub fn copy_elsewhere(rule: &ColumnRule, target: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: statement would copy {} column {} into {target}, where pgveil can no longer protect or decrypt it; \
+             the statement was not sent",
+            mode(rule),
+            loc(rule)
+        ),
+        hint: Some("Read the column through pgveil and write the values back as literals or parameters.".into()),
+    }
+}
+
+pub fn whole_row(table: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: whole-row references to table {table}, which has protected columns, are not supported \
+             (e.g. row_to_json(t), t.* inside a function, SELECT t FROM t); the statement was not sent"
+        ),
+        hint: Some("List the columns you need, or use SELECT * / t.* directly in the select list.".into()),
+    }
+}
+
+pub fn unsupported_statement(what: &str, table: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!("pgveil: {what} is not supported on table {table}, which has tagged columns; the statement was not sent"),
+        hint: None,
+    }
+}
+
+pub fn needs_schema(table: &str, what: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: {what} on table {table} needs its column list, which is unknown without the live schema; \
+             the statement was not sent"
+        ),
+        hint: Some("Name the columns explicitly.".into()),
+    }
+}
+
+pub fn unparsable(table: &str) -> Refusal {
+    Refusal {
+        sqlstate: SYNTAX_ERROR,
+        message: format!("pgveil cannot analyse this statement, which touches tagged table {table}; it was not sent"),
+        hint: Some("Rewrite the statement in plainer SQL, or report it if it is valid PostgreSQL.".into()),
+    }
+}
+
+pub fn encrypt_failed(rule: &ColumnRule, why: &str) -> Refusal {
+    Refusal {
+        sqlstate: "22023",
+        message: format!(
+            "pgveil: a value for column {} could not be prepared for encryption: {why}",
+            loc(rule)
+        ),
+        hint: None,
+    }
+}
+
+pub fn param_conflict(n: usize) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: parameter ${n} is used both for an encrypted column and elsewhere (or for two different rules); \
+             the statement was not sent"
+        ),
+        hint: Some("Use a separate parameter for each use.".into()),
+    }
+}
+
+/// The first tagged table the text names (same lexer as the pre-filter), for
+/// the message of a statement that does not parse.
+pub fn first_tagged_name(rules: &RuleSet, sql: &str) -> Option<String> {
+    let mut buf = String::new();
+    let mut lx = Lexer::new(sql);
+    for tok in lx.by_ref() {
+        if fold_into(&tok, &mut buf) {
+            if let Some(t) = rules.tables().find(|t| t.name == buf) {
+                return Some(t.to_string());
+            }
+        }
+    }
+    if lx.suspicious {
+        return Some("(a name pgveil cannot decode)".to_string());
+    }
+    None
+}

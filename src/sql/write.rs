@@ -1,0 +1,734 @@
+//! Statements: dispatch, the write path (INSERT, UPDATE, DELETE, COPY) and
+//! SQL-level PREPARE / EXECUTE.
+//!
+//! Writes into an encrypted column accept only what the proxy can encrypt
+//! (a literal or a parameter), NULL, DEFAULT, or a copy of the same column of
+//! the same rule (same key binding, so the ciphertext stays valid).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    visit_expressions, visit_relations, AssignmentTarget, CopyLegacyCsvOption, CopyLegacyOption,
+    CopyOption, CopySource, CopyTarget, DataType, Expr, FromTable, Insert, OnConflictAction,
+    OnInsert, SetExpr, Statement, TableObject, Value,
+};
+
+use crate::rules::model::ColumnRule;
+
+use super::encrypt::{self, Operand};
+use super::query::{same_rule, Analyzer, Mode, R};
+use super::refuse::{self, sensitive};
+use super::resolve::{fold, fold_name, OutCol, Relation, Scope};
+use super::{ColumnAction, CopyFormat, CopyPlan, ParamPlan, ParamUse, SqlPrepare, StatementKind};
+
+impl<'a> Analyzer<'a, '_> {
+    /// Analyses (and rewrites in place) one top-level statement.
+    pub fn statement(&mut self, st: &mut Statement) -> R<()> {
+        let is_prepare = matches!(st, Statement::Prepare { .. });
+        self.dispatch(st)?;
+        if !is_prepare {
+            self.check_params(st)?;
+        }
+        Ok(())
+    }
+
+    /// Every `$n` planned as ciphertext must be used only where we put the
+    /// cast; any other use would receive ciphertext (or, reversed, send
+    /// plaintext where the server expects ciphertext).
+    fn check_params(&mut self, st: &Statement) -> R<()> {
+        let mut counts: HashMap<usize, usize> = HashMap::new();
+        let _ = visit_expressions(st, |e| {
+            if let Expr::Value(v) = e {
+                if let Value::Placeholder(p) = &v.value {
+                    if let Some(n) = p
+                        .strip_prefix('$')
+                        .and_then(|d| d.parse::<usize>().ok())
+                        .filter(|n| *n > 0)
+                    {
+                        *counts.entry(n).or_insert(0) += 1;
+                    }
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let max = counts.keys().copied().max().unwrap_or(0);
+        if self.plan.params.len() < max {
+            self.plan.params.resize(max, ParamPlan::Plain);
+        }
+        for (i, p) in self.plan.params.iter().enumerate() {
+            let n = i + 1;
+            if matches!(p, ParamPlan::Encrypt { .. })
+                && counts.get(&n).copied().unwrap_or(0)
+                    != self.enc_occurrences.get(&n).copied().unwrap_or(0)
+            {
+                return Err(refuse::param_conflict(n));
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, st: &mut Statement) -> R<()> {
+        let root = Scope::default();
+        match st {
+            Statement::Query(q) => {
+                self.plan.kind = StatementKind::Select;
+                self.query(q, &root, Mode::Client)?;
+            }
+            Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) => {
+                self.dml(st, &root, Mode::Client)?;
+            }
+            Statement::Copy { .. } => self.copy(st)?,
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => {
+                self.statement(statement)?;
+                let params = std::mem::take(&mut self.plan.params);
+                for (i, p) in params.iter().enumerate() {
+                    if let (ParamPlan::Encrypt { usage, .. }, Some(dt)) = (p, data_types.get_mut(i))
+                    {
+                        *dt = match usage {
+                            ParamUse::Write => DataType::Bytea,
+                            ParamUse::Match => encrypt::bytea_array(),
+                        };
+                    }
+                }
+                self.plan.sql_prepare = Some(SqlPrepare {
+                    name: fold(name),
+                    params,
+                });
+                self.touched = true;
+            }
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                using,
+                ..
+            } => self.execute(name, parameters, using.is_empty())?,
+            Statement::Deallocate { name, .. } => {
+                let n = fold(name);
+                self.plan.sql_deallocate = Some(if name.quote_style.is_none() && n == "all" {
+                    None
+                } else {
+                    Some(n)
+                });
+                self.touched = true;
+            }
+            Statement::Declare { stmts } => {
+                self.plan.kind = StatementKind::Select;
+                for d in stmts.iter_mut() {
+                    if let Some(q) = d.for_query.as_mut() {
+                        self.query(q, &root, Mode::Client)?;
+                    }
+                }
+            }
+            Statement::Explain { statement, .. } => {
+                self.dispatch(statement)?;
+                self.plan.kind = StatementKind::Other;
+            }
+            Statement::CreateTable(ct) if ct.query.is_some() => {
+                self.plan.kind = StatementKind::Ddl;
+                if let Some(q) = ct.query.as_mut() {
+                    self.query(q, &root, Mode::Sink("a new table (CREATE TABLE AS)"))?;
+                }
+            }
+            Statement::CreateView { query, .. } => {
+                self.plan.kind = StatementKind::Ddl;
+                self.query(query, &root, Mode::Sink("a view"))?;
+            }
+            other => self.other(other)?,
+        }
+        Ok(())
+    }
+
+    /// Statements without values of tagged columns: DDL and maintenance are
+    /// forwarded (and recorded); anything else over a tagged table is refused.
+    fn other(&mut self, st: &mut Statement) -> R<()> {
+        let mut tagged = Vec::new();
+        let _ = visit_relations(&*st, |n| {
+            if let Some(t) = self.res.table(n) {
+                tagged.push(t);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let Some(first) = tagged.first().cloned() else {
+            return Ok(());
+        };
+        let ddl = matches!(
+            st,
+            Statement::AlterTable { .. }
+                | Statement::Drop { .. }
+                | Statement::Truncate { .. }
+                | Statement::CreateIndex(_)
+                | Statement::AlterIndex { .. }
+                | Statement::Grant { .. }
+                | Statement::Revoke { .. }
+                | Statement::Comment { .. }
+                | Statement::Analyze { .. }
+                | Statement::Vacuum(_)
+                | Statement::CreatePolicy { .. }
+                | Statement::AlterPolicy { .. }
+                | Statement::DropPolicy { .. }
+                | Statement::CreateTrigger(_)
+                | Statement::DropTrigger(_)
+                | Statement::CreateTable(_)
+        );
+        if !ddl {
+            let kind = st
+                .to_string()
+                .split_whitespace()
+                .next()
+                .unwrap_or("this statement")
+                .to_ascii_uppercase();
+            return Err(refuse::unsupported_statement(&kind, &first.to_string()));
+        }
+        self.plan.kind = StatementKind::Ddl;
+        for t in &tagged {
+            self.record_table(t);
+        }
+        Ok(())
+    }
+
+    /// INSERT / UPDATE / DELETE (also inside WITH); returns RETURNING columns.
+    pub fn dml(
+        &mut self,
+        st: &mut Statement,
+        parent: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<Vec<OutCol<'a>>> {
+        match st {
+            Statement::Insert(ins) => self.insert(ins, parent, mode),
+            Statement::Update {
+                table,
+                assignments,
+                from,
+                selection,
+                returning,
+                ..
+            } => {
+                self.plan.kind = StatementKind::Update;
+                let mut scope = parent.child();
+                self.table_with_joins(table, &mut scope)?;
+                let target = scope.rels.first().cloned();
+                if let Some(from) = from.as_mut() {
+                    let (sqlparser::ast::UpdateTableFromKind::BeforeSet(v)
+                    | sqlparser::ast::UpdateTableFromKind::AfterSet(v)) = from;
+                    for twj in v.iter_mut() {
+                        self.table_with_joins(twj, &mut scope)?;
+                    }
+                }
+                for a in assignments.iter_mut() {
+                    self.assignment(&a.target, &mut a.value, target.as_ref(), &scope)?;
+                }
+                if let Some(w) = selection.as_mut() {
+                    self.walk(w, &scope, "WHERE")?;
+                }
+                self.returning(returning.as_deref_mut(), &scope, mode)
+            }
+            Statement::Delete(d) => {
+                self.plan.kind = StatementKind::Delete;
+                let mut scope = parent.child();
+                let (FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v)) = &mut d.from;
+                for twj in v.iter_mut() {
+                    self.table_with_joins(twj, &mut scope)?;
+                }
+                for twj in d.using.iter_mut().flatten() {
+                    self.table_with_joins(twj, &mut scope)?;
+                }
+                if let Some(w) = d.selection.as_mut() {
+                    self.walk(w, &scope, "WHERE")?;
+                }
+                self.returning(d.returning.as_deref_mut(), &scope, mode)
+            }
+            other => {
+                self.refuse_if_tagged(&*other, parent, "this statement")?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn returning(
+        &mut self,
+        items: Option<&mut [sqlparser::ast::SelectItem]>,
+        scope: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<Vec<OutCol<'a>>> {
+        let Some(items) = items else {
+            return Ok(Vec::new());
+        };
+        let (cols, _) = self.projection(items, scope)?;
+        self.apply_mode(&cols, mode)?;
+        Ok(cols)
+    }
+
+    /// `SET target = value` in UPDATE or ON CONFLICT DO UPDATE.
+    fn assignment(
+        &mut self,
+        target: &AssignmentTarget,
+        value: &mut Expr,
+        rel: Option<&Relation<'a>>,
+        scope: &Scope<'a, '_>,
+    ) -> R<()> {
+        let rule_of = |n: &sqlparser::ast::ObjectName| -> Option<&'a ColumnRule> {
+            let col = fold_name(n)?.pop()?;
+            rel?.column(&col).flatten()
+        };
+        match target {
+            AssignmentTarget::ColumnName(n) => match rule_of(n).filter(|r| r.encrypt.is_some()) {
+                Some(rule) => self.write_value(value, rule, scope),
+                None => self.walk(value, scope, "a SET value"),
+            },
+            AssignmentTarget::Tuple(names) => {
+                if let Some(rule) = names
+                    .iter()
+                    .filter_map(rule_of)
+                    .find(|r| r.encrypt.is_some())
+                {
+                    return Err(refuse::write_unsupported(rule, "a row value"));
+                }
+                self.walk(value, scope, "a SET value")
+            }
+        }
+    }
+
+    /// One value written into an encrypted column.
+    fn write_value(&mut self, e: &mut Expr, rule: &'a ColumnRule, scope: &Scope<'a, '_>) -> R<()> {
+        match encrypt::operand(e, rule.ty) {
+            Some(Operand::Null) | Some(Operand::Default) => Ok(()),
+            Some(Operand::Literal(text)) => {
+                *e = encrypt::write_literal(self.ctx, rule, &text)?;
+                self.use_col(rule, ColumnAction::EncryptedWrite);
+                Ok(())
+            }
+            Some(Operand::Param(n)) => {
+                self.set_param(n, rule, ParamUse::Write)?;
+                *e = encrypt::param_cast(n, false);
+                Ok(())
+            }
+            None => match self.colref(e, scope) {
+                Some(super::resolve::ColRef::Column(Some(src))) if same_rule(src, rule) => Ok(()),
+                _ => Err(refuse::write_unsupported(rule, "an expression")),
+            },
+        }
+    }
+
+    fn insert(
+        &mut self,
+        ins: &mut Insert,
+        parent: &Scope<'a, '_>,
+        mode: Mode,
+    ) -> R<Vec<OutCol<'a>>> {
+        self.plan.kind = StatementKind::Insert;
+        let TableObject::TableName(name) = &ins.table else {
+            self.refuse_if_tagged(&ins.table, parent, "INSERT into a table function")?;
+            return Ok(Vec::new());
+        };
+        let tagged = self.res.table(name);
+        let mut rel = match &tagged {
+            Some(t) => {
+                self.record_table(t);
+                self.res.relation(t)
+            }
+            None => Relation::opaque(
+                fold_name(name)
+                    .and_then(|mut p| p.pop())
+                    .unwrap_or_default(),
+            ),
+        };
+        if let Some(a) = &ins.table_alias {
+            rel.alias = fold(a);
+        }
+        let has_encrypted = rel
+            .cols
+            .iter()
+            .any(|c| c.origin.is_some_and(|r| r.encrypt.is_some()));
+        // Target column i -> its rule (None: untagged), and whether the list is known.
+        let (targets, known): (Vec<Option<&'a ColumnRule>>, bool) = if !ins.columns.is_empty() {
+            (
+                ins.columns
+                    .iter()
+                    .map(|c| rel.column(&fold(c)).flatten())
+                    .collect(),
+                true,
+            )
+        } else if rel.complete {
+            (rel.cols.iter().map(|c| c.origin).collect(), true)
+        } else if has_encrypted {
+            return Err(self.needs_schema_for(&rel, "INSERT without a column list"));
+        } else {
+            (Vec::new(), tagged.is_some())
+        };
+        let empty = parent.child();
+        if let Some(src) = ins.source.as_mut() {
+            let plain_values =
+                src.with.is_none() && src.order_by.is_none() && src.limit_clause.is_none();
+            match src.body.as_mut() {
+                SetExpr::Values(values) if plain_values => {
+                    for row in values.rows.iter_mut() {
+                        for (i, e) in row.iter_mut().enumerate() {
+                            match targets.get(i).copied().flatten() {
+                                Some(rule) if rule.encrypt.is_some() => {
+                                    self.write_value(e, rule, &empty)?
+                                }
+                                _ => self.walk(e, &empty, "VALUES")?,
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let (cols, complete) = self.query(src, &empty, Mode::Derived)?;
+                    if !known {
+                        self.apply_mode(&cols, Mode::Sink("a table pgveil has no rules for"))?;
+                    }
+                    for (i, c) in cols.iter().enumerate() {
+                        let target = targets.get(i).copied().flatten();
+                        match (target.filter(|t| t.encrypt.is_some()), c.origin) {
+                            (Some(t), _) if !complete => return Err(refuse::write_unsupported(t, "the result of a query whose columns are unknown")),
+                            (Some(t), Some(o)) if same_rule(t, o) => self.use_col(t, ColumnAction::EncryptedWrite),
+                            (Some(t), _) => return Err(refuse::write_unsupported(t, "the result of a query (only the same column of the same table can be copied)")),
+                            (None, Some(o)) if sensitive(o, self.roles()) => {
+                                let what = match target {
+                                    Some(t) => format!("column {}", t.qualified()),
+                                    None => "another column".to_string(),
+                                };
+                                return Err(if o.encrypt.is_some() { refuse::copy_elsewhere(o, &what) } else { refuse::denied(o, "copy") });
+                            }
+                            _ => {}
+                        }
+                    }
+                    // Source narrower than the targets (offline `*`): unknown for encrypted targets.
+                    if !complete {
+                        if let Some(t) = targets
+                            .iter()
+                            .skip(cols.len())
+                            .flatten()
+                            .find(|t| t.encrypt.is_some())
+                        {
+                            return Err(refuse::write_unsupported(
+                                t,
+                                "the result of a query whose columns are unknown",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut scope = parent.child();
+        scope.rels.push(rel.clone());
+        if let Some(OnInsert::OnConflict(oc)) = ins.on.as_mut() {
+            if let OnConflictAction::DoUpdate(du) = &mut oc.action {
+                let mut excluded = rel.clone();
+                excluded.alias = "excluded".into();
+                excluded.table = None;
+                scope.rels.push(excluded);
+                for a in du.assignments.iter_mut() {
+                    self.assignment(&a.target, &mut a.value, Some(&rel), &scope)?;
+                }
+                if let Some(w) = du.selection.as_mut() {
+                    self.walk(w, &scope, "ON CONFLICT … WHERE")?;
+                }
+                scope.rels.truncate(1);
+            }
+        } else if ins.on.is_some() {
+            self.refuse_if_sensitive(&rel, "ON DUPLICATE KEY")?;
+        }
+        self.returning(ins.returning.as_deref_mut(), &scope, mode)
+    }
+
+    fn refuse_if_sensitive(&self, rel: &Relation<'a>, why: &str) -> R<()> {
+        match rel
+            .cols
+            .iter()
+            .filter_map(|c| c.origin)
+            .find(|r| sensitive(r, self.roles()))
+        {
+            Some(r) => Err(refuse::unsupported(r, why)),
+            None => Ok(()),
+        }
+    }
+
+    /// `EXECUTE name(args)` of a SQL-level prepared statement we planned.
+    fn execute(
+        &mut self,
+        name: &sqlparser::ast::ObjectName,
+        args: &mut [Expr],
+        no_using: bool,
+    ) -> R<()> {
+        let Some(key) = fold_name(name).and_then(|mut p| p.pop()) else {
+            return Ok(());
+        };
+        let plans = self
+            .local_prepared
+            .get(&key)
+            .or_else(|| self.ctx.sql_prepared.and_then(|m| m.get(&key)))
+            .cloned();
+        let Some(plans) = plans else { return Ok(()) };
+        if !no_using {
+            return Ok(());
+        }
+        self.touched = true;
+        let empty = Scope::default();
+        for (i, arg) in args.iter_mut().enumerate() {
+            let Some(ParamPlan::Encrypt { rule, usage }) = plans.get(i) else {
+                self.walk(arg, &empty, "an EXECUTE argument")?;
+                continue;
+            };
+            match (encrypt::operand(arg, rule.ty), usage) {
+                (Some(Operand::Null), _) => {}
+                (Some(Operand::Literal(t)), ParamUse::Write) => {
+                    *arg = encrypt::write_literal(self.ctx, rule, &t)?;
+                    self.use_col(rule, ColumnAction::EncryptedWrite);
+                }
+                (Some(Operand::Literal(t)), ParamUse::Match) => {
+                    *arg =
+                        encrypt::bytea_array_literal(&encrypt::match_literals(self.ctx, rule, &t)?);
+                    self.use_col(rule, ColumnAction::Match);
+                }
+                (Some(Operand::Param(n)), u) => {
+                    self.set_param(n, rule, *u)?;
+                    *arg = encrypt::param_cast(n, *u == ParamUse::Match);
+                }
+                _ => {
+                    return Err(refuse::write_unsupported(
+                        rule,
+                        "an expression as an EXECUTE argument",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, st: &mut Statement) -> R<()> {
+        let Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values,
+        } = st
+        else {
+            return Ok(());
+        };
+        self.plan.kind = StatementKind::Copy;
+        let opts = CopyOpts::parse(options, legacy_options);
+        let root = Scope::default();
+        // Field i -> rule, and whether the list is known.
+        let (fields, known, label): (Vec<Option<&'a ColumnRule>>, bool, String) = match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let Some(t) = self.res.table(table_name) else {
+                    return Ok(());
+                };
+                self.record_table(&t);
+                let rel = self.res.relation(&t);
+                if !columns.is_empty() {
+                    (
+                        columns
+                            .iter()
+                            .map(|c| rel.column(&fold(c)).flatten())
+                            .collect(),
+                        true,
+                        t.to_string(),
+                    )
+                } else if rel.complete {
+                    (
+                        rel.cols.iter().map(|c| c.origin).collect(),
+                        true,
+                        t.to_string(),
+                    )
+                } else {
+                    (
+                        rel.cols.iter().map(|c| c.origin).collect(),
+                        false,
+                        t.to_string(),
+                    )
+                }
+            }
+            CopySource::Query(q) => {
+                let (cols, complete) = self.query(q, &root, Mode::Derived)?;
+                (
+                    cols.iter().map(|c| c.origin).collect(),
+                    complete,
+                    "a query".to_string(),
+                )
+            }
+        };
+        let roles = self.roles();
+        let any_enc = fields.iter().flatten().any(|r| r.encrypt.is_some());
+        let any_sens = fields.iter().flatten().any(|r| sensitive(r, roles));
+        if !any_sens {
+            for r in fields.iter().flatten() {
+                self.use_col(
+                    r,
+                    if *to {
+                        ColumnAction::Plaintext
+                    } else {
+                        ColumnAction::EncryptedWrite
+                    },
+                );
+            }
+            return Ok(());
+        }
+        if !known {
+            return Err(refuse::needs_schema(&label, "COPY without a column list"));
+        }
+        if opts.binary {
+            return Err(refuse::unsupported_statement("binary COPY", &label));
+        }
+        if opts.force_on_encrypted(&fields) {
+            return Err(refuse::unsupported_statement(
+                "FORCE_QUOTE / FORCE_NULL / FORCE_NOT_NULL on encrypted columns",
+                &label,
+            ));
+        }
+        let stdio = matches!(target, CopyTarget::Stdin | CopyTarget::Stdout);
+        if !*to {
+            if !any_enc {
+                return Ok(());
+            }
+            if !stdio || !values.is_empty() {
+                return Err(refuse::unsupported_statement(
+                    "COPY FROM a server file, a program or inline data",
+                    &label,
+                ));
+            }
+            let mut plan = opts.plan(fields.len());
+            for (i, r) in fields.iter().enumerate() {
+                if let Some(r) = r.filter(|r| r.encrypt.is_some()) {
+                    plan.fields[i] = Some(r.clone());
+                    self.use_col(r, ColumnAction::EncryptedWrite);
+                }
+            }
+            self.plan.copy_in = Some(plan);
+            return Ok(());
+        }
+        if !stdio {
+            return Err(refuse::unsupported_statement(
+                "COPY TO a server file or program",
+                &label,
+            ));
+        }
+        let mut plan = opts.plan(fields.len());
+        for (i, r) in fields.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let action = if refuse::check_output(r, roles)? {
+                ColumnAction::Plaintext
+            } else {
+                ColumnAction::Null
+            };
+            self.use_col(r, action);
+            if r.encrypt.is_some() || action == ColumnAction::Null {
+                plan.fields[i] = Some((*r).clone());
+                plan.actions[i] = Some(action);
+            }
+        }
+        self.plan.copy_out = Some(plan);
+        Ok(())
+    }
+}
+
+/// COPY options in both the modern `WITH (…)` and the legacy spelling.
+struct CopyOpts {
+    binary: bool,
+    csv: bool,
+    delimiter: Option<char>,
+    null: Option<String>,
+    header: bool,
+    quote: Option<char>,
+    escape: Option<char>,
+    forced: Vec<String>,
+}
+
+impl CopyOpts {
+    fn parse(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Self {
+        let mut o = CopyOpts {
+            binary: false,
+            csv: false,
+            delimiter: None,
+            null: None,
+            header: false,
+            quote: None,
+            escape: None,
+            forced: Vec::new(),
+        };
+        for opt in options {
+            match opt {
+                CopyOption::Format(f) => {
+                    let f = fold(f);
+                    o.binary = f == "binary";
+                    o.csv = f == "csv";
+                }
+                CopyOption::Delimiter(c) => o.delimiter = Some(*c),
+                CopyOption::Null(s) => o.null = Some(s.clone()),
+                CopyOption::Header(h) => o.header = *h,
+                CopyOption::Quote(c) => o.quote = Some(*c),
+                CopyOption::Escape(c) => o.escape = Some(*c),
+                CopyOption::ForceQuote(c)
+                | CopyOption::ForceNotNull(c)
+                | CopyOption::ForceNull(c) => o.forced.extend(c.iter().map(fold)),
+                CopyOption::Freeze(_) | CopyOption::Encoding(_) => {}
+            }
+        }
+        for opt in legacy {
+            match opt {
+                CopyLegacyOption::Binary => o.binary = true,
+                CopyLegacyOption::Delimiter(c) => o.delimiter = Some(*c),
+                CopyLegacyOption::Null(s) => o.null = Some(s.clone()),
+                CopyLegacyOption::Header => o.header = true,
+                CopyLegacyOption::Csv(csv) => {
+                    o.csv = true;
+                    for c in csv {
+                        match c {
+                            CopyLegacyCsvOption::Header => o.header = true,
+                            CopyLegacyCsvOption::Quote(q) => o.quote = Some(*q),
+                            CopyLegacyCsvOption::Escape(e) => o.escape = Some(*e),
+                            CopyLegacyCsvOption::ForceQuote(c)
+                            | CopyLegacyCsvOption::ForceNotNull(c) => {
+                                o.forced.extend(c.iter().map(fold))
+                            }
+                        }
+                    }
+                }
+                // Options Postgres does not have; the server rejects them.
+                _ => {}
+            }
+        }
+        o
+    }
+
+    fn force_on_encrypted(&self, fields: &[Option<&ColumnRule>]) -> bool {
+        fields
+            .iter()
+            .flatten()
+            .any(|r| r.encrypt.is_some() && self.forced.iter().any(|f| f == &r.name || f == "*"))
+    }
+
+    fn plan(&self, n: usize) -> CopyPlan {
+        CopyPlan {
+            fields: vec![None; n],
+            actions: vec![None; n],
+            format: if self.csv {
+                CopyFormat::Csv
+            } else {
+                CopyFormat::Text
+            },
+            delimiter: self.delimiter.unwrap_or(if self.csv { ',' } else { '\t' }),
+            null: self.null.clone().unwrap_or_else(|| {
+                if self.csv {
+                    String::new()
+                } else {
+                    "\\N".to_string()
+                }
+            }),
+            header: self.header,
+            quote: self.quote.unwrap_or('"'),
+            escape: self.escape.or(self.quote).unwrap_or('"'),
+        }
+    }
+}
