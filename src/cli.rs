@@ -7,7 +7,9 @@ use thiserror::Error;
 use tokio_postgres::NoTls;
 
 use crate::crypto::{looks_like_ciphertext, CryptoSnapshot, Keyring};
-use crate::rules::{check_against_schema, summarize_samples, Diagnostic, RuleSet, SampleFinding, SampleOutcome};
+use crate::rules::{
+    check_against_schema, summarize_samples, Diagnostic, RuleSet, SampleFinding, SampleOutcome,
+};
 use crate::schema::{catalog_query, from_catalog_rows, SEARCH_PATH_QUERY};
 
 #[derive(Debug, Error)]
@@ -32,7 +34,11 @@ fn quote_ident(s: &str) -> String {
 /// Checks rules against a live database: existence and types from the
 /// catalog, then a sample of each encrypted column. Only counts are ever
 /// reported, never a value.
-pub async fn check_live(rules: &RuleSet, url: &str, keyring: Option<&Path>) -> Result<Vec<Diagnostic>, CliError> {
+pub async fn check_live(
+    rules: &RuleSet,
+    url: &str,
+    keyring: Option<&Path>,
+) -> Result<Vec<Diagnostic>, CliError> {
     let up = crate::config::Upstream::parse(url).map_err(CliError::Upstream)?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&up.host).port(up.port);
@@ -65,7 +71,10 @@ pub async fn check_live(rules: &RuleSet, url: &str, keyring: Option<&Path>) -> R
         Some(p) => Some(Keyring::load_file(p)?),
         None => Keyring::from_env()?,
     };
-    let crypto = keyring.as_ref().map(|k| CryptoSnapshot::new(k, rules)).transpose()?;
+    let crypto = keyring
+        .as_ref()
+        .map(|k| CryptoSnapshot::new(k, rules))
+        .transpose()?;
     let mut findings = Vec::new();
     for c in rules.columns().iter().filter(|c| c.encrypt.is_some()) {
         let sql = format!(

@@ -14,13 +14,15 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod mask;
 pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod protocol;
-pub mod crypto;
 pub mod rules;
 pub mod schema;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod values;

@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pgveil::config::{Config, FileConfig, LogFormat};
+use pgveil::policy::{PolicySource, PolicyStore};
 use pgveil::server::Server;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -156,7 +158,9 @@ struct ServeArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGVEIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),
@@ -171,7 +175,18 @@ fn serve(a: ServeArgs) -> Result<()> {
     macro_rules! over {
         ($($field:ident),*) => { $( if a.$field.is_some() { f.$field = a.$field; } )* };
     }
-    over!(listen, upstream, metrics_listen, rules, keyring, audit_dir, max_connections, max_message_bytes, workers, log_format);
+    over!(
+        listen,
+        upstream,
+        metrics_listen,
+        rules,
+        keyring,
+        audit_dir,
+        max_connections,
+        max_message_bytes,
+        workers,
+        log_format
+    );
     if a.shutdown_timeout.is_some() {
         f.shutdown_timeout_secs = a.shutdown_timeout;
     }
@@ -186,24 +201,45 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let config = Config::from_file(f)?;
     init_logging(config.log_format);
-    let server = Server::bind(config).context("starting pgveil")?;
+    let source = PolicySource {
+        rules_dir: config.rules.clone(),
+        keyring_file: config.keyring.clone(),
+    };
+    let policy = Arc::new(PolicyStore::new(source).context("loading rules and keys")?);
+    tracing::info!(rules_version = %policy.load().rules.version, tagged_columns = policy.load().rules.columns().len(), "rules loaded");
+    let server = Server::bind(config, policy.clone()).context("starting pgveil")?;
     let handle = server.shutdown_handle();
-    std::thread::Builder::new().name("pgveil-signals".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        let Ok(rt) = rt else { return };
-        rt.block_on(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            tracing::info!("shutdown requested: draining sessions");
-            handle.shutdown();
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("pgveil-signals".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(rt) = rt else { return };
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    return;
+                };
+                tokio::spawn(policy.clone().watch(std::time::Duration::from_secs(2)));
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => {
+                            tracing::info!("SIGHUP: reloading rules");
+                            let _ = policy.reload();
+                        }
+                    }
+                }
+                tracing::info!("shutdown requested: draining sessions");
+                handle.shutdown();
+            });
+        })?;
     server.run()?;
     tracing::info!("pgveil stopped");
     Ok(())
@@ -218,7 +254,9 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         }
     };
     if let Some(url) = &a.upstream {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let diags = rt.block_on(pgveil::cli::check_live(&rules, url, a.keyring.as_deref()))?;
         if !diags.is_empty() {
             eprint!("{}", pgveil::rules::render_report(&diags));
@@ -234,7 +272,11 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     if let Some(out) = a.out {
         let k = Keyring::generate()?;
         k.write_new_file(&out)?;
-        println!("wrote keyring {} (key id {}, mode 0600)", out.display(), k.active_id());
+        println!(
+            "wrote keyring {} (key id {}, mode 0600)",
+            out.display(),
+            k.active_id()
+        );
     } else if let Some(path) = a.rotate {
         let k = Keyring::rotate_file(&path)?;
         println!(
@@ -252,7 +294,9 @@ fn audit(c: AuditCommand) -> Result<ExitCode> {
     match c {
         AuditCommand::Verify { dir, key_file } => {
             let key = match key_file {
-                Some(p) => Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?),
+                Some(p) => {
+                    Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                }
                 None => None,
             };
             match verify(&dir, key.as_deref()) {
@@ -273,7 +317,17 @@ fn audit(c: AuditCommand) -> Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Search { dir, since, until, role, table, column, class, outcome, format } => {
+        AuditCommand::Search {
+            dir,
+            since,
+            until,
+            role,
+            table,
+            column,
+            class,
+            outcome,
+            format,
+        } => {
             let ts = |s: Option<String>| -> Result<Option<Timestamp>> {
                 s.map(|s| Timestamp::parse(&s).map_err(|e| anyhow::anyhow!("bad time `{s}`: {e}")))
                     .transpose()

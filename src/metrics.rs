@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -53,7 +54,8 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric definition");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("static metric definition");
     r.register(Box::new(h.clone())).expect("unique metric name");
     h
 }
@@ -61,9 +63,13 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogr
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new();
-        let connections_active = IntGauge::new("pgveil_client_connections_active", "Client connections open now")
-            .expect("static metric definition");
-        r.register(Box::new(connections_active.clone())).expect("unique metric name");
+        let connections_active = IntGauge::new(
+            "pgveil_client_connections_active",
+            "Client connections open now",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(connections_active.clone()))
+            .expect("unique metric name");
         let statements = counter_vec(
             &r,
             "pgveil_statements_total",
@@ -71,9 +77,12 @@ impl Metrics {
             &["protocol", "outcome"],
         );
         let micro = vec![
-            0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,
+            0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
+            0.025, 0.1,
         ];
-        let e2e = vec![0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0];
+        let e2e = vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0,
+        ];
         Metrics {
             connections_total: counter(&r, "pgveil_client_connections_total", "Client connections accepted"),
             connections_rejected: counter_vec(
@@ -177,11 +186,18 @@ pub async fn serve_http(listener: TcpListener, extra: Arc<dyn Fn() -> String + S
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
             while n < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[n..]),
+                )
+                .await
+                {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                     Ok(Ok(k)) => {
                         n += k;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].ends_with(b"\n\n") {
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                            || buf[..n].ends_with(b"\n\n")
+                        {
                             break;
                         }
                     }
@@ -196,8 +212,14 @@ pub async fn serve_http(listener: TcpListener, extra: Arc<dyn Fn() -> String + S
                     ("200 OK", "text/plain; version=0.0.4", b)
                 }
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" if metrics().ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".into()),
-                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".into()),
+                "/readyz" if metrics().ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ready\n".into())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".into(),
+                ),
                 _ => ("404 Not Found", "text/plain", "not found\n".into()),
             };
             let resp = format!(

@@ -105,7 +105,8 @@ pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> St
 }
 
 /// The session's effective search_path as schema names.
-pub const SEARCH_PATH_QUERY: &str = "SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')";
+pub const SEARCH_PATH_QUERY: &str =
+    "SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')";
 
 /// Builds a snapshot from the text rows of [`catalog_query`]; malformed rows
 /// are skipped (the catalog is trusted, but a proxy must not panic on it).
@@ -113,12 +114,33 @@ pub fn from_catalog_rows(search_path: &str, rows: &[Vec<Option<String>>]) -> Sch
     let mut tables: HashMap<TableName, TableInfo> = HashMap::new();
     for r in rows {
         let get = |i: usize| r.get(i).and_then(|v| v.as_deref());
-        let (Some(schema), Some(name), Some(oid), Some(kind), Some(col), Some(attnum), Some(typ), Some(tname)) =
-            (get(0), get(1), get(2), get(3), get(4), get(5), get(6), get(7))
+        let (
+            Some(schema),
+            Some(name),
+            Some(oid),
+            Some(kind),
+            Some(col),
+            Some(attnum),
+            Some(typ),
+            Some(tname),
+        ) = (
+            get(0),
+            get(1),
+            get(2),
+            get(3),
+            get(4),
+            get(5),
+            get(6),
+            get(7),
+        )
         else {
             continue;
         };
-        let (Ok(oid), Ok(attnum), Ok(typ)) = (oid.parse::<u32>(), attnum.parse::<i16>(), typ.parse::<u32>()) else {
+        let (Ok(oid), Ok(attnum), Ok(typ)) = (
+            oid.parse::<u32>(),
+            attnum.parse::<i16>(),
+            typ.parse::<u32>(),
+        ) else {
             continue;
         };
         let t = tables

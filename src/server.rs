@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::metrics::{metrics, serve_http};
 use crate::net;
+use crate::policy::PolicyStore;
 use crate::protocol::{put_error, Severity};
 use crate::session::{self, Shared};
 
@@ -57,20 +58,27 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: Config) -> Result<Self, ServerError> {
+    pub fn bind(config: Config, policy: Arc<PolicyStore>) -> Result<Self, ServerError> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => Some(net::acceptor(c, k)?),
             _ => None,
         };
-        let upstream_tls = net::connector(config.upstream.sslmode, config.upstream.sslrootcert.as_deref())?;
-        let listener = std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        listener.set_nonblocking(true).map_err(ServerError::Runtime)?;
+        let upstream_tls = net::connector(
+            config.upstream.sslmode,
+            config.upstream.sslrootcert.as_deref(),
+        )?;
+        let listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(ServerError::Runtime)?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => {
-                let l = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| ServerError::Bind { addr, source })?;
                 l.set_nonblocking(true).map_err(ServerError::Runtime)?;
                 Some(l)
             }
@@ -78,7 +86,7 @@ impl Server {
         };
         let (drain_tx, drain_rx) = watch::channel(false);
         Ok(Server {
-            shared: Arc::new(Shared::new(config, tls, upstream_tls, drain_rx)),
+            shared: Arc::new(Shared::new(config, tls, upstream_tls, drain_rx, policy)),
             listener,
             metrics_listener,
             drain_tx: Arc::new(drain_tx),
@@ -91,7 +99,9 @@ impl Server {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -109,7 +119,10 @@ impl Server {
             std::thread::Builder::new()
                 .name("pgveil-metrics".into())
                 .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt,
                         Err(e) => {
                             tracing::error!(error = %e, "metrics runtime failed");
@@ -146,7 +159,10 @@ impl Server {
 }
 
 fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, active: Arc<AtomicUsize>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "worker runtime failed");
@@ -183,7 +199,12 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, active: Arc<Atom
     });
 }
 
-fn accept_one(sock: tokio::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>, active: &Arc<AtomicUsize>) {
+fn accept_one(
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    active: &Arc<AtomicUsize>,
+) {
     let m = metrics();
     m.connections_total.inc();
     let n = active.fetch_add(1, Ordering::AcqRel) + 1;

@@ -98,11 +98,11 @@ impl Upstream {
         let mut sslrootcert = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
-                "sslmode" => {
-                    sslmode = SslMode::parse(&v).ok_or_else(|| {
-                        format!("sslmode `{v}` unsupported; use disable, prefer, require or verify-full")
-                    })?
-                }
+                "sslmode" => sslmode = SslMode::parse(&v).ok_or_else(|| {
+                    format!(
+                        "sslmode `{v}` unsupported; use disable, prefer, require or verify-full"
+                    )
+                })?,
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
                 other => return Err(format!("unknown upstream parameter `{other}`")),
             }
@@ -155,7 +155,11 @@ impl Config {
         } else {
             metrics_s
                 .parse()
-                .map_err(|_| errs.push(format!("metrics_listen `{metrics_s}` is not HOST:PORT (or `off`)")))
+                .map_err(|_| {
+                    errs.push(format!(
+                        "metrics_listen `{metrics_s}` is not HOST:PORT (or `off`)"
+                    ))
+                })
                 .ok()
         };
         let upstream = Upstream::parse(&f.upstream.unwrap_or_else(|| DEFAULT_UPSTREAM.into()))
@@ -228,8 +232,13 @@ mod tests {
 
     #[test]
     fn upstream_urls() {
-        let u = Upstream::parse("postgres://db.internal:6543?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.sslmode), ("db.internal", 6543, SslMode::VerifyFull));
+        let u =
+            Upstream::parse("postgres://db.internal:6543?sslmode=verify-full&sslrootcert=/ca.pem")
+                .unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.sslmode),
+            ("db.internal", 6543, SslMode::VerifyFull)
+        );
         assert_eq!(u.sslrootcert.as_deref(), Some(Path::new("/ca.pem")));
         assert_eq!(Upstream::parse("postgres://127.0.0.1").unwrap().port, 5432);
         assert!(Upstream::parse("mysql://x").is_err());

@@ -66,6 +66,13 @@ impl HashKey {
         }
     }
 
+    /// The raw per-column pseudonym key, for the mask module's HMAC (Rust
+    /// and SQL forms). Derived for this one column and purpose only; it is
+    /// not keyring material.
+    pub fn material(&self) -> &[u8] {
+        &self.key[..]
+    }
+
     /// The master key id this key derives from (the ring's oldest).
     pub fn key_id(&self) -> u32 {
         self.key_id

@@ -45,21 +45,38 @@ impl Stream {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            Stream::Plain($s) => { let $s = Pin::new($s); $e }
-            Stream::ServerTls($s) => { let $s = Pin::new($s.as_mut()); $e }
-            Stream::ClientTls($s) => { let $s = Pin::new($s.as_mut()); $e }
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::ServerTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+            Stream::ClientTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
         }
     };
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -155,7 +172,8 @@ impl SslMode {
 /// libpq does); `verify-full` checks the chain against `root` (or the
 /// bundled web roots) and the host name.
 pub fn connector(mode: SslMode, root: Option<&Path>) -> Result<Option<TlsConnector>, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let cfg = match mode {
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => builder
@@ -179,8 +197,11 @@ pub fn connector(mode: SslMode, root: Option<&Path>) -> Result<Option<TlsConnect
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(host.to_string())
-        .map_err(|_| TlsError::Rustls(rustls::Error::General(format!("invalid server name {host}"))))
+    ServerName::try_from(host.to_string()).map_err(|_| {
+        TlsError::Rustls(rustls::Error::General(format!(
+            "invalid server name {host}"
+        )))
+    })
 }
 
 /// Accepts any upstream certificate: the semantics of `sslmode=require`,
@@ -205,7 +226,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -213,7 +239,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

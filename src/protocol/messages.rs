@@ -86,7 +86,9 @@ pub fn encode_parameter_description(
 
 /// (kind, name) of a Describe ('D') or Close ('C') frame; kind is b'S' or b'P'.
 pub fn describe_or_close(frame: &[u8]) -> Result<(u8, &str), ProtocolError> {
-    let kind = *frame.get(5).ok_or(ProtocolError::Malformed("Describe/Close"))?;
+    let kind = *frame
+        .get(5)
+        .ok_or(ProtocolError::Malformed("Describe/Close"))?;
     if kind != b'S' && kind != b'P' {
         return Err(ProtocolError::Malformed("Describe/Close"));
     }
@@ -106,7 +108,9 @@ pub fn execute_portal(frame: &[u8]) -> Result<&str, ProtocolError> {
 
 /// Authentication request code of an 'R' frame (0 = Ok, 10 = SASL, ...).
 pub fn auth_code(frame: &[u8]) -> Result<i32, ProtocolError> {
-    let b = frame.get(5..9).ok_or(ProtocolError::Malformed("Authentication"))?;
+    let b = frame
+        .get(5..9)
+        .ok_or(ProtocolError::Malformed("Authentication"))?;
     Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -115,7 +119,9 @@ pub fn auth_code(frame: &[u8]) -> Result<i32, ProtocolError> {
 /// binding to it could never verify upstream. Returns None when nothing is
 /// left to offer.
 pub fn strip_sasl_plus(frame: &[u8]) -> Result<Option<BytesMut>, ProtocolError> {
-    let mut rest = frame.get(9..).ok_or(ProtocolError::Malformed("AuthenticationSASL"))?;
+    let mut rest = frame
+        .get(9..)
+        .ok_or(ProtocolError::Malformed("AuthenticationSASL"))?;
     let mut keep = Vec::new();
     loop {
         let (m, r) = take_cstr(rest).ok_or(ProtocolError::Malformed("AuthenticationSASL"))?;
@@ -144,7 +150,9 @@ pub fn strip_sasl_plus(frame: &[u8]) -> Result<Option<BytesMut>, ProtocolError> 
 
 /// (pid, secret) of a BackendKeyData frame.
 pub fn backend_key(frame: &[u8]) -> Result<(i32, Vec<u8>), ProtocolError> {
-    let b = frame.get(5..).ok_or(ProtocolError::Malformed("BackendKeyData"))?;
+    let b = frame
+        .get(5..)
+        .ok_or(ProtocolError::Malformed("BackendKeyData"))?;
     if b.len() < 8 {
         return Err(ProtocolError::Malformed("BackendKeyData"));
     }
@@ -165,7 +173,10 @@ pub fn command_rows(frame: &[u8]) -> u64 {
         .and_then(take_cstr)
         .map(|(s, _)| s)
         .unwrap_or("");
-    tag.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -202,11 +213,7 @@ mod tests {
         assert_eq!(query_text(&out).unwrap(), "SELECT 1");
         assert!(query_text(&frame(b'Q', b"no terminator")).is_err());
 
-        let p = Parse {
-            name: Some("s1".into()),
-            query: "SELECT $1".into(),
-            type_oids: vec![25],
-        };
+        let p = Parse::new(Some("s1".into()), "SELECT $1".into(), vec![25]);
         let mut b = BytesMut::new();
         encode_parse(&p, &mut b).unwrap();
         assert_eq!(decode_parse(&b).unwrap(), p);
@@ -217,7 +224,10 @@ mod tests {
     fn small_message_helpers() {
         assert_eq!(command_rows(&frame(b'C', b"INSERT 0 5\0")), 5);
         assert_eq!(command_rows(&frame(b'C', b"BEGIN\0")), 0);
-        assert_eq!(describe_or_close(&frame(b'D', b"Sfoo\0")).unwrap(), (b'S', "foo"));
+        assert_eq!(
+            describe_or_close(&frame(b'D', b"Sfoo\0")).unwrap(),
+            (b'S', "foo")
+        );
         assert!(describe_or_close(&frame(b'D', b"Xfoo\0")).is_err());
         assert_eq!(execute_portal(&frame(b'E', b"p\0\0\0\0\0")).unwrap(), "p");
         assert!(execute_portal(&frame(b'E', b"p\0")).is_err());

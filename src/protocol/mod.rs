@@ -50,7 +50,19 @@ pub enum Direction {
 pub fn is_frontend_tag(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'H' | b'S' | b'X' | b'F' | b'd' | b'c' | b'f' | b'p'
+        b'Q' | b'P'
+            | b'B'
+            | b'E'
+            | b'D'
+            | b'C'
+            | b'H'
+            | b'S'
+            | b'X'
+            | b'F'
+            | b'd'
+            | b'c'
+            | b'f'
+            | b'p'
     )
 }
 
@@ -140,8 +152,14 @@ fn check_tag(tag: u8, dir: Direction) -> Result<(), ProtocolError> {
 pub enum StartupPacket {
     Ssl,
     GssEnc,
-    Cancel { pid: i32, secret: Vec<u8> },
-    Startup { params: Vec<(String, String)>, raw: Vec<u8> },
+    Cancel {
+        pid: i32,
+        secret: Vec<u8>,
+    },
+    Startup {
+        params: Vec<(String, String)>,
+        raw: Vec<u8>,
+    },
 }
 
 impl StartupPacket {
@@ -228,7 +246,13 @@ pub enum Severity {
 
 /// Appends an ErrorResponse built by the proxy. Only fixed, value-free text
 /// ever goes in here.
-pub fn put_error(out: &mut BytesMut, severity: Severity, code: &str, message: &str, hint: Option<&str>) {
+pub fn put_error(
+    out: &mut BytesMut,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     let sev = match severity {
         Severity::Error => "ERROR",
         Severity::Fatal => "FATAL",
@@ -358,7 +382,10 @@ mod tests {
         assert!(parse_startup(&bad).is_err());
         let mut v2 = raw.clone();
         v2[4..8].copy_from_slice(&(2i32 << 16).to_be_bytes());
-        assert!(matches!(parse_startup(&v2), Err(ProtocolError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            parse_startup(&v2),
+            Err(ProtocolError::UnsupportedVersion { .. })
+        ));
         assert!(startup_len((-5i32).to_be_bytes()).is_err());
         assert!(startup_len(100_000i32.to_be_bytes()).is_err());
     }
@@ -366,7 +393,13 @@ mod tests {
     #[test]
     fn error_response_round_trips() {
         let mut b = BytesMut::new();
-        put_error(&mut b, Severity::Fatal, "08P01", "bad\0message", Some("hint"));
+        put_error(
+            &mut b,
+            Severity::Fatal,
+            "08P01",
+            "bad\0message",
+            Some("hint"),
+        );
         assert_eq!(next_frame(&b, Direction::Backend, CAP), Ok(Some(b.len())));
         assert_eq!(error_code(&b).as_deref(), Some("08P01"));
         let f = error_fields(&b[5..]);

@@ -210,8 +210,12 @@ impl Access {
             if a.len() != 2 {
                 return Err("partial takes two numbers: partial(F,L)".into());
             }
-            let first = a[0].parse::<u32>().map_err(|_| "partial(F,L): F must be a number >= 0")?;
-            let last = a[1].parse::<u32>().map_err(|_| "partial(F,L): L must be a number >= 0")?;
+            let first = a[0]
+                .parse::<u32>()
+                .map_err(|_| "partial(F,L): F must be a number >= 0")?;
+            let last = a[1]
+                .parse::<u32>()
+                .map_err(|_| "partial(F,L): L must be a number >= 0")?;
             return Ok(Access::Mask(Mask::Partial { first, last }));
         }
         if let Some(a) = args("round") {
@@ -351,12 +355,27 @@ mod tests {
 
     #[test]
     fn access_vocabulary_parses() {
-        assert_eq!(Access::parse("partial(0,4)"), Ok(Access::Mask(Mask::Partial { first: 0, last: 4 })));
-        assert_eq!(Access::parse(" Round( 10 ) "), Ok(Access::Mask(Mask::Round(10))));
+        assert_eq!(
+            Access::parse("partial(0,4)"),
+            Ok(Access::Mask(Mask::Partial { first: 0, last: 4 }))
+        );
+        assert_eq!(
+            Access::parse(" Round( 10 ) "),
+            Ok(Access::Mask(Mask::Round(10)))
+        );
         assert!(Access::parse("round(0)").is_err());
         assert!(Access::parse("partial(1)").is_err());
         assert!(Access::parse("shuffle").is_err());
-        for s in ["plaintext", "null", "deny", "redact", "email", "hash", "year", "month"] {
+        for s in [
+            "plaintext",
+            "null",
+            "deny",
+            "redact",
+            "email",
+            "hash",
+            "year",
+            "month",
+        ] {
             assert_eq!(Access::parse(s).map(|a| a.to_string()), Ok(s.to_string()));
         }
     }
@@ -368,7 +387,10 @@ mod tests {
         access.insert("admin".to_string(), Access::Plaintext);
         access.insert("analyst".to_string(), Access::Null);
         let c = ColumnRule {
-            table: TableName { schema: "public".into(), name: "customers".into() },
+            table: TableName {
+                schema: "public".into(),
+                name: "customers".into(),
+            },
             name: "email".into(),
             ty: LogicalType::Text,
             encrypt: None,
@@ -377,7 +399,10 @@ mod tests {
             default: Access::Deny,
             source: SourceLoc::default(),
         };
-        assert_eq!(c.access_for(["analyst", "support"]), Access::Mask(Mask::Email));
+        assert_eq!(
+            c.access_for(["analyst", "support"]),
+            Access::Mask(Mask::Email)
+        );
         assert_eq!(c.access_for(["support", "admin"]), Access::Plaintext);
         assert_eq!(c.access_for(["nobody"]), Access::Deny);
         assert_eq!(c.access_for(["analyst"]), Access::Null);

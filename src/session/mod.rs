@@ -6,8 +6,11 @@
 //! inside that task, so they progress independently (no deadlock when both
 //! peers write at once) without ever handing a message to another thread.
 
+mod backend;
 mod relay;
+mod rows;
 mod startup;
+mod tagged;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 use crate::metrics::metrics;
+use crate::policy::PolicyStore;
 use crate::protocol::{put_error, ProtocolError, Severity};
 
 /// Server-wide state every session reads.
@@ -37,6 +41,8 @@ pub struct Shared {
     pub cancel_keys: DashMap<(i32, Vec<u8>), ()>,
     /// Flips to true on SIGTERM: sessions close once idle.
     pub draining: watch::Receiver<bool>,
+    /// Rules and keys, swapped atomically on reload.
+    pub policy: Arc<PolicyStore>,
     next_session: AtomicU64,
 }
 
@@ -46,6 +52,7 @@ impl Shared {
         tls: Option<TlsAcceptor>,
         upstream_tls: Option<TlsConnector>,
         draining: watch::Receiver<bool>,
+        policy: Arc<PolicyStore>,
     ) -> Self {
         Shared {
             config,
@@ -53,6 +60,7 @@ impl Shared {
             upstream_tls,
             cancel_keys: DashMap::new(),
             draining,
+            policy,
             next_session: AtomicU64::new(1),
         }
     }
@@ -117,12 +125,18 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-async fn run(client: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) -> Result<(), SessionError> {
+async fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Shared,
+) -> Result<(), SessionError> {
     let startup_timeout = Duration::from_secs(60);
-    let negotiated = match tokio::time::timeout(startup_timeout, startup::negotiate(client, shared)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(SessionError::ClientTimeout),
-    };
+    let negotiated =
+        match tokio::time::timeout(startup_timeout, startup::negotiate(client, shared)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::ClientTimeout),
+        };
     let Some((mut client, packet, leftover)) = negotiated else {
         return Ok(()); // cancel request or refused negotiation, already answered
     };
@@ -135,7 +149,10 @@ async fn run(client: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) -> R
             .or(packet.param("user"))
             .unwrap_or_default()
             .to_string(),
-        application_name: packet.param("application_name").unwrap_or_default().to_string(),
+        application_name: packet
+            .param("application_name")
+            .unwrap_or_default()
+            .to_string(),
     };
     let mut server = match startup::connect_upstream(shared).await {
         Ok(s) => s,
@@ -163,7 +180,7 @@ async fn run(client: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) -> R
         }
     };
     tracing::debug!(session = id, user = %info.user, database = %info.database, "authenticated");
-    let result = relay::run(client, server, key.leftover, &info, shared).await;
+    let result = relay::run(client, server, key.leftover, &info, key.catalog, shared).await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);
     }

@@ -3,46 +3,93 @@
 //! Each loop reads whatever the socket has, walks the complete frames in the
 //! buffer (header check only for messages it does not act on), and writes
 //! the whole run of untouched frames on with one write: the original bytes,
-//! never decoded and re-encoded. State both loops need (what the server is
-//! answering, for statement accounting) sits behind a mutex that is only
-//! ever held between awaits, so it is never contended across threads.
+//! never decoded and re-encoded. When a frame must change, the output is
+//! assembled from the untouched runs and the replacements.
+//!
+//! Sessions under rules (a non-empty policy) additionally track statements
+//! and portals ([`super::tagged`]); without rules only the statement
+//! accounting runs, so the passthrough path costs a header check, a queue
+//! push/pop per statement and a few atomic counters.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::backend::backend;
+use super::tagged::{Action, Analyzer, Catalog, Expect, Tracker};
 use super::{SessionError, SessionInfo, Shared};
 use crate::metrics::metrics;
 use crate::net::Stream;
-use crate::protocol::messages::ready_status;
 use crate::protocol::{next_frame, put_error, Direction, Severity};
 
-/// What the server owes the client, oldest first. One entry per message that
-/// ends in ReadyForQuery (Query, Sync).
-#[derive(Debug)]
-enum Pending {
-    Query { start: Instant },
-    Sync { start: Instant, executes: u32 },
-}
-
 #[derive(Debug, Default)]
-struct State {
-    pending: VecDeque<Pending>,
-    /// An ErrorResponse arrived for the head entry.
-    head_failed: bool,
+pub(super) struct State {
+    pub expect: VecDeque<Expect>,
+    /// An ErrorResponse arrived for the statement at the head.
+    pub head_failed: bool,
     /// Nothing in flight and the last ReadyForQuery said idle.
-    idle: bool,
+    pub idle: bool,
+    pub tracker: Tracker,
 }
 
 /// Reads from a socket into the buffer, growing it as needed.
-async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(super) async fn fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 * 1024);
     }
     r.read_buf(buf).await
+}
+
+pub(super) fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // A poisoned lock means a panic elsewhere in this task; the state is
+    // plain data, so keep going rather than take the session down twice.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Collects a batch's output: untouched runs are copied only when some frame
+/// in the batch was replaced.
+pub(super) struct Assembler {
+    out: BytesMut,
+    copied_to: usize,
+    touched: bool,
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Assembler {
+            out: BytesMut::new(),
+            copied_to: 0,
+            touched: false,
+        }
+    }
+
+    /// Replace `buf[start..end]` with `with` (empty = drop the frame).
+    pub fn replace(&mut self, buf: &[u8], start: usize, end: usize, with: &[u8]) {
+        self.touched = true;
+        self.out.extend_from_slice(&buf[self.copied_to..start]);
+        self.out.extend_from_slice(with);
+        self.copied_to = end;
+    }
+
+    pub fn insert(&mut self, buf: &[u8], at: usize, with: &[u8]) {
+        self.replace(buf, at, at, with);
+    }
+
+    /// The bytes to write for `buf[..end]`, consuming them from `buf`.
+    pub fn finish(mut self, buf: &mut BytesMut, end: usize) -> BytesMut {
+        let chunk = buf.split_to(end);
+        if !self.touched {
+            return chunk;
+        }
+        self.out.extend_from_slice(&chunk[self.copied_to..]);
+        self.out
+    }
 }
 
 pub(super) async fn run(
@@ -50,6 +97,7 @@ pub(super) async fn run(
     server: Stream,
     leftover: (BytesMut, BytesMut),
     info: &SessionInfo,
+    catalog: Option<Catalog>,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -58,11 +106,12 @@ pub(super) async fn run(
         idle: true,
         ..State::default()
     });
+    let catalog = catalog.map(Arc::new);
     let (cbuf, sbuf) = leftover;
     let mut draining = shared.draining.clone();
     let outcome = {
-        let fe = frontend(&mut cr, &mut sw, cbuf, &state, shared);
-        let be = backend(&mut sr, &mut cw, sbuf, &state);
+        let fe = frontend(&mut cr, &mut sw, cbuf, &state, catalog.clone(), shared);
+        let be = backend(&mut sr, &mut cw, sbuf, &state, catalog.clone(), shared);
         let drain = async {
             // Wait for SIGTERM, then for the session to be idle.
             while !*draining.borrow() {
@@ -99,7 +148,13 @@ pub(super) async fn run(
         }
         Err(SessionError::Protocol(e)) => {
             metrics().protocol_errors.inc();
-            put_error(&mut out, Severity::Fatal, "08P01", &format!("invalid frontend message: {e}"), None);
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "08P01",
+                &format!("invalid frontend message: {e}"),
+                None,
+            );
             let _ = sw.write_all(b"X\0\0\0\x04").await;
         }
         Err(SessionError::UpstreamLost) => {
@@ -125,18 +180,13 @@ pub(super) async fn run(
     }
 }
 
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    // A poisoned lock means a panic elsewhere in this task; the state is
-    // plain data, so keep going rather than take the session down twice.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Client → server.
 async fn frontend(
     cr: &mut ReadHalf<Stream>,
     sw: &mut WriteHalf<Stream>,
     mut buf: BytesMut,
     state: &Mutex<State>,
+    catalog: Option<Arc<Catalog>>,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let cap = shared.config.max_message_bytes;
@@ -147,43 +197,86 @@ async fn frontend(
         let t0 = Instant::now();
         let mut pos = 0;
         let mut terminate = false;
-        while let Some(n) = next_frame(&buf[pos..], Direction::Frontend, cap)? {
-            let tag = buf[pos];
-            match tag {
-                b'Q' => {
-                    let mut st = lock(state);
+        let policy = shared.policy.load();
+        let tagged = !policy.is_empty();
+        let mut asm = Assembler::new();
+        {
+            let mut st = lock(state);
+            let st = &mut *st;
+            while let Some(n) = next_frame(&buf[pos..], Direction::Frontend, cap)? {
+                let tag = buf[pos];
+                let frame = &buf[pos..pos + n];
+                match tag {
+                    b'P' | b'B' | b'D' | b'C' | b'H' => {
+                        batch_start.get_or_insert(t0);
+                    }
+                    b'E' => {
+                        batch_start.get_or_insert(t0);
+                        executes += 1;
+                    }
+                    b'S' => {
+                        let start = batch_start.take().unwrap_or(t0);
+                        st.expect.push_back(Expect::Sync { start, executes });
+                        executes = 0;
+                    }
+                    b'X' => {
+                        terminate = true;
+                        pos += n;
+                        break;
+                    }
+                    _ => {}
+                }
+                if matches!(
+                    tag,
+                    b'Q' | b'P' | b'B' | b'D' | b'C' | b'E' | b'F' | b'S' | b'H'
+                ) {
                     st.idle = false;
-                    st.pending.push_back(Pending::Query { start: t0 });
                 }
-                b'P' | b'B' | b'D' | b'C' | b'H' => {
-                    batch_start.get_or_insert(t0);
-                    lock(state).idle = false;
+                if tagged {
+                    match &catalog {
+                        Some(cat) => {
+                            let an = Analyzer {
+                                policy: &policy,
+                                catalog: cat,
+                            };
+                            if let Action::Replace(new) =
+                                an.frontend(frame, t0, &mut st.tracker, &mut st.expect)?
+                            {
+                                asm.replace(&buf, pos, pos + n, &new);
+                            }
+                        }
+                        None => {
+                            // Rules appeared after this session started: it has no
+                            // catalog snapshot to judge statements by.
+                            if let Some(new) = super::backend::refuse_without_catalog(
+                                frame,
+                                t0,
+                                &policy,
+                                &mut st.expect,
+                            )? {
+                                asm.replace(&buf, pos, pos + n, &new);
+                            }
+                        }
+                    }
+                } else if tag == b'Q' {
+                    st.expect.push_back(Expect::Query {
+                        start: t0,
+                        plans: None,
+                        idx: 0,
+                        refusal: None,
+                    });
+                } else if tag == b'F' {
+                    st.expect.push_back(Expect::FunctionCall { start: t0 });
                 }
-                b'E' => {
-                    batch_start.get_or_insert(t0);
-                    executes += 1;
-                    lock(state).idle = false;
-                }
-                b'S' => {
-                    let start = batch_start.take().unwrap_or(t0);
-                    let mut st = lock(state);
-                    st.idle = false;
-                    st.pending.push_back(Pending::Sync { start, executes });
-                    executes = 0;
-                }
-                b'X' => {
-                    terminate = true;
-                    pos += n;
-                    break;
-                }
-                _ => {}
+                pos += n;
             }
-            pos += n;
         }
         if pos > 0 {
-            let chunk = buf.split_to(pos);
+            let chunk = asm.finish(&mut buf, pos);
             m.bytes_from_clients.inc_by(chunk.len() as u64);
-            sw.write_all(&chunk).await.map_err(|_| SessionError::UpstreamLost)?;
+            sw.write_all(&chunk)
+                .await
+                .map_err(|_| SessionError::UpstreamLost)?;
             sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
             m.proxy_latency.observe(t0.elapsed().as_secs_f64());
         }
@@ -192,60 +285,6 @@ async fn frontend(
         }
         if fill(cr, &mut buf).await? == 0 {
             return Ok(());
-        }
-    }
-}
-
-/// Server → client.
-async fn backend(
-    sr: &mut ReadHalf<Stream>,
-    cw: &mut WriteHalf<Stream>,
-    mut buf: BytesMut,
-    state: &Mutex<State>,
-) -> Result<(), SessionError> {
-    let m = metrics();
-    // The server is trusted for content but not for sizes: a corrupt length
-    // must not make the proxy allocate gigabytes.
-    let cap = i32::MAX as usize;
-    loop {
-        let t0 = Instant::now();
-        let mut pos = 0;
-        while let Some(n) = next_frame(&buf[pos..], Direction::Backend, cap).map_err(|_| SessionError::UpstreamLost)? {
-            match buf[pos] {
-                b'E' => lock(state).head_failed = true,
-                b'Z' => {
-                    let status = ready_status(&buf[pos..pos + n]);
-                    let mut st = lock(state);
-                    let failed = std::mem::take(&mut st.head_failed);
-                    match st.pending.pop_front() {
-                        Some(Pending::Query { start }) => {
-                            if failed { &m.simple_error } else { &m.simple_ok }.inc();
-                            m.statement_latency.observe(start.elapsed().as_secs_f64());
-                        }
-                        Some(Pending::Sync { start, executes }) => {
-                            if executes > 0 {
-                                if failed { &m.extended_error } else { &m.extended_ok }.inc_by(executes as u64);
-                            }
-                            m.statement_latency.observe(start.elapsed().as_secs_f64());
-                        }
-                        None => {}
-                    }
-                    st.idle = st.pending.is_empty() && status == b'I';
-                }
-                _ => {}
-            }
-            pos += n;
-        }
-        if pos > 0 {
-            let chunk = buf.split_to(pos);
-            m.bytes_to_clients.inc_by(chunk.len() as u64);
-            cw.write_all(&chunk).await?;
-            cw.flush().await?;
-            m.proxy_latency.observe(t0.elapsed().as_secs_f64());
-        }
-        match fill(sr, &mut buf).await {
-            Ok(0) | Err(_) => return Err(SessionError::UpstreamLost),
-            Ok(_) => {}
         }
     }
 }

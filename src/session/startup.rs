@@ -11,14 +11,17 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::rows::text_row;
+use super::tagged::Catalog;
 use super::{SessionError, Shared};
 use crate::metrics::metrics;
 use crate::net::{server_name, SslMode, Stream};
-use crate::protocol::messages::{auth_code, backend_key, strip_sasl_plus};
+use crate::protocol::messages::{auth_code, backend_key, put_query, strip_sasl_plus};
 use crate::protocol::{
-    next_frame, parse_startup, put_error, startup_len, Direction, Severity, StartupPacket, CANCEL_REQUEST_CODE,
-    SSL_REQUEST_CODE,
+    next_frame, parse_startup, put_error, startup_len, Direction, Severity, StartupPacket,
+    CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
 };
+use crate::schema::{catalog_query, from_catalog_rows, SEARCH_PATH_QUERY};
 
 /// True when the client has already sent bytes we have not read. After an
 /// SSLRequest that is a protocol violation: those bytes were sent in
@@ -69,7 +72,12 @@ pub(super) async fn negotiate(
             Ok(r) => r,
             Err(SessionError::Protocol(e)) => {
                 metrics().protocol_errors.inc();
-                refuse(&mut client, "08P01", &format!("invalid startup packet: {e}")).await?;
+                refuse(
+                    &mut client,
+                    "08P01",
+                    &format!("invalid startup packet: {e}"),
+                )
+                .await?;
                 return Err(SessionError::Protocol(e));
             }
             Err(e) => return Err(e),
@@ -78,7 +86,8 @@ pub(super) async fn negotiate(
             Ok(p) => p,
             Err(e) => {
                 metrics().protocol_errors.inc();
-                let code = if matches!(e, crate::protocol::ProtocolError::UnsupportedVersion { .. }) {
+                let code = if matches!(e, crate::protocol::ProtocolError::UnsupportedVersion { .. })
+                {
                     "0A000"
                 } else {
                     "08P01"
@@ -97,7 +106,12 @@ pub(super) async fn negotiate(
                 if has_pending_bytes(&tcp) {
                     metrics().protocol_errors.inc();
                     let mut c = Stream::Plain(tcp);
-                    refuse(&mut c, "08P01", "received unencrypted data after SSL request").await?;
+                    refuse(
+                        &mut c,
+                        "08P01",
+                        "received unencrypted data after SSL request",
+                    )
+                    .await?;
                     return Ok(None);
                 }
                 match &shared.tls {
@@ -127,7 +141,10 @@ pub(super) async fn negotiate(
             }
             p @ StartupPacket::Startup { .. } => {
                 if shared.config.require_client_tls && !client.is_tls() {
-                    metrics().connections_rejected.with_label_values(&["tls_required"]).inc();
+                    metrics()
+                        .connections_rejected
+                        .with_label_values(&["tls_required"])
+                        .inc();
                     refuse(
                         &mut client,
                         "28000",
@@ -137,7 +154,12 @@ pub(super) async fn negotiate(
                     return Ok(None);
                 }
                 if p.param("user").is_none_or(|u| u.is_empty()) {
-                    refuse(&mut client, "28000", "no PostgreSQL user name specified in startup packet").await?;
+                    refuse(
+                        &mut client,
+                        "28000",
+                        "no PostgreSQL user name specified in startup packet",
+                    )
+                    .await?;
                     return Ok(None);
                 }
                 return Ok(Some((client, p, BytesMut::new())));
@@ -199,7 +221,8 @@ pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionE
         .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
     match (answer[0], up.sslmode) {
         (b'S', _) => {
-            let name = server_name(&up.host).map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+            let name =
+                server_name(&up.host).map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
             let tls = connector
                 .connect(name, tcp)
                 .await
@@ -210,7 +233,9 @@ pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionE
         (b'N', _) => Err(SessionError::UpstreamConnect(
             "the server does not support TLS but sslmode requires it".into(),
         )),
-        _ => Err(SessionError::UpstreamConnect("invalid answer to SSLRequest".into())),
+        _ => Err(SessionError::UpstreamConnect(
+            "invalid answer to SSLRequest".into(),
+        )),
     }
 }
 
@@ -238,6 +263,8 @@ pub(super) async fn read_frame<R: AsyncRead + Unpin>(
 /// What authentication left behind for the relay.
 pub(super) struct Authenticated {
     pub backend_key: Option<(i32, Vec<u8>)>,
+    /// Roles and schema snapshot, read when rules exist.
+    pub catalog: Option<Catalog>,
     /// Bytes already read from (client, server) beyond the last auth frame.
     pub leftover: (BytesMut, BytesMut),
 }
@@ -253,7 +280,10 @@ pub(super) async fn relay_auth(
     let StartupPacket::Startup { raw, .. } = packet else {
         return Err(SessionError::Refused("not a startup packet"));
     };
-    server.write_all(raw).await.map_err(|_| SessionError::UpstreamLost)?;
+    server
+        .write_all(raw)
+        .await
+        .map_err(|_| SessionError::UpstreamLost)?;
     let cap = shared.config.max_message_bytes;
     let mut sbuf = BytesMut::with_capacity(8192);
     let mut backend_key = None;
@@ -278,9 +308,14 @@ pub(super) async fn relay_auth(
                 if matches!(code, 3 | 5 | 10 | 11) {
                     let resp = read_frame(client, &mut cbuf, Direction::Frontend, cap).await?;
                     if resp[0] != b'p' {
-                        return Err(crate::protocol::ProtocolError::Malformed("password message").into());
+                        return Err(
+                            crate::protocol::ProtocolError::Malformed("password message").into(),
+                        );
                     }
-                    server.write_all(&resp).await.map_err(|_| SessionError::UpstreamLost)?;
+                    server
+                        .write_all(&resp)
+                        .await
+                        .map_err(|_| SessionError::UpstreamLost)?;
                 }
             }
             b'E' => {
@@ -296,19 +331,93 @@ pub(super) async fn relay_auth(
                 client.write_all(&frame).await?;
             }
             b'Z' => {
+                let policy = shared.policy.load();
+                let catalog = if policy.is_empty() {
+                    None
+                } else {
+                    Some(load_catalog(server, &mut sbuf, &policy, cap).await?)
+                };
                 client.write_all(&frame).await?;
+                client.flush().await?;
                 return Ok(Authenticated {
+                    catalog,
                     backend_key,
                     leftover: (cbuf, sbuf),
                 });
             }
             b'S' | b'N' | b'v' => client.write_all(&frame).await?,
-            _ => return Err(crate::protocol::ProtocolError::Malformed("authentication exchange").into()),
+            _ => {
+                return Err(
+                    crate::protocol::ProtocolError::Malformed("authentication exchange").into(),
+                )
+            }
         }
         if !sbuf.has_remaining() {
             client.flush().await?;
         }
     }
+}
+
+/// Reads the session's effective roles (login role plus every role it is a
+/// member of, directly or not), its search_path and the catalog entries of
+/// the tagged tables, over the session's own upstream connection: no extra
+/// credentials, and exactly what this role can see.
+pub(super) async fn load_catalog(
+    server: &mut Stream,
+    sbuf: &mut BytesMut,
+    policy: &crate::policy::Policy,
+    cap: usize,
+) -> Result<Catalog, SessionError> {
+    let sql = format!(
+        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{}",
+        SEARCH_PATH_QUERY,
+        catalog_query(policy.rules.tables())
+    );
+    let mut q = BytesMut::new();
+    put_query(&mut q, &sql);
+    server
+        .write_all(&q)
+        .await
+        .map_err(|_| SessionError::UpstreamLost)?;
+    server
+        .flush()
+        .await
+        .map_err(|_| SessionError::UpstreamLost)?;
+    let mut results: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
+    let mut failed = false;
+    loop {
+        let f = read_frame(server, sbuf, Direction::Backend, cap.max(1 << 20)).await?;
+        match f[0] {
+            b'D' => {
+                if let Some(last) = results.last_mut() {
+                    last.push(text_row(&f));
+                }
+            }
+            b'C' => results.push(Vec::new()),
+            b'E' => failed = true,
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    if failed || results.len() < 3 {
+        tracing::warn!(
+            "could not read the catalog for this session; tagged tables will be refused"
+        );
+        return Ok(Catalog::default());
+    }
+    let roles = results[0]
+        .iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect();
+    let sp = results[1]
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    let schema = from_catalog_rows(&sp, &results[2]);
+    Ok(Catalog {
+        roles,
+        schema: std::sync::Arc::new(schema),
+    })
 }
 
 fn backend_key_of(frame: &[u8]) -> Result<(i32, Vec<u8>), SessionError> {

@@ -59,8 +59,8 @@ pub fn effective_access(rule: &ColumnRule, roles: &[String]) -> Access {
     }
 }
 
-/// A column in the output the client receives. `Ok(None)` means the session
-/// sends NULL.
+/// A column in the output the client receives: `Ok(true)` plaintext,
+/// `Ok(false)` the session sends NULL.
 pub fn check_output(rule: &ColumnRule, roles: &[String]) -> Result<bool, Refusal> {
     match effective_access(rule, roles) {
         Access::Plaintext => Ok(true),

@@ -1,0 +1,362 @@
+//! Value transforms on the wire: RowDescription and ParameterDescription
+//! retyped to logical types, DataRow values decrypted (then masked or
+//! nulled per role), Bind parameters encrypted.
+//!
+//! A value is decrypted only when its column's origin has been verified
+//! (RowDescription table OID + attnum mapped through the catalog snapshot to
+//! a rule), never because it looks like ciphertext.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::data::RowDescription;
+use thiserror::Error;
+
+use crate::crypto::HashKey;
+use crate::metrics::metrics;
+use crate::policy::Policy;
+use crate::protocol::messages::{
+    decode_bind, decode_parameter_description, decode_row_description, encode_bind,
+    encode_parameter_description, encode_row_description,
+};
+use crate::protocol::{patch_len, ProtocolError};
+use crate::rules::{Access, ColumnRule, LogicalType};
+use crate::schema::SchemaSnapshot;
+use crate::sql::{ParamPlan, ParamUse};
+
+#[derive(Debug, Error)]
+pub enum RowError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("a value in {0} does not decrypt under that column's keys (copied from another column, or written around pgveil); nothing was revealed")]
+    Decrypt(String),
+    #[error("a value in {0} cannot be converted: {1}")]
+    Value(String, String),
+    #[error("access to {0} is denied for this role by rule {1}")]
+    Denied(String, String),
+    #[error("parameter ${0} for {1}: {2}")]
+    Param(usize, String, String),
+}
+
+impl RowError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            RowError::Protocol(_) => "08P01",
+            RowError::Decrypt(_) => "XX001",
+            RowError::Value(..) => "22000",
+            RowError::Denied(..) => "42501",
+            RowError::Param(..) => "22P02",
+        }
+    }
+}
+
+/// What to do with one result column.
+#[derive(Debug)]
+pub struct ColPlan {
+    pub rule: Arc<ColumnRule>,
+    pub access: Access,
+    pub hash_key: Option<Arc<HashKey>>,
+}
+
+/// Per result column: `Some` for columns whose origin is an encrypted rule.
+#[derive(Debug, Default)]
+pub struct RowPlan {
+    pub cols: Vec<Option<ColPlan>>,
+}
+
+fn type_size(ty: LogicalType) -> i16 {
+    match ty {
+        LogicalType::Int4 | LogicalType::Date => 4,
+        LogicalType::Int8 | LogicalType::Timestamptz => 8,
+        LogicalType::Bool => 1,
+        _ => -1,
+    }
+}
+
+/// Maps a RowDescription to a plan, and rewrites its types. Returns None
+/// (and no rewrite) when no column comes from an encrypted column.
+pub fn plan_row_description(
+    frame: &[u8],
+    schema: &SchemaSnapshot,
+    policy: &Policy,
+    roles: &[String],
+) -> Result<Option<(RowPlan, BytesMut, Vec<i16>)>, RowError> {
+    let mut rd: RowDescription = decode_row_description(frame)?;
+    let mut plan = RowPlan::default();
+    let mut any = false;
+    for f in rd.fields.iter_mut() {
+        let cp = (f.table_id != 0)
+            .then(|| schema.origin(f.table_id as u32, f.column_id))
+            .flatten()
+            .and_then(|(t, c)| policy.rules.column(t, &c.name))
+            .filter(|r| r.encrypt.is_some())
+            .map(|r| ColPlan {
+                access: r.access_for(roles.iter().map(String::as_str)),
+                hash_key: policy
+                    .crypto
+                    .as_ref()
+                    .and_then(|c| c.hash_key(&r.table, &r.name))
+                    .cloned(),
+                rule: Arc::new(r.clone()),
+            });
+        if let Some(cp) = &cp {
+            any = true;
+            f.type_id = cp.rule.ty.oid();
+            f.type_size = type_size(cp.rule.ty);
+            f.type_modifier = -1;
+        }
+        plan.cols.push(cp);
+    }
+    if !any {
+        return Ok(None);
+    }
+    let formats = rd.fields.iter().map(|f| f.format_code).collect();
+    let mut out = BytesMut::with_capacity(frame.len());
+    encode_row_description(&rd, &mut out)?;
+    Ok(Some((plan, out, formats)))
+}
+
+/// Rewrites a ParameterDescription so encrypted parameters show their
+/// logical type (drivers then send plaintext of that type).
+pub fn rewrite_parameter_description(
+    frame: &[u8],
+    params: &[ParamPlan],
+) -> Result<Option<BytesMut>, RowError> {
+    if !params
+        .iter()
+        .any(|p| matches!(p, ParamPlan::Encrypt { .. }))
+    {
+        return Ok(None);
+    }
+    let mut pd = decode_parameter_description(frame)?;
+    for (i, t) in pd.types.iter_mut().enumerate() {
+        if let Some(ParamPlan::Encrypt { rule, .. }) = params.get(i) {
+            *t = rule.ty.oid();
+        }
+    }
+    let mut out = BytesMut::new();
+    encode_parameter_description(&pd, &mut out)?;
+    Ok(Some(out))
+}
+
+/// The format of column `i` given Bind's result-format codes.
+pub fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats.len() {
+        0 => 0,
+        1 => formats[0],
+        _ => formats.get(i).copied().unwrap_or(0),
+    }
+}
+
+fn parse_bytea_text(v: &[u8]) -> Option<Vec<u8>> {
+    let hex_part = v.strip_prefix(b"\\x")?;
+    hex::decode(hex_part).ok()
+}
+
+/// Decrypts (then masks / nulls) one stored value into what the client gets.
+fn reveal(
+    cp: &ColPlan,
+    policy: &Policy,
+    stored: &[u8],
+    format: i16,
+) -> Result<Option<Vec<u8>>, RowError> {
+    let rule = &cp.rule;
+    let q = || rule.qualified();
+    match cp.access {
+        Access::Null => {
+            metrics()
+                .masked_values
+                .with_label_values(&["null", &rule.class])
+                .inc();
+            return Ok(None);
+        }
+        Access::Deny => {
+            metrics()
+                .masked_values
+                .with_label_values(&["denied", &rule.class])
+                .inc();
+            return Err(RowError::Denied(
+                q(),
+                format!("{}:{}", rule.source.file, rule.source.line),
+            ));
+        }
+        _ => {}
+    }
+    let raw = if format == 1 {
+        stored.to_vec()
+    } else {
+        parse_bytea_text(stored).ok_or_else(|| RowError::Decrypt(q()))?
+    };
+    let cipher = policy
+        .crypto
+        .as_ref()
+        .and_then(|c| c.cipher(&rule.table, &rule.name))
+        .ok_or_else(|| RowError::Decrypt(q()))?;
+    let plain = cipher.decrypt(&raw).map_err(|_| RowError::Decrypt(q()))?;
+    metrics()
+        .crypto_ops
+        .with_label_values(&["decrypt", &rule.class])
+        .inc();
+    let text = match cp.access {
+        Access::Mask(m) => {
+            let key = cp.hash_key.as_ref().map(|k| k.material()).unwrap_or(&[]);
+            metrics()
+                .masked_values
+                .with_label_values(&["masked", &rule.class])
+                .inc();
+            crate::mask::apply(m, rule.ty, &plain, key)
+                .map_err(|e| RowError::Value(q(), e.to_string()))?
+        }
+        _ => plain,
+    };
+    if format == 1 {
+        crate::values::text_to_binary(rule.ty, &text)
+            .map(Some)
+            .map_err(|e| RowError::Value(q(), e.to_string()))
+    } else {
+        Ok(Some(text))
+    }
+}
+
+/// Rewrites one DataRow frame per the plan.
+pub fn transform_data_row(
+    frame: &[u8],
+    plan: &RowPlan,
+    formats: &[i16],
+    policy: &Policy,
+) -> Result<BytesMut, RowError> {
+    let bad = || RowError::Protocol(ProtocolError::Malformed("DataRow"));
+    let body = frame.get(5..).ok_or_else(bad)?;
+    if body.len() < 2 {
+        return Err(bad());
+    }
+    let n = i16::from_be_bytes([body[0], body[1]]);
+    let mut out = BytesMut::with_capacity(frame.len() + 64);
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_i16(n);
+    let mut rest = &body[2..];
+    for i in 0..n.max(0) as usize {
+        if rest.len() < 4 {
+            return Err(bad());
+        }
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        let value = if len < 0 {
+            None
+        } else {
+            let l = len as usize;
+            if rest.len() < l {
+                return Err(bad());
+            }
+            let v = &rest[..l];
+            rest = &rest[l..];
+            Some(v)
+        };
+        let new = match (plan.cols.get(i).and_then(|c| c.as_ref()), value) {
+            (Some(cp), Some(v)) => reveal(cp, policy, v, format_of(formats, i))?,
+            (Some(cp), None) if cp.access == Access::Deny => {
+                return Err(RowError::Denied(
+                    cp.rule.qualified(),
+                    format!("{}:{}", cp.rule.source.file, cp.rule.source.line),
+                ))
+            }
+            (_, v) => v.map(<[u8]>::to_vec),
+        };
+        match new {
+            None => out.put_i32(-1),
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.extend_from_slice(&v);
+            }
+        }
+    }
+    patch_len(&mut out, 0);
+    Ok(out)
+}
+
+/// Encrypts the parameters of a Bind whose statement plan asks for it.
+pub fn encrypt_bind(
+    frame: &[u8],
+    params: &[ParamPlan],
+    policy: &Policy,
+) -> Result<Option<BytesMut>, RowError> {
+    if !params
+        .iter()
+        .any(|p| matches!(p, ParamPlan::Encrypt { .. }))
+    {
+        return Ok(None);
+    }
+    let mut b = decode_bind(frame)?;
+    let n = b.parameters.len();
+    let mut codes: Vec<i16> = (0..n)
+        .map(|i| format_of(&b.parameter_format_codes, i))
+        .collect();
+    for (i, plan) in params.iter().enumerate() {
+        let ParamPlan::Encrypt { rule, usage } = plan else {
+            continue;
+        };
+        let Some(slot) = b.parameters.get_mut(i) else {
+            continue;
+        };
+        let Some(v) = slot.as_ref() else { continue };
+        let perr = |e: String| RowError::Param(i + 1, rule.qualified(), e);
+        let text = if codes[i] == 1 {
+            crate::values::binary_to_text(rule.ty, v).map_err(|e| perr(e.to_string()))?
+        } else {
+            v.to_vec()
+        };
+        let canonical =
+            crate::values::canonical_text(rule.ty, &text).map_err(|e| perr(e.to_string()))?;
+        use crate::sql::Encryptor;
+        match usage {
+            ParamUse::Write => {
+                let ct = policy.encrypt_for_write(rule, &canonical).map_err(perr)?;
+                *slot = Some(ct.into());
+                codes[i] = 1;
+            }
+            ParamUse::Match => {
+                let cts = policy.encrypt_for_match(rule, &canonical).map_err(perr)?;
+                let elems: Vec<String> = cts
+                    .iter()
+                    .map(|c| format!("\"\\\\x{}\"", hex::encode(c)))
+                    .collect();
+                *slot = Some(format!("{{{}}}", elems.join(",")).into_bytes().into());
+                codes[i] = 0;
+            }
+        }
+    }
+    b.parameter_format_codes = codes;
+    let mut out = BytesMut::with_capacity(frame.len() + 64);
+    encode_bind(&b, &mut out)?;
+    Ok(Some(out))
+}
+
+/// Reads a text-format DataRow into strings (for the proxy's own catalog
+/// queries).
+pub fn text_row(frame: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some(body) = frame.get(5..) else {
+        return out;
+    };
+    if body.len() < 2 {
+        return out;
+    }
+    let n = i16::from_be_bytes([body[0], body[1]]).max(0) as usize;
+    let mut rest = &body[2..];
+    for _ in 0..n {
+        if rest.len() < 4 {
+            break;
+        }
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let l = (len as usize).min(rest.len());
+            out.push(Some(String::from_utf8_lossy(&rest[..l]).into_owned()));
+            rest = &rest[l..];
+        }
+    }
+    out
+}

@@ -1,0 +1,404 @@
+//! Statement tracking for sessions under rules: which statement and portal
+//! each server reply belongs to, so RowDescriptions, DataRows, Bind
+//! parameters and errors get the treatment their statement's plan calls for.
+//!
+//! The frontend loop pushes one [`Expect`] per client message that the
+//! server answers, in order; the backend loop pops them as the answers
+//! arrive. After an error the server skips extended-protocol messages until
+//! Sync, and so does the queue. State changes for statements and portals are
+//! made when the client's message passes (optimistically) but readers hold
+//! `Arc`s, so a later Parse reusing a name cannot change what an earlier,
+//! still-running Execute sees.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::extendedquery::Parse;
+
+use super::rows::{self, RowPlan};
+use crate::metrics::metrics;
+use crate::policy::{canonicalize, Policy};
+use crate::protocol::messages::{
+    decode_parse, describe_or_close, encode_parse, execute_portal, put_query, query_text,
+};
+use crate::protocol::{patch_len, put_cstr, put_error, ProtocolError, Severity};
+use crate::schema::SchemaSnapshot;
+use crate::sql::{self, Analysis, ParamPlan, ParamUse, Refusal, StatementPlan};
+
+/// SQL that fails at parse time, whatever the schema or transaction state:
+/// it stands in for a refused statement so the server's own state (aborted
+/// transaction, skip-until-Sync) is exactly as if the statement had failed,
+/// and the backend loop swaps the server's error for pgveil's.
+pub const REFUSED_SQL: &str = "pgveil refused this statement";
+
+/// A prepared statement as this session knows it.
+#[derive(Debug, Default)]
+pub struct Stmt {
+    /// None for statements that touch nothing tagged.
+    pub plan: Option<Arc<StatementPlan>>,
+    /// Learned from the (possibly injected) Describe.
+    pub row: Mutex<Option<Arc<RowPlan>>>,
+}
+
+#[derive(Debug)]
+pub struct Portal {
+    pub stmt: Arc<Stmt>,
+    pub formats: Vec<i16>,
+}
+
+/// One reply the server owes.
+#[derive(Debug)]
+pub enum Expect {
+    Query {
+        start: Instant,
+        plans: Option<Arc<Vec<StatementPlan>>>,
+        idx: usize,
+        refusal: Option<Refusal>,
+    },
+    FunctionCall {
+        start: Instant,
+    },
+    Parse {
+        refusal: Option<Refusal>,
+    },
+    Bind,
+    DescribeStmt {
+        stmt: Arc<Stmt>,
+        internal: bool,
+        seen_params: bool,
+    },
+    DescribePortal {
+        portal: Option<Arc<Portal>>,
+    },
+    Execute {
+        portal: Option<Arc<Portal>>,
+    },
+    Close,
+    Sync {
+        start: Instant,
+        executes: u32,
+    },
+}
+
+impl Expect {
+    /// Ends at ReadyForQuery.
+    pub fn is_sync_point(&self) -> bool {
+        matches!(
+            self,
+            Expect::Query { .. } | Expect::Sync { .. } | Expect::FunctionCall { .. }
+        )
+    }
+}
+
+/// Per-session catalog facts: effective roles and the schema snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub roles: Vec<String>,
+    pub schema: Arc<SchemaSnapshot>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub stmts: HashMap<String, Arc<Stmt>>,
+    pub portals: HashMap<String, Arc<Portal>>,
+    /// Current result shape of the running Query statement / Execute.
+    pub row: Option<(Arc<RowPlan>, Vec<i16>)>,
+    pub sql_prepared: HashMap<String, Vec<ParamPlan>>,
+    /// A row transform failed mid-result: drop the rest of that result.
+    pub suppress_until_complete: bool,
+}
+
+/// What the frontend does with one client message.
+pub enum Action {
+    Forward,
+    Replace(BytesMut),
+}
+
+fn refused_query(r: &Refusal) -> BytesMut {
+    metrics().refused.with_label_values(&[r.sqlstate]).inc();
+    tracing::info!(sqlstate = r.sqlstate, reason = %r.message, "statement refused");
+    let mut out = BytesMut::new();
+    put_query(&mut out, REFUSED_SQL);
+    out
+}
+
+pub struct Analyzer<'a> {
+    pub policy: &'a Policy,
+    pub catalog: &'a Catalog,
+}
+
+impl Analyzer<'_> {
+    fn analyse(&self, sql_text: &str, tracker: &Tracker) -> Analysis {
+        if !sql::mentions_tagged(&self.policy.names, sql_text) {
+            return Analysis::Passthrough;
+        }
+        let ctx = sql::Context {
+            rules: &self.policy.rules,
+            schema: Some(&self.catalog.schema),
+            roles: &self.catalog.roles,
+            encryptor: self.policy,
+            canonicalize: &canonicalize,
+            sql_prepared: Some(&tracker.sql_prepared),
+        };
+        sql::analyse(sql_text, &ctx)
+    }
+
+    /// Handles one client message in a session under rules.
+    pub fn frontend(
+        &self,
+        frame: &[u8],
+        start: Instant,
+        tracker: &mut Tracker,
+        expect: &mut VecDeque<Expect>,
+    ) -> Result<Action, ProtocolError> {
+        match frame[0] {
+            b'Q' => {
+                let text = query_text(frame)?;
+                match self.analyse(text, tracker) {
+                    Analysis::Passthrough => {
+                        expect.push_back(Expect::Query {
+                            start,
+                            plans: None,
+                            idx: 0,
+                            refusal: None,
+                        });
+                        Ok(Action::Forward)
+                    }
+                    Analysis::Rewritten { sql, statements } => {
+                        for p in &statements {
+                            remember_sql_prepare(tracker, p);
+                        }
+                        expect.push_back(Expect::Query {
+                            start,
+                            plans: Some(Arc::new(statements)),
+                            idx: 0,
+                            refusal: None,
+                        });
+                        let mut out = BytesMut::with_capacity(sql.len() + 6);
+                        put_query(&mut out, &sql);
+                        Ok(Action::Replace(out))
+                    }
+                    Analysis::Refused(r) => {
+                        let out = refused_query(&r);
+                        expect.push_back(Expect::Query {
+                            start,
+                            plans: None,
+                            idx: 0,
+                            refusal: Some(r),
+                        });
+                        Ok(Action::Replace(out))
+                    }
+                }
+            }
+            b'P' => {
+                let parse = decode_parse(frame)?;
+                let name = parse.name.clone().unwrap_or_default();
+                match self.analyse(&parse.query, tracker) {
+                    Analysis::Passthrough => {
+                        tracker.stmts.insert(name, Arc::new(Stmt::default()));
+                        expect.push_back(Expect::Parse { refusal: None });
+                        Ok(Action::Forward)
+                    }
+                    Analysis::Rewritten {
+                        sql,
+                        mut statements,
+                    } if statements.len() == 1 => {
+                        let plan = Arc::new(statements.remove(0));
+                        let stmt = Arc::new(Stmt {
+                            plan: Some(plan.clone()),
+                            row: Mutex::new(None),
+                        });
+                        let mut types = parse.type_oids.clone();
+                        for (i, p) in plan.params.iter().enumerate() {
+                            if let ParamPlan::Encrypt { usage, .. } = p {
+                                if types.len() <= i {
+                                    types.resize(i + 1, 0);
+                                }
+                                types[i] = match usage {
+                                    ParamUse::Write => 17,
+                                    ParamUse::Match => 1001,
+                                };
+                            }
+                        }
+                        let new = Parse::new(parse.name.clone(), sql, types);
+                        let mut out = BytesMut::new();
+                        crate::protocol::messages::encode_parse(&new, &mut out)?;
+                        // Learn the result shape now, so an Execute without a
+                        // Describe still gets its values decrypted.
+                        put_describe(&mut out, b'S', &name);
+                        tracker.stmts.insert(name, stmt.clone());
+                        expect.push_back(Expect::Parse { refusal: None });
+                        expect.push_back(Expect::DescribeStmt {
+                            stmt,
+                            internal: true,
+                            seen_params: false,
+                        });
+                        Ok(Action::Replace(out))
+                    }
+                    Analysis::Rewritten { .. } => self.refuse_parse(
+                        &parse,
+                        Refusal {
+                            sqlstate: "42601",
+                            message: "a prepared statement must hold exactly one SQL statement"
+                                .into(),
+                            hint: None,
+                        },
+                        tracker,
+                        expect,
+                    ),
+                    Analysis::Refused(r) => self.refuse_parse(&parse, r, tracker, expect),
+                }
+            }
+            b'B' => {
+                let (portal, stmt_name) = bind_names(frame)?;
+                let stmt = tracker.stmts.get(stmt_name).cloned().unwrap_or_default();
+                let mut action = Action::Forward;
+                if let Some(plan) = &stmt.plan {
+                    match rows::encrypt_bind(frame, &plan.params, self.policy) {
+                        Ok(Some(out)) => action = Action::Replace(out),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Refuse by making the server fail this Bind: a
+                            // Bind naming a statement that cannot exist.
+                            let r = Refusal {
+                                sqlstate: e.sqlstate(),
+                                message: e.to_string(),
+                                hint: None,
+                            };
+                            metrics().refused.with_label_values(&[r.sqlstate]).inc();
+                            let mut out = BytesMut::new();
+                            put_bind_to_missing(&mut out);
+                            expect.push_back(Expect::Parse { refusal: Some(r) });
+                            return Ok(Action::Replace(out));
+                        }
+                    }
+                }
+                let formats = bind_result_formats(frame)?;
+                let p = Arc::new(Portal { stmt, formats });
+                tracker.portals.insert(portal.to_string(), p);
+                expect.push_back(Expect::Bind);
+                Ok(action)
+            }
+            b'D' => {
+                let (kind, name) = describe_or_close(frame)?;
+                if kind == b'S' {
+                    let stmt = tracker.stmts.get(name).cloned().unwrap_or_default();
+                    expect.push_back(Expect::DescribeStmt {
+                        stmt,
+                        internal: false,
+                        seen_params: false,
+                    });
+                } else {
+                    expect.push_back(Expect::DescribePortal {
+                        portal: tracker.portals.get(name).cloned(),
+                    });
+                }
+                Ok(Action::Forward)
+            }
+            b'E' => {
+                let name = execute_portal(frame)?;
+                expect.push_back(Expect::Execute {
+                    portal: tracker.portals.get(name).cloned(),
+                });
+                Ok(Action::Forward)
+            }
+            b'C' => {
+                let (kind, name) = describe_or_close(frame)?;
+                if kind == b'S' {
+                    tracker.stmts.remove(name);
+                } else {
+                    tracker.portals.remove(name);
+                }
+                expect.push_back(Expect::Close);
+                Ok(Action::Forward)
+            }
+            b'F' => {
+                expect.push_back(Expect::FunctionCall { start });
+                Ok(Action::Forward)
+            }
+            _ => Ok(Action::Forward),
+        }
+    }
+
+    fn refuse_parse(
+        &self,
+        parse: &Parse,
+        r: Refusal,
+        tracker: &mut Tracker,
+        expect: &mut VecDeque<Expect>,
+    ) -> Result<Action, ProtocolError> {
+        metrics().refused.with_label_values(&[r.sqlstate]).inc();
+        tracing::info!(sqlstate = r.sqlstate, reason = %r.message, "statement refused");
+        let new = Parse::new(parse.name.clone(), REFUSED_SQL.into(), vec![]);
+        let mut out = BytesMut::new();
+        encode_parse(&new, &mut out)?;
+        tracker.stmts.remove(parse.name.as_deref().unwrap_or(""));
+        expect.push_back(Expect::Parse { refusal: Some(r) });
+        Ok(Action::Replace(out))
+    }
+}
+
+fn remember_sql_prepare(tracker: &mut Tracker, p: &StatementPlan) {
+    if let Some(sp) = &p.sql_prepare {
+        tracker
+            .sql_prepared
+            .insert(sp.name.clone(), sp.params.clone());
+    }
+    match &p.sql_deallocate {
+        Some(Some(n)) => {
+            tracker.sql_prepared.remove(n);
+        }
+        Some(None) => tracker.sql_prepared.clear(),
+        None => {}
+    }
+}
+
+fn put_describe(out: &mut BytesMut, kind: u8, name: &str) {
+    let start = out.len();
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_u8(kind);
+    put_cstr(out, name);
+    patch_len(out, start);
+}
+
+/// A Bind the server must reject (its statement name cannot have been
+/// prepared: it holds a character no client-supplied name can contain here).
+fn put_bind_to_missing(out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u8(b'B');
+    out.put_i32(0);
+    put_cstr(out, "");
+    put_cstr(out, "pgveil refused bind \u{1}");
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    patch_len(out, start);
+}
+
+fn bind_names(frame: &[u8]) -> Result<(&str, &str), ProtocolError> {
+    let body = frame.get(5..).ok_or(ProtocolError::Malformed("Bind"))?;
+    let (portal, rest) =
+        crate::protocol::take_cstr(body).ok_or(ProtocolError::Malformed("Bind"))?;
+    let (stmt, _) = crate::protocol::take_cstr(rest).ok_or(ProtocolError::Malformed("Bind"))?;
+    Ok((portal, stmt))
+}
+
+fn bind_result_formats(frame: &[u8]) -> Result<Vec<i16>, ProtocolError> {
+    Ok(crate::protocol::messages::decode_bind(frame)?.result_column_format_codes)
+}
+
+/// Replaces a server error about our stand-in statement with the refusal.
+pub fn refusal_error(r: &Refusal) -> BytesMut {
+    let mut out = BytesMut::new();
+    put_error(
+        &mut out,
+        Severity::Error,
+        r.sqlstate,
+        &r.message,
+        r.hint.as_deref(),
+    );
+    out
+}
