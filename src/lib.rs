@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod mask;
 pub mod metrics;
 pub mod net;
+pub mod pgtemp;
 pub mod policy;
 pub mod protocol;
 pub mod rules;

@@ -106,6 +106,7 @@ enum AuditCommand {
 }
 
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct ServeArgs {
     /// Configuration file (TOML); see deploy/pgveil.toml. Flags override it.
     #[arg(long, value_name = "FILE")]

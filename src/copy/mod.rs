@@ -22,8 +22,13 @@
 
 use thiserror::Error;
 
+mod field;
+mod line;
 #[cfg(test)]
 mod tests;
+
+use field::{decode_csv, decode_text, render_csv, render_text, split_csv, split_text, Span};
+use line::Splitter;
 
 /// Default cap on one buffered row; a client streaming a row without end would otherwise make
 /// the proxy buffer without bound.
@@ -45,7 +50,11 @@ pub enum CopyError {
     #[error("COPY data, line {line}: row longer than the limit of {limit} bytes")]
     LineTooLong { line: u64, limit: usize },
     #[error("COPY data, line {line}, field {field} (0-based): {msg}")]
-    Field { line: u64, field: usize, msg: String },
+    Field {
+        line: u64,
+        field: usize,
+        msg: String,
+    },
     #[error("invalid bytea text value")]
     Bytea,
     #[error("COPY stream already failed or finished")]
@@ -89,8 +98,8 @@ impl CopyEncoding {
         match n.as_str() {
             "utf8" | "unicode" => Self::Utf8,
             "sqlascii" | "eucjp" | "euccn" | "euckr" | "euctw" | "eucjis2004" | "muleinternal"
-            | "koi8" | "koi8r" | "koi8u" | "win" | "alt" | "abc" | "tcvn" | "tcvn5712" | "vscii"
-            | "win866" | "win874" | "windows866" | "windows874" => Self::AsciiSafe,
+            | "koi8" | "koi8r" | "koi8u" | "win" | "alt" | "abc" | "tcvn" | "tcvn5712"
+            | "vscii" | "win866" | "win874" | "windows866" | "windows874" => Self::AsciiSafe,
             _ => {
                 let latin = n
                     .strip_prefix("latin")
@@ -209,7 +218,12 @@ impl CopyOptions {
             if b"\\.abcdefghijklmnopqrstuvwxyz0123456789".contains(&self.delimiter) {
                 return e("text-format delimiter cannot be a backslash, period, letter or digit");
             }
-            if self.force_null.iter().chain(&self.force_not_null).any(|&b| b) {
+            if self
+                .force_null
+                .iter()
+                .chain(&self.force_not_null)
+                .any(|&b| b)
+            {
                 return e("FORCE_NULL and FORCE_NOT_NULL are CSV-only");
             }
         }
@@ -245,8 +259,14 @@ pub fn parse_bytea_text(v: &[u8]) -> Result<Vec<u8>, CopyError> {
                 i += 1;
                 continue;
             }
-            let hi = hex.get(i).and_then(|&c| hex_val(c)).ok_or(CopyError::Bytea)?;
-            let lo = hex.get(i + 1).and_then(|&c| hex_val(c)).ok_or(CopyError::Bytea)?;
+            let hi = hex
+                .get(i)
+                .and_then(|&c| hex_val(c))
+                .ok_or(CopyError::Bytea)?;
+            let lo = hex
+                .get(i + 1)
+                .and_then(|&c| hex_val(c))
+                .ok_or(CopyError::Bytea)?;
             out.push(hi << 4 | lo);
             i += 2;
         }
@@ -280,153 +300,6 @@ fn hex_val(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
-}
-
-/// Line-terminator style; PostgreSQL fixes it from the first terminator and then insists on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Eol {
-    Unknown,
-    Nl,
-    Cr,
-    CrNl,
-}
-
-/// Resumable port of PostgreSQL's `CopyReadLineText`: finds where a row ends, honouring
-/// backslash escapes (text) or quotes (CSV). `pos` is where scanning resumes, so feeding a long
-/// row one byte at a time stays linear.
-#[derive(Debug)]
-struct Splitter {
-    csv: bool,
-    quote: u8,
-    /// `None` when equal to the quote: PostgreSQL then treats the quote as a plain toggle.
-    escape: Option<u8>,
-    eol: Eol,
-    in_quote: bool,
-    last_was_esc: bool,
-    pos: usize,
-}
-
-impl Splitter {
-    fn new(opts: &CopyOptions) -> Self {
-        let csv = opts.format == CopyFormat::Csv;
-        Self {
-            csv,
-            quote: opts.quote,
-            escape: (opts.escape != opts.quote).then_some(opts.escape),
-            eol: Eol::Unknown,
-            in_quote: false,
-            last_was_esc: false,
-            pos: 0,
-        }
-    }
-
-    fn end_line(&mut self, content_end: usize, line_end: usize) -> Option<(usize, usize)> {
-        self.in_quote = false;
-        self.last_was_esc = false;
-        self.pos = line_end;
-        Some((content_end, line_end))
-    }
-
-    /// Returns `(content_end, line_end)` of the row starting at `start`, or `None` when more
-    /// input is needed. At `eof` a final row without terminator is returned.
-    fn next_line(
-        &mut self,
-        buf: &[u8],
-        start: usize,
-        eof: bool,
-    ) -> Result<Option<(usize, usize)>, &'static str> {
-        let (cr_msg, nl_msg) = if self.csv {
-            (
-                "unquoted carriage return found in data",
-                "unquoted newline found in data",
-            )
-        } else {
-            (
-                "literal carriage return found in data",
-                "literal newline found in data",
-            )
-        };
-        let mut i = self.pos.max(start);
-        loop {
-            let Some(&c) = buf.get(i) else {
-                self.pos = i;
-                if !eof || i == start {
-                    return Ok(None);
-                }
-                if self.in_quote {
-                    return Err("unterminated CSV quoted field");
-                }
-                return Ok(self.end_line(i, i));
-            };
-            // CR and LF are never the quote or escape character (validated), so the quote state
-            // before this byte is the state PostgreSQL tests after its quote bookkeeping.
-            let unquoted = !self.csv || !self.in_quote;
-            if c == b'\r' && unquoted {
-                let next = buf.get(i + 1).copied();
-                match self.eol {
-                    Eol::Nl => return Err(cr_msg),
-                    Eol::Cr => return Ok(self.end_line(i, i + 1)),
-                    Eol::Unknown | Eol::CrNl => {
-                        if next.is_none() && !eof {
-                            self.pos = i;
-                            return Ok(None);
-                        }
-                        if next == Some(b'\n') {
-                            self.eol = Eol::CrNl;
-                            return Ok(self.end_line(i, i + 2));
-                        }
-                        if self.eol == Eol::CrNl {
-                            return Err(cr_msg);
-                        }
-                        self.eol = Eol::Cr;
-                        return Ok(self.end_line(i, i + 1));
-                    }
-                }
-            }
-            if c == b'\n' && unquoted {
-                if matches!(self.eol, Eol::Cr | Eol::CrNl) {
-                    return Err(nl_msg);
-                }
-                self.eol = Eol::Nl;
-                return Ok(self.end_line(i, i + 1));
-            }
-            if self.csv {
-                if self.in_quote && Some(c) == self.escape {
-                    self.last_was_esc = !self.last_was_esc;
-                }
-                if c == self.quote && !self.last_was_esc {
-                    self.in_quote = !self.in_quote;
-                }
-                if Some(c) != self.escape {
-                    self.last_was_esc = false;
-                }
-            } else if c == b'\\' {
-                // A backslash always takes the next byte with it (even a newline), so that `\\.`
-                // is data and `\<LF>` does not end the row.
-                match buf.get(i + 1) {
-                    None if !eof => {
-                        self.pos = i;
-                        return Ok(None);
-                    }
-                    None => {}
-                    Some(b'.') if i != start => {
-                        return Err("end-of-copy marker is not alone on its line")
-                    }
-                    Some(_) => i += 1,
-                }
-            }
-            i += 1;
-        }
-    }
-}
-
-/// Raw extent of one field within its line.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    start: usize,
-    end: usize,
-    /// CSV: a quote appeared in the field, so it cannot be the NULL or DEFAULT marker.
-    quoted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -697,226 +570,4 @@ fn transform_row(
     }
     out.extend_from_slice(&line[pos..]);
     Ok(())
-}
-
-/// Field extents of a text-format row: unescaped delimiters separate fields.
-fn split_text(line: &[u8], delim: u8, spans: &mut Vec<Span>) {
-    let mut start = 0;
-    let mut i = 0;
-    while i < line.len() {
-        let c = line[i];
-        if c == delim {
-            spans.push(Span {
-                start,
-                end: i,
-                quoted: false,
-            });
-            start = i + 1;
-        } else if c == b'\\' {
-            i += 1;
-        }
-        i += 1;
-    }
-    spans.push(Span {
-        start,
-        end: line.len(),
-        quoted: false,
-    });
-}
-
-/// De-escapes a raw text-format field exactly as `CopyReadAttributesText` does.
-fn decode_text(raw: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < raw.len() {
-        let c = raw[i];
-        i += 1;
-        if c != b'\\' {
-            out.push(c);
-            continue;
-        }
-        // A trailing lone backslash (only possible on a final unterminated row) is dropped.
-        let Some(&e) = raw.get(i) else { break };
-        i += 1;
-        let b = match e {
-            b'0'..=b'7' => {
-                let mut v = u32::from(e - b'0');
-                for _ in 0..2 {
-                    match raw.get(i) {
-                        Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                (v & 0xff) as u8
-            }
-            b'x' => match raw.get(i).and_then(|&d| hex_val(d)) {
-                Some(h) => {
-                    i += 1;
-                    match raw.get(i).and_then(|&d| hex_val(d)) {
-                        Some(l) => {
-                            i += 1;
-                            h << 4 | l
-                        }
-                        None => h,
-                    }
-                }
-                None => b'x',
-            },
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'v' => 0x0b,
-            other => other,
-        };
-        out.push(b);
-    }
-}
-
-/// Escapes a value for text format. If the result would read back as the NULL or DEFAULT
-/// marker (possible with custom markers), the first byte is written as an octal, then hex,
-/// escape instead; those forms differ from each other and from the plain one, so one of the
-/// three always avoids both markers.
-fn render_text(v: &[u8], opts: &CopyOptions, out: &mut Vec<u8>) {
-    let start = out.len();
-    for form in 0..3 {
-        out.truncate(start);
-        let mut rest = v;
-        if form > 0 {
-            if let Some((&first, tail)) = v.split_first() {
-                let esc = if form == 1 {
-                    format!("\\{first:03o}")
-                } else {
-                    format!("\\x{first:02x}")
-                };
-                out.extend_from_slice(esc.as_bytes());
-                rest = tail;
-            }
-        }
-        for &b in rest {
-            let esc = match b {
-                0x08 => b'b',
-                0x0c => b'f',
-                b'\n' => b'n',
-                b'\r' => b'r',
-                b'\t' => b't',
-                0x0b => b'v',
-                b'\\' => b'\\',
-                d if d == opts.delimiter => d,
-                _ => {
-                    out.push(b);
-                    continue;
-                }
-            };
-            out.extend_from_slice(&[b'\\', esc]);
-        }
-        let r = &out[start..];
-        if v.is_empty() || (r != opts.null.as_slice() && opts.default.as_deref() != Some(r)) {
-            return;
-        }
-    }
-}
-
-/// Field extents of a CSV row, following `CopyReadAttributesCSV`: a field may mix quoted and
-/// unquoted parts; delimiters inside quotes are data.
-fn split_csv(
-    line: &[u8],
-    delim: u8,
-    quote: u8,
-    escape: u8,
-    spans: &mut Vec<Span>,
-) -> Result<(), &'static str> {
-    let mut i = 0;
-    loop {
-        let start = i;
-        let mut quoted = false;
-        let end;
-        let mut found_delim = false;
-        'field: loop {
-            loop {
-                let Some(&c) = line.get(i) else {
-                    end = i;
-                    break 'field;
-                };
-                i += 1;
-                if c == delim {
-                    end = i - 1;
-                    found_delim = true;
-                    break 'field;
-                }
-                if c == quote {
-                    quoted = true;
-                    break;
-                }
-            }
-            loop {
-                let Some(&c) = line.get(i) else {
-                    return Err("unterminated CSV quoted field");
-                };
-                i += 1;
-                if c == escape && matches!(line.get(i), Some(&n) if n == escape || n == quote) {
-                    i += 1;
-                    continue;
-                }
-                if c == quote {
-                    break;
-                }
-            }
-        }
-        spans.push(Span { start, end, quoted });
-        if !found_delim {
-            return Ok(());
-        }
-    }
-}
-
-/// Removes CSV quoting from one raw field (already known to be well formed).
-fn decode_csv(raw: &[u8], quote: u8, escape: u8, out: &mut Vec<u8>) {
-    let mut in_quote = false;
-    let mut i = 0;
-    while i < raw.len() {
-        let c = raw[i];
-        i += 1;
-        if !in_quote {
-            if c == quote {
-                in_quote = true;
-            } else {
-                out.push(c);
-            }
-        } else if c == escape && matches!(raw.get(i), Some(&n) if n == escape || n == quote) {
-            out.push(raw[i]);
-            i += 1;
-        } else if c == quote {
-            in_quote = false;
-        } else {
-            out.push(c);
-        }
-    }
-}
-
-/// Quotes a value for CSV when the server could otherwise misread it: it contains a delimiter,
-/// quote, escape, CR or LF; it equals the NULL or DEFAULT marker; or it is a lone `\.` that
-/// would end the data.
-fn render_csv(v: &[u8], opts: &CopyOptions, single: bool, out: &mut Vec<u8>) {
-    let needs_quote = v == opts.null.as_slice()
-        || opts.default.as_deref() == Some(v)
-        || (single && v == b"\\.")
-        || v.iter().any(|&b| {
-            b == opts.delimiter || b == opts.quote || b == opts.escape || b == b'\n' || b == b'\r'
-        });
-    if !needs_quote {
-        out.extend_from_slice(v);
-        return;
-    }
-    out.push(opts.quote);
-    for &b in v {
-        if b == opts.quote || b == opts.escape {
-            out.push(opts.escape);
-        }
-        out.push(b);
-    }
-    out.push(opts.quote);
 }

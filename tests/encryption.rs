@@ -1,0 +1,283 @@
+//! Issue 3 proof: transparent column encryption through the real proxy, with
+//! the example rules in `rules/` and a real PostgreSQL.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use common::pgtemp::PasswordEncryption;
+
+const ADMIN: &str = "admin";
+const SUPPORT: &str = "support";
+const ANALYST: &str = "analyst";
+const PW: &str = "Role-Pa55word";
+
+const TABLE: &str = "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
+     email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea); \
+     GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst;";
+
+fn rules_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+}
+
+fn pgveil(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(args)
+        .output()
+        .expect("run pgveil")
+}
+
+/// Cluster-wide roles, created once per test binary.
+fn cluster() -> &'static Cluster {
+    static ROLES: OnceLock<()> = OnceLock::new();
+    let c = shared();
+    ROLES.get_or_init(|| {
+        for r in [ADMIN, SUPPORT, ANALYST] {
+            c.pg.create_login_role(r, PW, PasswordEncryption::Scram)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+    c
+}
+
+struct Env {
+    db: String,
+    proxy: Proxy,
+    keyring: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(tag: &str) -> Env {
+    let c = cluster();
+    let db = c.fresh_db(tag);
+    c.sql(&db, TABLE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = dir.path().join("keyring.toml");
+    let out = pgveil(&["keygen", "--out", keyring.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let proxy = Proxy::start(
+        &c.url(),
+        &[
+            "--rules",
+            rules_dir().to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+    );
+    Env {
+        db,
+        proxy,
+        keyring,
+        _dir: dir,
+    }
+}
+
+async fn as_role(env: &Env, role: &str) -> tokio_postgres::Client {
+    connect(env.proxy.port, &env.db, role, PW)
+        .await
+        .unwrap_or_else(|e| panic!("connect as {role}: {e}\n{}", env.proxy.log()))
+}
+
+const ALICE: (&str, &str, &str, &str, &str) = (
+    "alice@example.com",
+    "123-45-6789",
+    "+1-202-555-0143",
+    "1984-07-19",
+    "4111 1111 1111 1111",
+);
+
+async fn insert_alice(c: &tokio_postgres::Client) {
+    let bd = chrono::NaiveDate::parse_from_str(ALICE.3, "%Y-%m-%d").unwrap();
+    let n = c
+        .execute(
+            "INSERT INTO customers (full_name, email, ssn, phone, birth_date, card_number) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&"Alice Smith", &ALICE.0, &ALICE.1, &ALICE.2, &bd, &ALICE.4],
+        )
+        .await
+        .expect("insert through the proxy");
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn prepared_write_then_read_binary_and_text() {
+    let env = setup("enc_rw");
+    let c = as_role(&env, ADMIN).await;
+    insert_alice(&c).await;
+    c.batch_execute(
+        "INSERT INTO customers (full_name, email, ssn, birth_date) VALUES ('Bob', 'bob@example.com', '987-65-4321', '1990-01-02')",
+    )
+    .await
+    .expect("simple-protocol insert with literals");
+
+    // Binary results through a prepared statement (tokio-postgres asks binary).
+    let row = c
+        .query_one(
+            "SELECT email, ssn, phone, birth_date, card_number FROM customers WHERE email = $1",
+            &[&ALICE.0],
+        )
+        .await
+        .expect("equality lookup by encrypted email");
+    assert_eq!(row.get::<_, String>(0), ALICE.0);
+    assert_eq!(row.get::<_, String>(1), ALICE.1);
+    assert_eq!(row.get::<_, String>(2), ALICE.2);
+    assert_eq!(row.get::<_, chrono::NaiveDate>(3).to_string(), ALICE.3);
+    assert_eq!(row.get::<_, String>(4), ALICE.4);
+
+    // Text results through the simple protocol.
+    let msgs = c
+        .simple_query("SELECT full_name, birth_date FROM customers WHERE ssn = '987-65-4321'")
+        .await
+        .unwrap();
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, vec![("Bob".to_string(), "1990-01-02".to_string())]);
+
+    // Statement prepared once, executed many times.
+    let st = c.prepare("SELECT id FROM customers WHERE email = $1").await.unwrap();
+    for (email, want) in [(ALICE.0, 1usize), ("bob@example.com", 1), ("nobody@example.com", 0)] {
+        assert_eq!(c.query(&st, &[&email]).await.unwrap().len(), want, "{email}");
+    }
+
+    // The database holds only ciphertext.
+    let direct = cluster().sql(
+        &env.db,
+        "SELECT encode(email,'hex') || encode(ssn,'hex') || coalesce(encode(phone,'hex'),'') || encode(birth_date,'hex') FROM customers",
+    );
+    for secret in ["alice", "example", "123-45", "6789", "1984", "4111", "bob@"] {
+        let hex_secret = hex::encode(secret);
+        assert!(!direct.contains(&hex_secret), "plaintext {secret} stored in the database");
+    }
+    let types = cluster().sql(&env.db, "SELECT pg_typeof(email)::text FROM customers LIMIT 1");
+    assert!(types.contains("bytea"), "{types}");
+}
+
+#[tokio::test]
+async fn unsupported_operations_are_refused_not_wrong() {
+    let env = setup("enc_refuse");
+    let c = as_role(&env, ADMIN).await;
+    insert_alice(&c).await;
+    for (sql, code) in [
+        ("SELECT email FROM customers ORDER BY email", "0A000"),
+        ("SELECT * FROM customers WHERE email LIKE 'a%'", "0A000"),
+        ("SELECT * FROM customers WHERE ssn > '1'", "0A000"),
+        ("SELECT count(DISTINCT email) FROM customers", "0A000"),
+        ("UPDATE customers SET email = lower(email)", "0A000"),
+        ("SELECT * FROM customers WHERE phone = '+1-202-555-0143'", "0A000"),
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some(code), "{sql}: {e}");
+        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(!msg.contains("alice") && !msg.contains("555-0143"), "value echoed: {msg}");
+    }
+    // Nothing was written by the refused UPDATE.
+    let row = c.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ALICE.0);
+    // The same refusal in the extended protocol, then the session still works.
+    let e = c.prepare("SELECT email FROM customers ORDER BY email").await.expect_err("prepare");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+    assert_eq!(c.query("SELECT 1", &[]).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn denied_role_is_refused_and_null_role_gets_null() {
+    let env = setup("enc_access");
+    let admin = as_role(&env, ADMIN).await;
+    insert_alice(&admin).await;
+    let analyst = as_role(&env, ANALYST).await;
+    // analyst: ssn unlisted (default deny), card_number deny.
+    for sql in ["SELECT ssn FROM customers", "SELECT * FROM customers", "SELECT card_number FROM customers"] {
+        let e = analyst.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{sql}: {e}");
+        let msg = e.to_string();
+        assert!(!msg.contains("123-45") && !msg.contains("4111"), "{msg}");
+    }
+    // analyst: phone and birth_date are `null`.
+    let row = analyst
+        .query_one("SELECT id, phone, birth_date FROM customers", &[])
+        .await
+        .expect("null access is served");
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert_eq!(row.get::<_, Option<chrono::NaiveDate>>(2), None);
+}
+
+#[tokio::test]
+async fn ciphertext_moved_to_another_column_does_not_decrypt() {
+    let env = setup("enc_swap");
+    let c = as_role(&env, ADMIN).await;
+    insert_alice(&c).await;
+    // Someone with direct database access copies the email ciphertext into ssn.
+    cluster().sql(&env.db, "UPDATE customers SET ssn = email");
+    let e = c.query("SELECT ssn FROM customers", &[]).await.expect_err("must not decrypt");
+    assert_eq!(sqlstate(&e).as_deref(), Some("XX001"), "{e}");
+    assert!(!e.to_string().contains("alice"), "{e}");
+    // Session still usable; the untouched column still decrypts.
+    let row = c.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ALICE.0);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_rows_readable_and_findable() {
+    let env = setup("enc_rotate");
+    {
+        let c = as_role(&env, ADMIN).await;
+        c.batch_execute("INSERT INTO customers (full_name, email) VALUES ('Old', 'old@example.com')")
+            .await
+            .unwrap();
+    }
+    let out = pgveil(&["keygen", "--rotate", env.keyring.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.proxy.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || env.proxy.log().contains("rules reloaded")),
+        "{}",
+        env.proxy.log()
+    );
+    let c = as_role(&env, ADMIN).await;
+    c.execute(
+        "INSERT INTO customers (full_name, email) VALUES ($1, $2)",
+        &[&"New", &"new@example.com"],
+    )
+    .await
+    .unwrap();
+    // Two different key ids are now stored.
+    let ids = cluster().sql(&env.db, "SELECT count(DISTINCT substr(email, 2, 4)) FROM customers");
+    assert!(ids.trim().ends_with('2') || ids.contains(" 2"), "key ids: {ids}");
+    for (email, name) in [("old@example.com", "Old"), ("new@example.com", "New")] {
+        let r = c
+            .query_one("SELECT full_name, email FROM customers WHERE email = $1", &[&email])
+            .await
+            .unwrap_or_else(|e| panic!("{email}: {e}"));
+        assert_eq!(r.get::<_, String>(0), name);
+        assert_eq!(r.get::<_, String>(1), email);
+        let lit = c
+            .simple_query(&format!("SELECT full_name FROM customers WHERE email = '{email}'"))
+            .await
+            .unwrap();
+        assert!(lit.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "{email}");
+    }
+}
+
+#[test]
+fn example_rules_pass_check() {
+    let out = pgveil(&["check", "--rules", rules_dir().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("bad.toml"),
+        "[[column]]\ntable = \"customers\"\nname = \"email\"\ntype = \"txt\"\nencrypt = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = pgveil(&["check", "--rules", bad.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2") && err.contains("bad.toml:4") && err.contains("bad.toml:5"), "{err}");
+}
