@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod mask;
 pub mod metrics;

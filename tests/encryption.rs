@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use common::pgtemp::PasswordEncryption;
+use pgveil::pgtemp::PasswordEncryption;
 
 const ADMIN: &str = "admin";
 const SUPPORT: &str = "support";

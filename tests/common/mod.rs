@@ -19,8 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 // Compiled in directly so the harness does not depend on lib.rs declaring it.
-#[path = "../../src/pgtemp.rs"]
-pub mod pgtemp;
+pub use pgveil::pgtemp;
 use pgtemp::{PasswordEncryption, PgTemp, PgTempOptions, SslFiles};
 
 /// Owner of every per-test database; SCRAM.
