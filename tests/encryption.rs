@@ -16,7 +16,8 @@ const SUPPORT: &str = "support";
 const ANALYST: &str = "analyst";
 const PW: &str = "Role-Pa55word";
 
-const TABLE: &str = "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
+const TABLE: &str =
+    "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
      email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea); \
      GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst;";
 
@@ -58,7 +59,11 @@ fn setup(tag: &str) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let keyring = dir.path().join("keyring.toml");
     let out = pgveil(&["keygen", "--out", keyring.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let proxy = Proxy::start(
         &c.url(),
         &[
@@ -135,16 +140,29 @@ async fn prepared_write_then_read_binary_and_text() {
     let rows: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string())),
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+            }
             _ => None,
         })
         .collect();
     assert_eq!(rows, vec![("Bob".to_string(), "1990-01-02".to_string())]);
 
     // Statement prepared once, executed many times.
-    let st = c.prepare("SELECT id FROM customers WHERE email = $1").await.unwrap();
-    for (email, want) in [(ALICE.0, 1usize), ("bob@example.com", 1), ("nobody@example.com", 0)] {
-        assert_eq!(c.query(&st, &[&email]).await.unwrap().len(), want, "{email}");
+    let st = c
+        .prepare("SELECT id FROM customers WHERE email = $1")
+        .await
+        .unwrap();
+    for (email, want) in [
+        (ALICE.0, 1usize),
+        ("bob@example.com", 1),
+        ("nobody@example.com", 0),
+    ] {
+        assert_eq!(
+            c.query(&st, &[&email]).await.unwrap().len(),
+            want,
+            "{email}"
+        );
     }
 
     // The database holds only ciphertext.
@@ -154,9 +172,15 @@ async fn prepared_write_then_read_binary_and_text() {
     );
     for secret in ["alice", "example", "123-45", "6789", "1984", "4111", "bob@"] {
         let hex_secret = hex::encode(secret);
-        assert!(!direct.contains(&hex_secret), "plaintext {secret} stored in the database");
+        assert!(
+            !direct.contains(&hex_secret),
+            "plaintext {secret} stored in the database"
+        );
     }
-    let types = cluster().sql(&env.db, "SELECT pg_typeof(email)::text FROM customers LIMIT 1");
+    let types = cluster().sql(
+        &env.db,
+        "SELECT pg_typeof(email)::text FROM customers LIMIT 1",
+    );
     assert!(types.contains("bytea"), "{types}");
 }
 
@@ -171,18 +195,33 @@ async fn unsupported_operations_are_refused_not_wrong() {
         ("SELECT * FROM customers WHERE ssn > '1'", "0A000"),
         ("SELECT count(DISTINCT email) FROM customers", "0A000"),
         ("UPDATE customers SET email = lower(email)", "0A000"),
-        ("SELECT * FROM customers WHERE phone = '+1-202-555-0143'", "0A000"),
+        (
+            "SELECT * FROM customers WHERE phone = '+1-202-555-0143'",
+            "0A000",
+        ),
     ] {
         let e = c.simple_query(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&e).as_deref(), Some(code), "{sql}: {e}");
-        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
-        assert!(!msg.contains("alice") && !msg.contains("555-0143"), "value echoed: {msg}");
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(
+            !msg.contains("alice") && !msg.contains("555-0143"),
+            "value echoed: {msg}"
+        );
     }
     // Nothing was written by the refused UPDATE.
-    let row = c.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT email FROM customers", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), ALICE.0);
     // The same refusal in the extended protocol, then the session still works.
-    let e = c.prepare("SELECT email FROM customers ORDER BY email").await.expect_err("prepare");
+    let e = c
+        .prepare("SELECT email FROM customers ORDER BY email")
+        .await
+        .expect_err("prepare");
     assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
     assert_eq!(c.query("SELECT 1", &[]).await.unwrap().len(), 1);
 }
@@ -194,7 +233,11 @@ async fn denied_role_is_refused_and_null_role_gets_null() {
     insert_alice(&admin).await;
     let analyst = as_role(&env, ANALYST).await;
     // analyst: ssn unlisted (default deny), card_number deny.
-    for sql in ["SELECT ssn FROM customers", "SELECT * FROM customers", "SELECT card_number FROM customers"] {
+    for sql in [
+        "SELECT ssn FROM customers",
+        "SELECT * FROM customers",
+        "SELECT card_number FROM customers",
+    ] {
         let e = analyst.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{sql}: {e}");
         let msg = e.to_string();
@@ -216,11 +259,17 @@ async fn ciphertext_moved_to_another_column_does_not_decrypt() {
     insert_alice(&c).await;
     // Someone with direct database access copies the email ciphertext into ssn.
     cluster().sql(&env.db, "UPDATE customers SET ssn = email");
-    let e = c.query("SELECT ssn FROM customers", &[]).await.expect_err("must not decrypt");
+    let e = c
+        .query("SELECT ssn FROM customers", &[])
+        .await
+        .expect_err("must not decrypt");
     assert_eq!(sqlstate(&e).as_deref(), Some("XX001"), "{e}");
     assert!(!e.to_string().contains("alice"), "{e}");
     // Session still usable; the untouched column still decrypts.
-    let row = c.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT email FROM customers", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), ALICE.0);
 }
 
@@ -229,15 +278,24 @@ async fn key_rotation_keeps_old_rows_readable_and_findable() {
     let env = setup("enc_rotate");
     {
         let c = as_role(&env, ADMIN).await;
-        c.batch_execute("INSERT INTO customers (full_name, email) VALUES ('Old', 'old@example.com')")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "INSERT INTO customers (full_name, email) VALUES ('Old', 'old@example.com')",
+        )
+        .await
+        .unwrap();
     }
     let out = pgveil(&["keygen", "--rotate", env.keyring.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.proxy.signal(libc::SIGHUP);
     assert!(
-        wait_until(Duration::from_secs(10), || env.proxy.log().contains("rules reloaded")),
+        wait_until(Duration::from_secs(10), || env
+            .proxy
+            .log()
+            .contains("rules reloaded")),
         "{}",
         env.proxy.log()
     );
@@ -249,27 +307,46 @@ async fn key_rotation_keeps_old_rows_readable_and_findable() {
     .await
     .unwrap();
     // Two different key ids are now stored.
-    let ids = cluster().sql(&env.db, "SELECT count(DISTINCT substr(email, 2, 4)) FROM customers");
-    assert!(ids.trim().ends_with('2') || ids.contains(" 2"), "key ids: {ids}");
+    let ids = cluster().sql(
+        &env.db,
+        "SELECT count(DISTINCT substr(email, 2, 4)) FROM customers",
+    );
+    assert!(
+        ids.trim().ends_with('2') || ids.contains(" 2"),
+        "key ids: {ids}"
+    );
     for (email, name) in [("old@example.com", "Old"), ("new@example.com", "New")] {
         let r = c
-            .query_one("SELECT full_name, email FROM customers WHERE email = $1", &[&email])
+            .query_one(
+                "SELECT full_name, email FROM customers WHERE email = $1",
+                &[&email],
+            )
             .await
             .unwrap_or_else(|e| panic!("{email}: {e}"));
         assert_eq!(r.get::<_, String>(0), name);
         assert_eq!(r.get::<_, String>(1), email);
         let lit = c
-            .simple_query(&format!("SELECT full_name FROM customers WHERE email = '{email}'"))
+            .simple_query(&format!(
+                "SELECT full_name FROM customers WHERE email = '{email}'"
+            ))
             .await
             .unwrap();
-        assert!(lit.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "{email}");
+        assert!(
+            lit.iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+            "{email}"
+        );
     }
 }
 
 #[test]
 fn example_rules_pass_check() {
     let out = pgveil(&["check", "--rules", rules_dir().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(
         bad.path().join("bad.toml"),
@@ -279,5 +356,111 @@ fn example_rules_pass_check() {
     let out = pgveil(&["check", "--rules", bad.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:2") && err.contains("bad.toml:4") && err.contains("bad.toml:5"), "{err}");
+    assert!(
+        err.contains("bad.toml:2") && err.contains("bad.toml:4") && err.contains("bad.toml:5"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn copy_in_and_out_round_trips_10000_rows() {
+    let env = setup("enc_copy");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.csv");
+    let mut data = String::new();
+    for i in 0..10_000 {
+        // Tricky fields: commas and quotes inside CSV, NULL emails now and then.
+        let email = if i % 97 == 0 {
+            String::new()
+        } else {
+            format!("user{i}@example.com")
+        };
+        data.push_str(&format!(
+            "\"Name, {i} \"\"q\"\"\",{email},{:03}-{:02}-{:04},1980-01-{:02}\n",
+            i % 1000,
+            i % 100,
+            i,
+            i % 28 + 1
+        ));
+    }
+    std::fs::write(&src, &data).unwrap();
+    let copy_in = format!(
+        "\\copy customers (full_name, email, ssn, birth_date) FROM '{}' WITH (FORMAT csv)",
+        src.display()
+    );
+    let out = psql(
+        env.proxy.port,
+        &env.db,
+        ADMIN,
+        PW,
+        &["-v", "ON_ERROR_STOP=1", "-c", &copy_in],
+        None,
+    );
+    assert!(out.status.success(), "{}\n{}", out.stderr, env.proxy.log());
+    assert!(out.stdout.contains("COPY 10000"), "{}", out.stdout);
+
+    // Stored as ciphertext.
+    let leaked = cluster().sql(
+        &env.db,
+        "SELECT count(*) FROM customers WHERE position('user'::bytea in email) > 0",
+    );
+    assert!(leaked.trim().ends_with('0'), "plaintext stored: {leaked}");
+
+    let dst = dir.path().join("out.csv");
+    let copy_out = format!(
+        "\\copy (SELECT full_name, email, ssn, birth_date FROM customers ORDER BY id) TO '{}' WITH (FORMAT csv)",
+        dst.display()
+    );
+    let out = psql(
+        env.proxy.port,
+        &env.db,
+        ADMIN,
+        PW,
+        &["-v", "ON_ERROR_STOP=1", "-c", &copy_out],
+        None,
+    );
+    if out.status.success() {
+        assert_eq!(
+            std::fs::read_to_string(&dst).unwrap(),
+            data,
+            "COPY out differs from COPY in"
+        );
+    } else {
+        // ORDER BY id over an untagged column is fine; anything else must be a clear refusal.
+        panic!("copy out failed: {}\n{}", out.stderr, env.proxy.log());
+    }
+    // Plain COPY TO of the table also decrypts.
+    let out = psql(
+        env.proxy.port,
+        &env.db,
+        ADMIN,
+        PW,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "COPY customers (email) TO STDOUT",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("user1@example.com\n"),
+        "{}",
+        &out.stdout[..200.min(out.stdout.len())]
+    );
+    // Binary COPY into the encrypted table is refused.
+    let out = psql(
+        env.proxy.port,
+        &env.db,
+        ADMIN,
+        PW,
+        &["-c", "COPY customers (email) FROM STDIN (FORMAT binary)"],
+        None,
+    );
+    assert!(
+        out.stderr.contains("0A000") || out.stderr.to_lowercase().contains("binary"),
+        "{}",
+        out.stderr
+    );
 }

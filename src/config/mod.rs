@@ -98,11 +98,13 @@ impl Upstream {
         let mut sslrootcert = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
-                "sslmode" => sslmode = SslMode::parse(&v).ok_or_else(|| {
-                    format!(
+                "sslmode" => {
+                    sslmode = SslMode::parse(&v).ok_or_else(|| {
+                        format!(
                         "sslmode `{v}` unsupported; use disable, prefer, require or verify-full"
                     )
-                })?,
+                    })?
+                }
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
                 other => return Err(format!("unknown upstream parameter `{other}`")),
             }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::copy::{CopyDir, CopyStream};
 use super::relay::{fill, lock, Assembler, State};
 use super::rows::{self, RowPlan};
 use super::tagged::{refusal_error, Catalog, Expect, Tracker};
@@ -84,6 +85,19 @@ fn current_row(tr: &Tracker, head: Option<&Expect>) -> Option<(Arc<RowPlan>, Vec
         return Some((row, p.formats.clone()));
     }
     None
+}
+
+/// The plan of the statement whose results are arriving.
+fn current_plan(head: Option<&Expect>) -> Option<Arc<crate::sql::StatementPlan>> {
+    match head {
+        Some(Expect::Query {
+            plans: Some(p),
+            idx,
+            ..
+        }) => p.get(*idx).cloned().map(Arc::new),
+        Some(Expect::Execute { portal: Some(p) }) => p.stmt.plan.clone(),
+        _ => None,
+    }
 }
 
 /// Reply handling for sessions under rules.
@@ -189,7 +203,48 @@ fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog
                 }
             }
         }
+        b'G' | b'H' => {
+            let dir = if tag == b'G' {
+                CopyDir::In
+            } else {
+                CopyDir::Out
+            };
+            let plan = current_plan(st.expect.front());
+            let copy_plan = plan.as_ref().and_then(|p| match dir {
+                CopyDir::In => p.copy_in.as_ref(),
+                CopyDir::Out => p.copy_out.as_ref(),
+            });
+            st.copy = copy_plan.map(|cp| {
+                CopyStream::open(dir, cp, Arc::new(catalog.roles.clone()))
+                    .unwrap_or_else(|r| CopyStream::failed(dir, r))
+            });
+            BAction::Forward
+        }
+        b'd' => match st.copy.as_mut() {
+            Some(cs) if cs.dir == CopyDir::Out => match cs.data(&frame[5..], policy) {
+                Some(out) => BAction::Replace(out),
+                None => BAction::Drop,
+            },
+            _ => BAction::Forward,
+        },
+        b'c' => match st.copy.as_mut() {
+            Some(cs) if cs.dir == CopyDir::Out => {
+                let mut out = cs.finish(policy).unwrap_or_default();
+                if let Some(r) = &cs.failed {
+                    // Replace the end of the copy with the error; the client
+                    // never sees the rows that could not be processed.
+                    let r = r.clone();
+                    metrics().refused.with_label_values(&[r.sqlstate]).inc();
+                    st.tracker.suppress_until_complete = true;
+                    return BAction::Replace(refusal_error(&r));
+                }
+                out.extend_from_slice(frame);
+                BAction::Replace(out)
+            }
+            _ => BAction::Forward,
+        },
         b'C' | b'I' | b's' => {
+            st.copy = None;
             let suppressed = std::mem::take(&mut st.tracker.suppress_until_complete);
             st.tracker.row = None;
             match st.expect.front_mut() {
@@ -208,7 +263,9 @@ fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog
         b'E' => {
             st.tracker.row = None;
             st.tracker.suppress_until_complete = false;
+            let copy_refusal = st.copy.take().and_then(|c| c.failed);
             let refusal = match st.expect.front() {
+                _ if copy_refusal.is_some() => copy_refusal,
                 Some(Expect::Query { refusal, .. }) => refusal.clone(),
                 Some(Expect::Parse { refusal }) => refusal.clone(),
                 _ => None,

@@ -7,6 +7,7 @@
 //! peers write at once) without ever handing a message to another thread.
 
 mod backend;
+mod copy;
 mod relay;
 mod rows;
 mod startup;

@@ -33,6 +33,8 @@ pub(super) struct State {
     /// Nothing in flight and the last ReadyForQuery said idle.
     pub idle: bool,
     pub tracker: Tracker,
+    /// A COPY in flight whose rows pgveil transforms.
+    pub copy: Option<super::copy::CopyStream>,
 }
 
 /// Reads from a socket into the buffer, growing it as needed.
@@ -232,7 +234,11 @@ async fn frontend(
                 ) {
                     st.idle = false;
                 }
-                if tagged {
+                if tagged && matches!(tag, b'd' | b'c' | b'f') {
+                    if let Some(new) = copy_frontend(st, frame, &policy) {
+                        asm.replace(&buf, pos, pos + n, &new);
+                    }
+                } else if tagged {
                     match &catalog {
                         Some(cat) => {
                             let an = Analyzer {
@@ -287,4 +293,33 @@ async fn frontend(
             return Ok(());
         }
     }
+}
+
+/// Client CopyData/CopyDone/CopyFail during a transformed COPY FROM STDIN.
+fn copy_frontend(st: &mut State, frame: &[u8], policy: &crate::policy::Policy) -> Option<BytesMut> {
+    use super::copy::{copy_fail, CopyDir};
+    let cs = st.copy.as_mut().filter(|c| c.dir == CopyDir::In)?;
+    if cs.fail_sent {
+        // The server is discarding the rest of this COPY; so do we.
+        return Some(BytesMut::new());
+    }
+    let mut out = match frame[0] {
+        b'd' => cs.data(&frame[5..], policy).unwrap_or_default(),
+        b'c' => {
+            let mut out = cs.finish(policy).unwrap_or_default();
+            if cs.failed.is_none() {
+                out.extend_from_slice(frame);
+            }
+            out
+        }
+        _ => {
+            st.copy = None;
+            return None;
+        }
+    };
+    if let Some(r) = &cs.failed {
+        cs.fail_sent = true;
+        out = copy_fail(&r.message);
+    }
+    Some(out)
 }

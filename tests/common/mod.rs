@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 // Compiled in directly so the harness does not depend on lib.rs declaring it.
-pub use pgveil::pgtemp;
 use pgtemp::{PasswordEncryption, PgTemp, PgTempOptions, SslFiles};
+pub use pgveil::pgtemp;
 
 /// Owner of every per-test database; SCRAM.
 pub const APP_USER: &str = "app";
