@@ -127,9 +127,15 @@ struct ServeArgs {
     /// Keyring file (mode 0600) made by `pgveil keygen`; or set PGVEIL_KEYRING to its content.
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
-    /// Directory for the append-only audit segments.
+    /// Directory for the append-only, hash-chained audit segments (enables the audit stream).
     #[arg(long, value_name = "DIR")]
     audit_dir: Option<PathBuf>,
+    /// Audit durability: strict (fsync before results are released; default) or buffered.
+    #[arg(long, value_name = "MODE")]
+    audit_durability: Option<String>,
+    /// Also write every audit record to stdout (one JSON line each).
+    #[arg(long)]
+    audit_stdout: bool,
     /// Log format: human (default) or json. Logs never contain query values.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -200,6 +206,12 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.require_client_tls {
         f.tls.require_client_tls = Some(true);
     }
+    if a.audit_durability.is_some() {
+        f.audit.durability = a.audit_durability;
+    }
+    if a.audit_stdout {
+        f.audit.stdout = Some(true);
+    }
     let config = Config::from_file(f)?;
     init_logging(config.log_format);
     let source = PolicySource {
@@ -208,7 +220,15 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     let policy = Arc::new(PolicyStore::new(source).context("loading rules and keys")?);
     tracing::info!(rules_version = %policy.load().rules.version, tagged_columns = policy.load().rules.columns().len(), "rules loaded");
-    let server = Server::bind(config, policy.clone()).context("starting pgveil")?;
+    let audit = match &config.audit {
+        Some(a) => Some(
+            pgveil::audit::Audit::start(a.clone(), &pgveil::metrics::metrics().registry)
+                .context("starting the audit stream")?,
+        ),
+        None => None,
+    };
+    policy.set_audit(audit.clone());
+    let server = Server::bind(config, policy.clone(), audit).context("starting pgveil")?;
     let handle = server.shutdown_handle();
     std::thread::Builder::new()
         .name("pgveil-signals".into())

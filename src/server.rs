@@ -58,7 +58,11 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: Config, policy: Arc<PolicyStore>) -> Result<Self, ServerError> {
+    pub fn bind(
+        config: Config,
+        policy: Arc<PolicyStore>,
+        audit: Option<crate::audit::Audit>,
+    ) -> Result<Self, ServerError> {
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => Some(net::acceptor(c, k)?),
             _ => None,
@@ -86,7 +90,14 @@ impl Server {
         };
         let (drain_tx, drain_rx) = watch::channel(false);
         Ok(Server {
-            shared: Arc::new(Shared::new(config, tls, upstream_tls, drain_rx, policy)),
+            shared: Arc::new(Shared::new(
+                config,
+                tls,
+                upstream_tls,
+                drain_rx,
+                policy,
+                audit,
+            )),
             listener,
             metrics_listener,
             drain_tx: Arc::new(drain_tx),

@@ -97,6 +97,8 @@ pub enum ColumnAction {
     Null,
     Denied,
     EncryptedWrite,
+    /// Compared by equality on ciphertext (WHERE/JOIN); nothing revealed.
+    Matched,
 }
 
 impl ColumnAction {
@@ -107,6 +109,7 @@ impl ColumnAction {
             ColumnAction::Null => "null",
             ColumnAction::Denied => "denied",
             ColumnAction::EncryptedWrite => "encrypted_write",
+            ColumnAction::Matched => "matched",
         }
     }
 }

@@ -159,6 +159,25 @@ impl Audit {
         done.await.map_err(|_| AuditError::Unavailable)?
     }
 
+    /// Enqueues a record and returns the receiver of its durability result,
+    /// without waiting: callers submit several records, then await them all,
+    /// so one group commit (one fsync) covers them.
+    pub fn submit(
+        &self,
+        input: AuditRecordInput,
+    ) -> Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError> {
+        validate_input(&input)?;
+        if !self.is_healthy() {
+            return Err(AuditError::Unavailable);
+        }
+        let (reply, done) = oneshot::channel();
+        self.try_enqueue(Msg::Record {
+            input: Box::new(input),
+            reply: Some(reply),
+        })?;
+        Ok(done)
+    }
+
     /// Enqueues a record without waiting (never blocks). Fails fast with
     /// `Unavailable` while the writer is unhealthy and `Overloaded` when the
     /// queue is full, whatever the backpressure policy. A record that fails

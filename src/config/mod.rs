@@ -41,6 +41,28 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     #[serde(default)]
     pub tls: TlsFileConfig,
+    #[serde(default)]
+    pub audit: AuditFileConfig,
+}
+
+/// `[audit]`: the audit stream (enabled by `audit_dir`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFileConfig {
+    /// `strict` (default): a statement on tagged tables releases its results
+    /// only after its record is fsynced (group commit). `buffered`: fsync
+    /// every `fsync_interval_ms`.
+    pub durability: Option<String>,
+    pub fsync_interval_ms: Option<u64>,
+    pub segment_max_bytes: Option<u64>,
+    pub segment_max_age_secs: Option<u64>,
+    /// Also print every record on stdout (container log collection).
+    pub stdout: Option<bool>,
+    /// File holding the HMAC key of the chain (>= 16 bytes).
+    pub chain_key_file: Option<PathBuf>,
+    /// `continue` (default) or `refuse`: what happens to statements that
+    /// touch nothing tagged while the audit cannot be written.
+    pub untagged_when_unavailable: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +158,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub require_client_tls: bool,
+    pub audit: Option<crate::audit::AuditConfig>,
+    pub audit_required_for_untagged: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -201,6 +225,52 @@ impl Config {
                 }
             }
         }
+        let mut audit_required_for_untagged = false;
+        let audit = match &f.audit_dir {
+            None => None,
+            Some(dir) => {
+                let mut a = crate::audit::AuditConfig::new(dir.clone());
+                match f.audit.durability.as_deref().unwrap_or("strict") {
+                    "strict" => {}
+                    "buffered" => {
+                        a.durability = crate::audit::Durability::Buffered {
+                            interval: Duration::from_millis(
+                                f.audit.fsync_interval_ms.unwrap_or(1000).max(1),
+                            ),
+                        }
+                    }
+                    other => errs.push(format!(
+                        "audit durability `{other}` unknown; use strict or buffered"
+                    )),
+                }
+                if let Some(b) = f.audit.segment_max_bytes {
+                    a.segment_max_bytes = b;
+                }
+                if let Some(s) = f.audit.segment_max_age_secs {
+                    a.segment_max_age = Duration::from_secs(s.max(1));
+                }
+                a.stdout = f.audit.stdout.unwrap_or(false);
+                if let Some(p) = &f.audit.chain_key_file {
+                    match std::fs::read(p) {
+                        Ok(k) => a.chain_key = Some(zeroize::Zeroizing::new(k)),
+                        Err(e) => errs.push(format!("audit chain_key_file {}: {e}", p.display())),
+                    }
+                }
+                match f
+                    .audit
+                    .untagged_when_unavailable
+                    .as_deref()
+                    .unwrap_or("continue")
+                {
+                    "continue" => {}
+                    "refuse" => audit_required_for_untagged = true,
+                    other => errs.push(format!(
+                        "untagged_when_unavailable `{other}` unknown; use continue or refuse"
+                    )),
+                }
+                Some(a)
+            }
+        };
         let workers = f
             .workers
             .filter(|w| *w > 0)
@@ -222,6 +292,8 @@ impl Config {
                 tls_cert: f.tls.cert,
                 tls_key: f.tls.key,
                 require_client_tls,
+                audit,
+                audit_required_for_untagged,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }

@@ -155,6 +155,8 @@ impl PolicySource {
 pub struct PolicyStore {
     current: ArcSwap<Policy>,
     source: PolicySource,
+    /// Reloads and key rotations are audit records too.
+    audit: std::sync::OnceLock<Option<crate::audit::Audit>>,
 }
 
 impl PolicyStore {
@@ -163,6 +165,7 @@ impl PolicyStore {
         Ok(PolicyStore {
             current: ArcSwap::from_pointee(p),
             source,
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -170,6 +173,27 @@ impl PolicyStore {
         PolicyStore {
             current: ArcSwap::from_pointee(p),
             source: PolicySource::default(),
+            audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn set_audit(&self, audit: Option<crate::audit::Audit>) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn audit_event(
+        &self,
+        kind: crate::audit::RecordKind,
+        outcome: &str,
+        version: &str,
+        detail: String,
+    ) {
+        if let Some(Some(a)) = self.audit.get() {
+            let mut r = crate::audit::AuditRecordInput::new(kind, SystemTime::now());
+            r.outcome = outcome.to_string();
+            r.rules_version = Some(version.to_string());
+            r.detail = Some(detail);
+            let _ = a.record_nowait(r);
         }
     }
 
@@ -182,14 +206,45 @@ impl PolicyStore {
         match self.source.load() {
             Ok(p) => {
                 let version = p.rules.version.clone();
+                let old_key = self
+                    .current
+                    .load()
+                    .crypto
+                    .as_ref()
+                    .map(|c| c.active_key_id());
+                let new_key = p.crypto.as_ref().map(|c| c.active_key_id());
                 self.current.store(Arc::new(p));
                 metrics().rules_reloads.inc();
                 tracing::info!(rules_version = %version, "rules reloaded");
+                use crate::audit::RecordKind;
+                self.audit_event(
+                    RecordKind::RulesReload,
+                    "ok",
+                    &version,
+                    format!("rules version {version}"),
+                );
+                if old_key != new_key {
+                    if let Some(k) = new_key {
+                        self.audit_event(
+                            RecordKind::KeyRotation,
+                            "ok",
+                            &version,
+                            format!("active key id {k}"),
+                        );
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
                 metrics().rules_reload_failures.inc();
                 tracing::error!(error = %e, "rules reload rejected; keeping the previous rules");
+                let version = self.current.load().rules.version.clone();
+                self.audit_event(
+                    crate::audit::RecordKind::RulesReload,
+                    "F0000",
+                    &version,
+                    "rejected: the new rules or keyring are invalid; previous rules kept".into(),
+                );
                 Err(e)
             }
         }

@@ -8,15 +8,17 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::audit::{RecordCtx, StmtAudit};
 use super::copy::{CopyDir, CopyStream};
 use super::relay::{fill, lock, Assembler, State};
 use super::rows::{self, RowPlan};
-use super::tagged::{refusal_error, Catalog, Expect, Tracker};
-use super::{SessionError, Shared};
+use super::tagged::{query_expect, refusal_error, Catalog, Expect, Tracker};
+use super::{SessionCtx, SessionError, Shared};
+use crate::audit::AuditRecordInput;
 use crate::metrics::metrics;
 use crate::net::Stream;
 use crate::policy::Policy;
-use crate::protocol::messages::{put_query, ready_status};
+use crate::protocol::messages::{command_rows, put_query, ready_status};
 use crate::protocol::{next_frame, put_error, Direction, ProtocolError, Severity};
 use crate::sql::Refusal;
 
@@ -36,12 +38,7 @@ pub(super) fn refuse_without_catalog(
     }
     let text = crate::protocol::messages::query_text(frame)?;
     if !crate::sql::mentions_tagged(&policy.names, text) {
-        expect.push_back(Expect::Query {
-            start,
-            plans: None,
-            idx: 0,
-            refusal: None,
-        });
+        expect.push_back(query_expect(start, None, None, Vec::new()));
         return Ok(None);
     }
     let r = Refusal {
@@ -53,12 +50,7 @@ pub(super) fn refuse_without_catalog(
     };
     let mut out = BytesMut::new();
     put_query(&mut out, super::tagged::REFUSED_SQL);
-    expect.push_back(Expect::Query {
-        start,
-        plans: None,
-        idx: 0,
-        refusal: Some(r),
-    });
+    expect.push_back(query_expect(start, None, Some(r), Vec::new()));
     Ok(Some(out))
 }
 
@@ -80,7 +72,10 @@ fn current_row(tr: &Tracker, head: Option<&Expect>) -> Option<(Arc<RowPlan>, Vec
     if let Some(r) = &tr.row {
         return Some(r.clone());
     }
-    if let Some(Expect::Execute { portal: Some(p) }) = head {
+    if let Some(Expect::Execute {
+        portal: Some(p), ..
+    }) = head
+    {
         let row = p.stmt.row.lock().ok()?.clone()?;
         return Some((row, p.formats.clone()));
     }
@@ -95,13 +90,80 @@ fn current_plan(head: Option<&Expect>) -> Option<Arc<crate::sql::StatementPlan>>
             idx,
             ..
         }) => p.get(*idx).cloned().map(Arc::new),
-        Some(Expect::Execute { portal: Some(p) }) => p.stmt.plan.clone(),
+        Some(Expect::Execute {
+            portal: Some(p), ..
+        }) => p.stmt.plan.clone(),
         _ => None,
     }
 }
 
-/// Reply handling for sessions under rules.
-fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog) -> BAction {
+/// Audit records produced while handling one batch.
+pub(super) struct Records<'a> {
+    pub rec: Option<&'a RecordCtx>,
+    pub rules_version: &'a str,
+    pub strict: bool,
+    pub out: Vec<(AuditRecordInput, bool)>,
+}
+
+impl Records<'_> {
+    fn emit(&mut self, a: Option<&StmtAudit>, outcome: &str, rows: u64, started: Instant) {
+        if let (Some(rec), Some(a)) = (self.rec, a) {
+            let outcome = a.refused.unwrap_or(outcome);
+            let r = rec.record(a, outcome, rows, started, self.rules_version);
+            self.out.push((r, self.strict && a.tagged));
+        }
+    }
+}
+
+/// Completes the audit record of the statement at the head of the queue.
+fn complete_statement(st: &mut State, recs: &mut Records<'_>, outcome: &str, rows: u64) {
+    match st.expect.front_mut() {
+        Some(Expect::Query {
+            idx,
+            audit,
+            stmt_start,
+            ..
+        }) => {
+            recs.emit(audit.get(*idx), outcome, rows, *stmt_start);
+            *idx += 1;
+            *stmt_start = Instant::now();
+        }
+        Some(Expect::Execute { portal, start }) => {
+            recs.emit(
+                portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+                outcome,
+                rows,
+                *start,
+            );
+        }
+        Some(Expect::Parse { audit, .. }) => {
+            recs.emit(audit.as_ref(), outcome, rows, Instant::now());
+        }
+        _ => {}
+    }
+}
+
+/// Whether results now arriving belong to a statement whose record must be
+/// durable before they are released (strict audit of a tagged statement).
+fn must_hold(st: &State) -> bool {
+    match st.expect.front() {
+        Some(Expect::Query { idx, audit, .. }) => audit.get(*idx).is_some_and(|a| a.tagged),
+        Some(Expect::Execute { portal, .. }) => portal
+            .as_ref()
+            .and_then(|p| p.stmt.audit.as_ref())
+            .is_some_and(|a| a.tagged),
+        _ => false,
+    }
+}
+
+/// Reply handling for tracked sessions (under rules, or audited).
+fn tagged_frame(
+    frame: &[u8],
+    st: &mut State,
+    policy: &Policy,
+    catalog: &Catalog,
+    recs: &mut Records<'_>,
+) -> BAction {
     let tag = frame[0];
     match tag {
         b'1' | b'2' | b'3' => {
@@ -247,12 +309,10 @@ fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog
             st.copy = None;
             let suppressed = std::mem::take(&mut st.tracker.suppress_until_complete);
             st.tracker.row = None;
-            match st.expect.front_mut() {
-                Some(Expect::Query { idx, .. }) => *idx += 1,
-                Some(Expect::Execute { .. }) => {
-                    st.expect.pop_front();
-                }
-                _ => {}
+            let rows = if tag == b'C' { command_rows(frame) } else { 0 };
+            complete_statement(st, recs, crate::audit::OUTCOME_OK, rows);
+            if matches!(st.expect.front(), Some(Expect::Execute { .. })) {
+                st.expect.pop_front();
             }
             if suppressed {
                 BAction::Drop
@@ -267,9 +327,15 @@ fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog
             let refusal = match st.expect.front() {
                 _ if copy_refusal.is_some() => copy_refusal,
                 Some(Expect::Query { refusal, .. }) => refusal.clone(),
-                Some(Expect::Parse { refusal }) => refusal.clone(),
+                Some(Expect::Parse { refusal, .. }) => refusal.clone(),
                 _ => None,
             };
+            let code = refusal
+                .as_ref()
+                .map(|r| r.sqlstate.to_string())
+                .or_else(|| crate::protocol::error_code(frame))
+                .unwrap_or_else(|| "XX000".into());
+            complete_statement(st, recs, &code, 0);
             // Extended protocol: the server now skips to Sync; so do we.
             while let Some(e) = st.expect.front() {
                 if e.is_sync_point() {
@@ -286,24 +352,41 @@ fn tagged_frame(frame: &[u8], st: &mut State, policy: &Policy, catalog: &Catalog
     }
 }
 
+/// Most bytes of results held back while their audit record is not yet
+/// durable; past this the session is closed rather than grow without bound.
+const MAX_HELD: usize = 256 << 20;
+
 /// Server → client.
 pub(super) async fn backend(
     sr: &mut ReadHalf<Stream>,
     cw: &mut WriteHalf<Stream>,
     mut buf: BytesMut,
     state: &Mutex<State>,
-    catalog: Option<Arc<Catalog>>,
+    ctx: &SessionCtx,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let m = metrics();
     // The server is trusted for content but not for sizes: a corrupt length
     // must not make the proxy allocate without bound.
     let cap = i32::MAX as usize;
+    let audit = shared.audit.as_ref();
+    let strict = audit.is_some_and(|a| matches!(a.durability(), crate::audit::Durability::Strict));
+    let mut held = BytesMut::new();
+    let mut waits: Vec<tokio::sync::oneshot::Receiver<Result<u64, crate::audit::AuditError>>> =
+        Vec::new();
     loop {
         let t0 = Instant::now();
         let mut pos = 0;
         let mut asm = Assembler::new();
         let policy = shared.policy.load();
+        let tracked = ctx.tracked(&policy);
+        let mut recs = Records {
+            rec: ctx.rec.as_ref(),
+            rules_version: &policy.rules.version,
+            strict,
+            out: Vec::new(),
+        };
+        let hold;
         {
             let mut st = lock(state);
             let st = &mut *st;
@@ -314,8 +397,8 @@ pub(super) async fn backend(
                 if tag == b'E' {
                     st.head_failed = true;
                 }
-                if let (Some(cat), false) = (&catalog, policy.is_empty()) {
-                    match tagged_frame(&buf[pos..pos + n], st, &policy, cat) {
+                if tracked {
+                    match tagged_frame(&buf[pos..pos + n], st, &policy, &ctx.catalog, &mut recs) {
                         BAction::Forward => {}
                         BAction::Replace(new) => asm.replace(&buf, pos, pos + n, &new),
                         BAction::Drop => asm.replace(&buf, pos, pos + n, &[]),
@@ -365,13 +448,53 @@ pub(super) async fn backend(
                 }
                 pos += n;
             }
+            hold = strict && must_hold(st);
+        }
+        let mut audit_failed = false;
+        if let Some(a) = audit {
+            for (r, durable) in recs.out {
+                if durable {
+                    match a.submit(r) {
+                        Ok(rx) => waits.push(rx),
+                        Err(_) => audit_failed = true,
+                    }
+                } else if a.record_nowait(r).is_err() {
+                    // Untagged statements are not held back for the audit.
+                    tracing::debug!("audit record for an untagged statement dropped");
+                }
+            }
         }
         if pos > 0 {
             let chunk = asm.finish(&mut buf, pos);
-            m.bytes_to_clients.inc_by(chunk.len() as u64);
-            cw.write_all(&chunk).await?;
+            if hold || !held.is_empty() || !waits.is_empty() {
+                held.extend_from_slice(&chunk);
+            } else {
+                m.bytes_to_clients.inc_by(chunk.len() as u64);
+                cw.write_all(&chunk).await?;
+                cw.flush().await?;
+                m.proxy_latency.observe(t0.elapsed().as_secs_f64());
+            }
+        }
+        if !hold && (!held.is_empty() || !waits.is_empty()) {
+            // Release results only once every record they depend on is durable.
+            for rx in waits.drain(..) {
+                if !matches!(rx.await, Ok(Ok(_))) {
+                    audit_failed = true;
+                }
+            }
+            if audit_failed {
+                return Err(SessionError::AuditUnavailable);
+            }
+            m.bytes_to_clients.inc_by(held.len() as u64);
+            cw.write_all(&held).await?;
             cw.flush().await?;
-            m.proxy_latency.observe(t0.elapsed().as_secs_f64());
+            held.clear();
+        }
+        if audit_failed {
+            return Err(SessionError::AuditUnavailable);
+        }
+        if held.len() > MAX_HELD {
+            return Err(SessionError::AuditUnavailable);
         }
         match fill(sr, &mut buf).await {
             Ok(0) | Err(_) => return Err(SessionError::UpstreamLost),

@@ -6,6 +6,7 @@
 //! inside that task, so they progress independently (no deadlock when both
 //! peers write at once) without ever handing a message to another thread.
 
+mod audit;
 mod backend;
 mod copy;
 mod relay;
@@ -44,6 +45,10 @@ pub struct Shared {
     pub draining: watch::Receiver<bool>,
     /// Rules and keys, swapped atomically on reload.
     pub policy: Arc<PolicyStore>,
+    /// The audit stream, when configured.
+    pub audit: Option<crate::audit::Audit>,
+    /// Refuse statements on untagged tables too while the audit is down.
+    pub audit_required_for_untagged: bool,
     next_session: AtomicU64,
 }
 
@@ -54,14 +59,17 @@ impl Shared {
         upstream_tls: Option<TlsConnector>,
         draining: watch::Receiver<bool>,
         policy: Arc<PolicyStore>,
+        audit: Option<crate::audit::Audit>,
     ) -> Self {
         Shared {
-            config,
             tls,
             upstream_tls,
             cancel_keys: DashMap::new(),
             draining,
             policy,
+            audit_required_for_untagged: config.audit_required_for_untagged,
+            audit,
+            config,
             next_session: AtomicU64::new(1),
         }
     }
@@ -83,6 +91,10 @@ pub enum SessionError {
     Refused(&'static str),
     #[error("timed out waiting for the client")]
     ClientTimeout,
+    #[error("the audit record of a statement could not be written; its results were withheld")]
+    AuditUnavailable,
+    #[error("authentication failed upstream ({0})")]
+    AuthFailed(String),
 }
 
 impl SessionError {
@@ -93,8 +105,26 @@ impl SessionError {
             SessionError::UpstreamConnect(_) => Some("08001"),
             SessionError::UpstreamLost => Some("08006"),
             SessionError::Refused(_) => Some("28000"),
+            SessionError::AuditUnavailable => Some("58030"),
+            SessionError::AuthFailed(_) => None,
             SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => None,
         }
+    }
+}
+
+/// What a session knows after authentication, fixed for its lifetime.
+pub struct SessionCtx {
+    pub catalog: tagged::Catalog,
+    /// False when rules appeared after the session connected.
+    pub catalog_loaded: bool,
+    pub rec: Option<audit::RecordCtx>,
+}
+
+impl SessionCtx {
+    /// Sessions are tracked (statements and portals followed) when rules
+    /// exist or the audit needs per-statement records.
+    pub fn tracked(&self, policy: &crate::policy::Policy) -> bool {
+        !policy.is_empty() || self.rec.is_some()
     }
 }
 
@@ -176,16 +206,67 @@ async fn run(
     let key = match startup::relay_auth(&mut client, &mut server, &packet, leftover, shared).await {
         Ok(a) => a,
         Err(e) => {
+            if let SessionError::AuthFailed(code) = &e {
+                auth_record(
+                    shared,
+                    &info,
+                    &[],
+                    crate::audit::RecordKind::AuthFailed,
+                    code,
+                );
+            }
             fatal_and_close(&mut client, &e).await;
             return Err(e);
         }
     };
+    auth_record(
+        shared,
+        &info,
+        key.catalog
+            .as_ref()
+            .map(|c| c.roles.as_slice())
+            .unwrap_or(&[]),
+        crate::audit::RecordKind::AuthOk,
+        "ok",
+    );
     tracing::debug!(session = id, user = %info.user, database = %info.database, "authenticated");
-    let result = relay::run(client, server, key.leftover, &info, key.catalog, shared).await;
+    let catalog_loaded = key.catalog.is_some();
+    let catalog = key.catalog.unwrap_or_default();
+    let rec = shared.audit.as_ref().map(|_| audit::RecordCtx {
+        info: info.clone(),
+        roles: Arc::new(catalog.roles.clone()),
+    });
+    let ctx = SessionCtx {
+        catalog,
+        catalog_loaded,
+        rec,
+    };
+    let result = relay::run(client, server, key.leftover, &ctx, shared).await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);
     }
     result
+}
+
+/// Authentication outcomes are audit records (never with a password).
+fn auth_record(
+    shared: &Shared,
+    info: &SessionInfo,
+    roles: &[String],
+    kind: crate::audit::RecordKind,
+    outcome: &str,
+) {
+    if let Some(a) = &shared.audit {
+        let rec = audit::RecordCtx {
+            info: info.clone(),
+            roles: Arc::new(roles.to_vec()),
+        };
+        let mut r = crate::audit::AuditRecordInput::new(kind, std::time::SystemTime::now());
+        rec.fill(&mut r);
+        r.outcome = outcome.to_string();
+        r.rules_version = Some(shared.policy.load().rules.version.clone());
+        let _ = a.record_nowait(r);
+    }
 }
 
 async fn fatal_and_close(client: &mut crate::net::Stream, e: &SessionError) {

@@ -12,15 +12,15 @@
 //! push/pop per statement and a few atomic counters.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::backend::backend;
-use super::tagged::{Action, Analyzer, Catalog, Expect, Tracker};
-use super::{SessionError, SessionInfo, Shared};
+use super::tagged::{query_expect, Action, Analyzer, Expect, Tracker};
+use super::{SessionCtx, SessionError, Shared};
 use crate::metrics::metrics;
 use crate::net::Stream;
 use crate::protocol::{next_frame, put_error, Direction, Severity};
@@ -98,8 +98,7 @@ pub(super) async fn run(
     client: Stream,
     server: Stream,
     leftover: (BytesMut, BytesMut),
-    info: &SessionInfo,
-    catalog: Option<Catalog>,
+    ctx: &SessionCtx,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let (mut cr, mut cw) = tokio::io::split(client);
@@ -108,12 +107,11 @@ pub(super) async fn run(
         idle: true,
         ..State::default()
     });
-    let catalog = catalog.map(Arc::new);
     let (cbuf, sbuf) = leftover;
     let mut draining = shared.draining.clone();
     let outcome = {
-        let fe = frontend(&mut cr, &mut sw, cbuf, &state, catalog.clone(), shared);
-        let be = backend(&mut sr, &mut cw, sbuf, &state, catalog.clone(), shared);
+        let fe = frontend(&mut cr, &mut sw, cbuf, &state, ctx, shared);
+        let be = backend(&mut sr, &mut cw, sbuf, &state, ctx, shared);
         let drain = async {
             // Wait for SIGTERM, then for the session to be idle.
             while !*draining.borrow() {
@@ -134,7 +132,6 @@ pub(super) async fn run(
             () = drain => Err(SessionError::Refused("shutdown")),
         }
     };
-    let _ = info;
     let mut out = BytesMut::new();
     match &outcome {
         Ok(()) => {}
@@ -156,6 +153,16 @@ pub(super) async fn run(
                 "08P01",
                 &format!("invalid frontend message: {e}"),
                 None,
+            );
+            let _ = sw.write_all(b"X\0\0\0\x04").await;
+        }
+        Err(SessionError::AuditUnavailable) => {
+            put_error(
+                &mut out,
+                Severity::Fatal,
+                "58030",
+                "pgveil could not write the audit record of a statement on tagged tables; its results were withheld",
+                Some("the operator should check the audit directory; new connections are served once it recovers"),
             );
             let _ = sw.write_all(b"X\0\0\0\x04").await;
         }
@@ -188,7 +195,7 @@ async fn frontend(
     sw: &mut WriteHalf<Stream>,
     mut buf: BytesMut,
     state: &Mutex<State>,
-    catalog: Option<Arc<Catalog>>,
+    ctx: &SessionCtx,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let cap = shared.config.max_message_bytes;
@@ -200,7 +207,8 @@ async fn frontend(
         let mut pos = 0;
         let mut terminate = false;
         let policy = shared.policy.load();
-        let tagged = !policy.is_empty();
+        let tagged = ctx.tracked(&policy);
+        let audit_down = shared.audit.as_ref().is_some_and(|a| !a.is_healthy());
         let mut asm = Assembler::new();
         {
             let mut st = lock(state);
@@ -239,38 +247,34 @@ async fn frontend(
                         asm.replace(&buf, pos, pos + n, &new);
                     }
                 } else if tagged {
-                    match &catalog {
-                        Some(cat) => {
-                            let an = Analyzer {
-                                policy: &policy,
-                                catalog: cat,
-                            };
-                            if let Action::Replace(new) =
-                                an.frontend(frame, t0, &mut st.tracker, &mut st.expect)?
-                            {
-                                asm.replace(&buf, pos, pos + n, &new);
-                            }
+                    if ctx.catalog_loaded || policy.is_empty() {
+                        let an = Analyzer {
+                            policy: &policy,
+                            catalog: &ctx.catalog,
+                            audit_on: ctx.rec.is_some(),
+                            audit_down,
+                            audit_down_refuses_all: shared.audit_required_for_untagged,
+                        };
+                        if let Action::Replace(new) =
+                            an.frontend(frame, t0, &mut st.tracker, &mut st.expect)?
+                        {
+                            asm.replace(&buf, pos, pos + n, &new);
                         }
-                        None => {
-                            // Rules appeared after this session started: it has no
-                            // catalog snapshot to judge statements by.
-                            if let Some(new) = super::backend::refuse_without_catalog(
-                                frame,
-                                t0,
-                                &policy,
-                                &mut st.expect,
-                            )? {
-                                asm.replace(&buf, pos, pos + n, &new);
-                            }
-                        }
+                    } else if let Some(new) =
+                        // Rules appeared after this session started: it has no
+                        // catalog snapshot to judge statements by.
+                        super::backend::refuse_without_catalog(
+                            frame,
+                            t0,
+                            &policy,
+                            &mut st.expect,
+                        )?
+                    {
+                        asm.replace(&buf, pos, pos + n, &new);
                     }
                 } else if tag == b'Q' {
-                    st.expect.push_back(Expect::Query {
-                        start: t0,
-                        plans: None,
-                        idx: 0,
-                        refusal: None,
-                    });
+                    st.expect
+                        .push_back(query_expect(t0, None, None, Vec::new()));
                 } else if tag == b'F' {
                     st.expect.push_back(Expect::FunctionCall { start: t0 });
                 }

@@ -322,7 +322,8 @@ pub(super) async fn relay_auth(
                 metrics().auth_failures.inc();
                 client.write_all(&frame).await?;
                 let _ = client.shutdown().await;
-                return Err(SessionError::Refused("authentication failed upstream"));
+                let code = crate::protocol::error_code(&frame).unwrap_or_else(|| "28000".into());
+                return Err(SessionError::AuthFailed(code));
             }
             b'K' => {
                 let key = backend_key_of(&frame)?;

@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::extendedquery::Parse;
 
+use super::audit::StmtAudit;
 use super::rows::{self, RowPlan};
 use crate::metrics::metrics;
 use crate::policy::{canonicalize, Policy};
@@ -40,6 +41,8 @@ pub struct Stmt {
     pub plan: Option<Arc<StatementPlan>>,
     /// Learned from the (possibly injected) Describe.
     pub row: Mutex<Option<Arc<RowPlan>>>,
+    /// Record template for each execution (when audit is on).
+    pub audit: Option<StmtAudit>,
 }
 
 #[derive(Debug)]
@@ -56,12 +59,17 @@ pub enum Expect {
         plans: Option<Arc<Vec<StatementPlan>>>,
         idx: usize,
         refusal: Option<Refusal>,
+        /// One record template per statement (empty when audit is off).
+        audit: Vec<StmtAudit>,
+        /// When the statement at `idx` started.
+        stmt_start: Instant,
     },
     FunctionCall {
         start: Instant,
     },
     Parse {
         refusal: Option<Refusal>,
+        audit: Option<StmtAudit>,
     },
     Bind,
     DescribeStmt {
@@ -74,6 +82,7 @@ pub enum Expect {
     },
     Execute {
         portal: Option<Arc<Portal>>,
+        start: Instant,
     },
     Close,
     Sync {
@@ -127,6 +136,35 @@ fn refused_query(r: &Refusal) -> BytesMut {
 pub struct Analyzer<'a> {
     pub policy: &'a Policy,
     pub catalog: &'a Catalog,
+    pub audit_on: bool,
+    /// Statements on tagged tables are refused (the audit cannot record them).
+    pub audit_down: bool,
+    /// While the audit is down, refuse untagged statements too.
+    pub audit_down_refuses_all: bool,
+}
+
+fn audit_refusal() -> Refusal {
+    Refusal {
+        sqlstate: "58030",
+        message: "pgveil cannot write its audit stream, so statements on tagged tables are refused until it recovers".into(),
+        hint: Some("the operator should check the audit directory (disk space, permissions); service resumes by itself".into()),
+    }
+}
+
+pub fn query_expect(
+    start: Instant,
+    plans: Option<Arc<Vec<StatementPlan>>>,
+    refusal: Option<Refusal>,
+    audit: Vec<StmtAudit>,
+) -> Expect {
+    Expect::Query {
+        start,
+        plans,
+        idx: 0,
+        refusal,
+        audit,
+        stmt_start: start,
+    }
 }
 
 impl Analyzer<'_> {
@@ -156,38 +194,55 @@ impl Analyzer<'_> {
         match frame[0] {
             b'Q' => {
                 let text = query_text(frame)?;
-                match self.analyse(text, tracker) {
+                let mut analysis = self.analyse(text, tracker);
+                if self.audit_down
+                    && (self.audit_down_refuses_all
+                        || matches!(analysis, Analysis::Rewritten { .. }))
+                {
+                    analysis = Analysis::Refused(audit_refusal());
+                }
+                match analysis {
                     Analysis::Passthrough => {
-                        expect.push_back(Expect::Query {
-                            start,
-                            plans: None,
-                            idx: 0,
-                            refusal: None,
-                        });
+                        let audit = if self.audit_on {
+                            super::audit::passthrough(text)
+                        } else {
+                            Vec::new()
+                        };
+                        expect.push_back(query_expect(start, None, None, audit));
                         Ok(Action::Forward)
                     }
                     Analysis::Rewritten { sql, statements } => {
                         for p in &statements {
                             remember_sql_prepare(tracker, p);
                         }
-                        expect.push_back(Expect::Query {
+                        let audit = if self.audit_on {
+                            statements
+                                .iter()
+                                .map(|p| {
+                                    super::audit::from_plan(p, self.policy, &self.catalog.roles)
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        expect.push_back(query_expect(
                             start,
-                            plans: Some(Arc::new(statements)),
-                            idx: 0,
-                            refusal: None,
-                        });
+                            Some(Arc::new(statements)),
+                            None,
+                            audit,
+                        ));
                         let mut out = BytesMut::with_capacity(sql.len() + 6);
                         put_query(&mut out, &sql);
                         Ok(Action::Replace(out))
                     }
                     Analysis::Refused(r) => {
                         let out = refused_query(&r);
-                        expect.push_back(Expect::Query {
-                            start,
-                            plans: None,
-                            idx: 0,
-                            refusal: Some(r),
-                        });
+                        let audit = if self.audit_on {
+                            vec![super::audit::refused(text, r.sqlstate)]
+                        } else {
+                            Vec::new()
+                        };
+                        expect.push_back(query_expect(start, None, Some(r), audit));
                         Ok(Action::Replace(out))
                     }
                 }
@@ -195,10 +250,30 @@ impl Analyzer<'_> {
             b'P' => {
                 let parse = decode_parse(frame)?;
                 let name = parse.name.clone().unwrap_or_default();
-                match self.analyse(&parse.query, tracker) {
+                let mut analysis = self.analyse(&parse.query, tracker);
+                if self.audit_down
+                    && (self.audit_down_refuses_all
+                        || matches!(analysis, Analysis::Rewritten { .. }))
+                {
+                    analysis = Analysis::Refused(audit_refusal());
+                }
+                match analysis {
                     Analysis::Passthrough => {
-                        tracker.stmts.insert(name, Arc::new(Stmt::default()));
-                        expect.push_back(Expect::Parse { refusal: None });
+                        let audit = self
+                            .audit_on
+                            .then(|| super::audit::passthrough(&parse.query).into_iter().next())
+                            .flatten();
+                        tracker.stmts.insert(
+                            name,
+                            Arc::new(Stmt {
+                                audit,
+                                ..Stmt::default()
+                            }),
+                        );
+                        expect.push_back(Expect::Parse {
+                            refusal: None,
+                            audit: None,
+                        });
                         Ok(Action::Forward)
                     }
                     Analysis::Rewritten {
@@ -207,6 +282,9 @@ impl Analyzer<'_> {
                     } if statements.len() == 1 => {
                         let plan = Arc::new(statements.remove(0));
                         let stmt = Arc::new(Stmt {
+                            audit: self.audit_on.then(|| {
+                                super::audit::from_plan(&plan, self.policy, &self.catalog.roles)
+                            }),
                             plan: Some(plan.clone()),
                             row: Mutex::new(None),
                         });
@@ -229,7 +307,10 @@ impl Analyzer<'_> {
                         // Describe still gets its values decrypted.
                         put_describe(&mut out, b'S', &name);
                         tracker.stmts.insert(name, stmt.clone());
-                        expect.push_back(Expect::Parse { refusal: None });
+                        expect.push_back(Expect::Parse {
+                            refusal: None,
+                            audit: None,
+                        });
                         expect.push_back(Expect::DescribeStmt {
                             stmt,
                             internal: true,
@@ -255,6 +336,21 @@ impl Analyzer<'_> {
                 let (portal, stmt_name) = bind_names(frame)?;
                 let stmt = tracker.stmts.get(stmt_name).cloned().unwrap_or_default();
                 let mut action = Action::Forward;
+                if self.audit_down && stmt.plan.is_some() {
+                    let r = audit_refusal();
+                    metrics().refused.with_label_values(&[r.sqlstate]).inc();
+                    let mut out = BytesMut::new();
+                    put_bind_to_missing(&mut out);
+                    let audit = stmt.audit.clone().map(|mut a| {
+                        a.refused = Some(r.sqlstate);
+                        a
+                    });
+                    expect.push_back(Expect::Parse {
+                        refusal: Some(r),
+                        audit,
+                    });
+                    return Ok(Action::Replace(out));
+                }
                 if let Some(plan) = &stmt.plan {
                     match rows::encrypt_bind(frame, &plan.params, self.policy) {
                         Ok(Some(out)) => action = Action::Replace(out),
@@ -270,7 +366,14 @@ impl Analyzer<'_> {
                             metrics().refused.with_label_values(&[r.sqlstate]).inc();
                             let mut out = BytesMut::new();
                             put_bind_to_missing(&mut out);
-                            expect.push_back(Expect::Parse { refusal: Some(r) });
+                            let audit = stmt.audit.clone().map(|mut a| {
+                                a.refused = Some(r.sqlstate);
+                                a
+                            });
+                            expect.push_back(Expect::Parse {
+                                refusal: Some(r),
+                                audit,
+                            });
                             return Ok(Action::Replace(out));
                         }
                     }
@@ -301,6 +404,7 @@ impl Analyzer<'_> {
                 let name = execute_portal(frame)?;
                 expect.push_back(Expect::Execute {
                     portal: tracker.portals.get(name).cloned(),
+                    start,
                 });
                 Ok(Action::Forward)
             }
@@ -335,7 +439,13 @@ impl Analyzer<'_> {
         let mut out = BytesMut::new();
         encode_parse(&new, &mut out)?;
         tracker.stmts.remove(parse.name.as_deref().unwrap_or(""));
-        expect.push_back(Expect::Parse { refusal: Some(r) });
+        let audit = self
+            .audit_on
+            .then(|| super::audit::refused(&parse.query, r.sqlstate));
+        expect.push_back(Expect::Parse {
+            refusal: Some(r),
+            audit,
+        });
         Ok(Action::Replace(out))
     }
 }

@@ -40,7 +40,7 @@ use crate::rules::model::{ColumnRule, LogicalType, RuleSet, TableName};
 use crate::schema::SchemaSnapshot;
 
 pub use fingerprint::fingerprint;
-pub use lex::{mentions_tagged, TaggedNames};
+pub use lex::{mentions_tagged, split_statements, TaggedNames};
 
 /// Supplies ciphertext for literals found in statements. Implemented by the
 /// crypto layer; a fake in tests.

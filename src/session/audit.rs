@@ -1,0 +1,182 @@
+//! The session's side of the audit stream: what each statement's record
+//! says, built from the analysis (never from values), and the durability
+//! each record needs before the statement's results may reach the client.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::audit::{
+    AuditRecordInput, ColumnAction as AuditAction, RecordKind, StatementKind as AuditKind,
+    TaggedColumn,
+};
+use crate::policy::Policy;
+use crate::rules::{Access, TableName};
+use crate::sql::{self, ColumnAction, StatementKind, StatementPlan};
+
+use super::SessionInfo;
+
+/// What one statement's audit record will say, minus its outcome.
+#[derive(Debug, Clone)]
+pub struct StmtAudit {
+    pub kind: AuditKind,
+    pub fingerprint: String,
+    pub tables: Vec<String>,
+    pub columns: Vec<TaggedColumn>,
+    /// Touches tagged tables: needs strict durability and a healthy audit.
+    pub tagged: bool,
+    /// Refused by pgveil with this SQLSTATE.
+    pub refused: Option<&'static str>,
+}
+
+fn kind_of(k: StatementKind) -> AuditKind {
+    match k {
+        StatementKind::Select => AuditKind::Select,
+        StatementKind::Insert => AuditKind::Insert,
+        StatementKind::Update => AuditKind::Update,
+        StatementKind::Delete => AuditKind::Delete,
+        StatementKind::Copy => AuditKind::Copy,
+        StatementKind::Ddl => AuditKind::Ddl,
+        StatementKind::Other => AuditKind::Other,
+    }
+}
+
+/// Statement kind from the first keyword, for statements pgveil did not parse.
+pub fn kind_from_text(sql: &str) -> AuditKind {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match first.as_str() {
+        "select" | "with" | "values" | "table" | "show" | "fetch" => AuditKind::Select,
+        "insert" => AuditKind::Insert,
+        "update" => AuditKind::Update,
+        "delete" => AuditKind::Delete,
+        "copy" => AuditKind::Copy,
+        "create" | "alter" | "drop" | "truncate" | "grant" | "revoke" | "comment" => AuditKind::Ddl,
+        _ => AuditKind::Other,
+    }
+}
+
+fn split_column(q: &str) -> Option<(TableName, &str)> {
+    let mut it = q.rsplitn(3, '.');
+    let col = it.next()?;
+    let table = it.next()?;
+    let schema = it.next()?;
+    Some((
+        TableName {
+            schema: schema.to_string(),
+            name: table.to_string(),
+        },
+        col,
+    ))
+}
+
+/// The record template of an analysed statement.
+pub fn from_plan(plan: &StatementPlan, policy: &Policy, roles: &[String]) -> StmtAudit {
+    let columns = plan
+        .columns
+        .iter()
+        .map(|c| {
+            let (action, mask) = match c.action {
+                ColumnAction::Plaintext => (AuditAction::Plaintext, None),
+                ColumnAction::Null => (AuditAction::Null, None),
+                ColumnAction::Denied => (AuditAction::Denied, None),
+                ColumnAction::EncryptedWrite => (AuditAction::EncryptedWrite, None),
+                ColumnAction::Match => (AuditAction::Matched, None),
+                ColumnAction::Masked => {
+                    let mask = split_column(&c.column)
+                        .and_then(|(t, col)| policy.rules.column(&t, col))
+                        .map(|r| r.access_for(roles.iter().map(String::as_str)))
+                        .and_then(|a| match a {
+                            Access::Mask(m) => Some(m.to_string()),
+                            _ => None,
+                        });
+                    (AuditAction::Masked, mask)
+                }
+            };
+            TaggedColumn {
+                column: c.column.clone(),
+                class: c.class.clone(),
+                action,
+                mask,
+            }
+        })
+        .collect();
+    StmtAudit {
+        kind: kind_of(plan.kind),
+        fingerprint: plan.fingerprint.clone(),
+        tables: plan.tables.iter().map(|t| t.to_string()).collect(),
+        tagged: !plan.tables.is_empty() || !plan.columns.is_empty(),
+        columns,
+        refused: None,
+    }
+}
+
+/// Record templates for a Query pgveil forwards without analysis.
+pub fn passthrough(sql_text: &str) -> Vec<StmtAudit> {
+    sql::split_statements(sql_text)
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| StmtAudit {
+            kind: kind_from_text(s),
+            fingerprint: sql::fingerprint(s),
+            tables: Vec::new(),
+            columns: Vec::new(),
+            tagged: false,
+            refused: None,
+        })
+        .collect()
+}
+
+/// The record of a refused statement.
+pub fn refused(sql_text: &str, sqlstate: &'static str) -> StmtAudit {
+    StmtAudit {
+        kind: kind_from_text(sql_text),
+        fingerprint: sql::fingerprint(sql_text),
+        tables: Vec::new(),
+        columns: Vec::new(),
+        tagged: true,
+        refused: Some(sqlstate),
+    }
+}
+
+/// Per-session facts every record carries.
+#[derive(Debug, Clone)]
+pub struct RecordCtx {
+    pub info: SessionInfo,
+    pub roles: Arc<Vec<String>>,
+}
+
+impl RecordCtx {
+    pub fn record(
+        &self,
+        a: &StmtAudit,
+        outcome: &str,
+        rows: u64,
+        started: Instant,
+        rules_version: &str,
+    ) -> AuditRecordInput {
+        let mut r = AuditRecordInput::new(RecordKind::Statement, SystemTime::now());
+        self.fill(&mut r);
+        r.statement_kind = Some(a.kind);
+        r.fingerprint = Some(a.fingerprint.clone());
+        r.tables = a.tables.clone();
+        r.columns = a.columns.clone();
+        r.rows = rows;
+        r.duration_us = started.elapsed().as_micros() as u64;
+        r.outcome = outcome.to_string();
+        r.rules_version = Some(rules_version.to_string());
+        r
+    }
+
+    pub fn fill(&self, r: &mut AuditRecordInput) {
+        r.session_id = Some(self.info.id.to_string());
+        r.client_addr = self.info.peer.map(|p| p.to_string());
+        r.login_role = Some(self.info.user.clone());
+        r.effective_roles = self.roles.as_ref().clone();
+        r.database = Some(self.info.database.clone());
+        r.application_name = Some(self.info.application_name.clone());
+    }
+}
