@@ -47,7 +47,7 @@ pub async fn check_live(
     if let Ok(p) = std::env::var("PGPASSWORD") {
         cfg.password(p);
     }
-    cfg.dbname(&std::env::var("PGDATABASE").unwrap_or(user));
+    cfg.dbname(std::env::var("PGDATABASE").unwrap_or(user));
     let (client, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(conn);
 

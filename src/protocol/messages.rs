@@ -36,7 +36,7 @@ fn encode<M: Message>(m: &M, out: &mut BytesMut, what: &'static str) -> Result<(
 pub fn query_text(frame: &[u8]) -> Result<&str, ProtocolError> {
     let body = frame.get(5..).ok_or(ProtocolError::Malformed("Query"))?;
     match take_cstr(body) {
-        Some((s, rest)) if rest.is_empty() => Ok(s),
+        Some((s, [])) => Ok(s),
         _ => Err(ProtocolError::Malformed("Query")),
     }
 }
@@ -93,7 +93,7 @@ pub fn describe_or_close(frame: &[u8]) -> Result<(u8, &str), ProtocolError> {
         return Err(ProtocolError::Malformed("Describe/Close"));
     }
     match take_cstr(&frame[6..]) {
-        Some((name, rest)) if rest.is_empty() => Ok((kind, name)),
+        Some((name, [])) => Ok((kind, name)),
         _ => Err(ProtocolError::Malformed("Describe/Close")),
     }
 }

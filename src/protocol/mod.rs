@@ -354,7 +354,7 @@ mod tests {
             Err(ProtocolError::TooLarge { .. })
         ));
         assert_eq!(
-            next_frame(&[b'!'], Direction::Frontend, CAP),
+            next_frame(b"!", Direction::Frontend, CAP),
             Err(ProtocolError::UnknownTag { tag: b'!' })
         );
         // 'T' is a backend message; a client may not send it.

@@ -220,7 +220,7 @@ fn tagged_frame(
                         fwd(rewritten)
                     }
                 }
-                Some(Expect::DescribePortal { .. }) => {
+                Some(Expect::DescribePortal) => {
                     st.expect.pop_front();
                     fwd(rewritten)
                 }
@@ -241,7 +241,7 @@ fn tagged_frame(
                     BAction::Forward
                 }
             }
-            Some(Expect::DescribePortal { .. }) => {
+            Some(Expect::DescribePortal) => {
                 st.expect.pop_front();
                 BAction::Forward
             }

@@ -79,10 +79,6 @@ impl Assembler {
         self.copied_to = end;
     }
 
-    pub fn insert(&mut self, buf: &[u8], at: usize, with: &[u8]) {
-        self.replace(buf, at, at, with);
-    }
-
     /// The bytes to write for `buf[..end]`, consuming them from `buf`.
     pub fn finish(mut self, buf: &mut BytesMut, end: usize) -> BytesMut {
         let chunk = buf.split_to(end);

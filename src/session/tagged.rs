@@ -77,9 +77,7 @@ pub enum Expect {
         internal: bool,
         seen_params: bool,
     },
-    DescribePortal {
-        portal: Option<Arc<Portal>>,
-    },
+    DescribePortal,
     Execute {
         portal: Option<Arc<Portal>>,
         start: Instant,
@@ -394,9 +392,7 @@ impl Analyzer<'_> {
                         seen_params: false,
                     });
                 } else {
-                    expect.push_back(Expect::DescribePortal {
-                        portal: tracker.portals.get(name).cloned(),
-                    });
+                    expect.push_back(Expect::DescribePortal);
                 }
                 Ok(Action::Forward)
             }
