@@ -464,3 +464,29 @@ async fn copy_in_and_out_round_trips_10000_rows() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn table_recreated_through_the_proxy_is_picked_up() {
+    let env = setup("enc_ddl");
+    cluster().sql(&env.db, "ALTER TABLE customers OWNER TO admin");
+    let c = as_role(&env, ADMIN).await;
+    insert_alice(&c).await;
+    // DDL through the proxy in this session: the new table has a new OID, which
+    // the session's catalog snapshot must learn before the next statement.
+    c.batch_execute(
+        "DROP TABLE customers; CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
+         email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea)",
+    )
+    .await
+    .unwrap();
+    insert_alice(&c).await;
+    let row = c.query_one("SELECT email, ssn FROM customers", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ALICE.0);
+    assert_eq!(row.get::<_, String>(1), ALICE.1);
+    // Another, already open session sees the change too.
+    let other = as_role(&env, ADMIN).await;
+    other.batch_execute("SELECT 1").await.unwrap();
+    c.batch_execute("ALTER TABLE customers ADD COLUMN note text").await.unwrap();
+    let row = other.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), ALICE.0);
+}

@@ -319,6 +319,45 @@ pub fn error_code(frame: &[u8]) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// Rebuilds an ErrorResponse/NoticeResponse without the fields that can echo
+/// row values (detail, hint, context, internal query). For data exceptions
+/// (class 22) and constraint violations (class 23), whose primary message
+/// itself quotes the offending value (`invalid input syntax for type
+/// integer: "123-45-6789"`), the message is replaced by a fixed one; the
+/// SQLSTATE, severity and object names survive.
+pub fn scrub_error(frame: &[u8]) -> BytesMut {
+    let tag = frame.first().copied().unwrap_or(b'E');
+    let fields = error_fields(frame.get(5..).unwrap_or_default());
+    let code = fields
+        .iter()
+        .find(|(c, _)| *c == b'C')
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let echoes = code.starts_with("22") || code.starts_with("23");
+    let mut out = BytesMut::new();
+    out.put_u8(tag);
+    out.put_i32(0);
+    for (c, v) in fields {
+        match c {
+            b'D' | b'H' | b'W' | b'q' | b'p' | b'P' => continue,
+            b'M' if echoes => {
+                out.put_u8(c);
+                put_cstr(
+                    &mut out,
+                    "a value was rejected by the database (details hidden by pgveil for this role)",
+                );
+            }
+            _ => {
+                out.put_u8(c);
+                put_cstr(&mut out, &v);
+            }
+        }
+    }
+    out.put_u8(0);
+    patch_len(&mut out, 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +427,37 @@ mod tests {
         ));
         assert!(startup_len((-5i32).to_be_bytes()).is_err());
         assert!(startup_len(100_000i32.to_be_bytes()).is_err());
+    }
+
+    #[test]
+    fn scrubbing_drops_value_bearing_fields() {
+        let mut b = BytesMut::new();
+        b.put_u8(b'E');
+        b.put_i32(0);
+        for (k, v) in [
+            (b'S', "ERROR"),
+            (b'C', "22P02"),
+            (
+                b'M',
+                "invalid input syntax for type integer: \"123-45-6789\"",
+            ),
+            (b'D', "Key (ssn)=(123-45-6789) already exists."),
+            (b'W', "SQL function f: 123-45-6789"),
+            (b't', "customers"),
+        ] {
+            b.put_u8(k);
+            put_cstr(&mut b, v);
+        }
+        b.put_u8(0);
+        patch_len(&mut b, 0);
+        let s = scrub_error(&b);
+        assert!(
+            !s.windows(4).any(|w| w == b"6789"),
+            "value survived scrubbing"
+        );
+        assert_eq!(error_code(&s).as_deref(), Some("22P02"));
+        assert!(error_fields(&s[5..]).contains(&(b't', "customers".into())));
+        assert_eq!(next_frame(&s, Direction::Backend, CAP), Ok(Some(s.len())));
     }
 
     #[test]

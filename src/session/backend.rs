@@ -99,6 +99,8 @@ fn current_plan(head: Option<&Expect>) -> Option<Arc<crate::sql::StatementPlan>>
 
 /// Audit records produced while handling one batch.
 pub(super) struct Records<'a> {
+    /// The session is restricted: scrub server errors and notices.
+    pub restricted: bool,
     pub rec: Option<&'a RecordCtx>,
     pub rules_version: &'a str,
     pub strict: bool,
@@ -345,9 +347,11 @@ fn tagged_frame(
             }
             match refusal {
                 Some(r) => BAction::Replace(refusal_error(&r)),
+                None if recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
                 None => BAction::Forward,
             }
         }
+        b'N' if recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
         _ => BAction::Forward,
     }
 }
@@ -380,7 +384,12 @@ pub(super) async fn backend(
         let mut asm = Assembler::new();
         let policy = shared.policy.load();
         let tracked = ctx.tracked(&policy);
+        let restricted = tracked && {
+            let st = lock(state);
+            crate::sql::is_restricted(&policy.rules, &st.catalog.roles)
+        };
         let mut recs = Records {
+            restricted,
             rec: ctx.rec.as_ref(),
             rules_version: &policy.rules.version,
             strict,
@@ -394,11 +403,42 @@ pub(super) async fn backend(
                 .map_err(|_| SessionError::UpstreamLost)?
             {
                 let tag = buf[pos];
+                if let Some(Expect::Internal {
+                    tx,
+                    results,
+                    failed,
+                }) = st.expect.front_mut()
+                {
+                    // pgveil's own catalog query: consume, never forward.
+                    match tag {
+                        b'D' => {
+                            if let Some(last) = results.last_mut() {
+                                last.push(rows::text_row(&buf[pos..pos + n]));
+                            }
+                        }
+                        b'C' => results.push(Vec::new()),
+                        b'E' => *failed = true,
+                        b'Z' => {
+                            let cat = super::startup::catalog_from_results(results, *failed);
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(cat);
+                            }
+                            st.expect.pop_front();
+                            st.txn_status = ready_status(&buf[pos..pos + n]);
+                            st.idle = st.expect.is_empty() && st.txn_status == b'I';
+                        }
+                        _ => {}
+                    }
+                    asm.replace(&buf, pos, pos + n, &[]);
+                    pos += n;
+                    continue;
+                }
                 if tag == b'E' {
                     st.head_failed = true;
                 }
                 if tracked {
-                    match tagged_frame(&buf[pos..pos + n], st, &policy, &ctx.catalog, &mut recs) {
+                    let catalog = st.catalog.clone();
+                    match tagged_frame(&buf[pos..pos + n], st, &policy, &catalog, &mut recs) {
                         BAction::Forward => {}
                         BAction::Replace(new) => asm.replace(&buf, pos, pos + n, &new),
                         BAction::Drop => asm.replace(&buf, pos, pos + n, &[]),
@@ -444,6 +484,13 @@ pub(super) async fn backend(
                         }
                     }
                     st.tracker.row = None;
+                    st.txn_status = status;
+                    if st.ddl_pending {
+                        shared
+                            .ddl_epoch
+                            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        st.ddl_pending = status != b'I';
+                    }
                     st.idle = st.expect.is_empty() && status == b'I';
                 }
                 pos += n;

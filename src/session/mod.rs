@@ -49,6 +49,9 @@ pub struct Shared {
     pub audit: Option<crate::audit::Audit>,
     /// Refuse statements on untagged tables too while the audit is down.
     pub audit_required_for_untagged: bool,
+    /// Bumped after DDL through any session: catalog snapshots read before
+    /// it are stale.
+    pub ddl_epoch: AtomicU64,
     next_session: AtomicU64,
 }
 
@@ -68,6 +71,7 @@ impl Shared {
             draining,
             policy,
             audit_required_for_untagged: config.audit_required_for_untagged,
+            ddl_epoch: AtomicU64::new(0),
             audit,
             config,
             next_session: AtomicU64::new(1),
@@ -114,9 +118,6 @@ impl SessionError {
 
 /// What a session knows after authentication, fixed for its lifetime.
 pub struct SessionCtx {
-    pub catalog: tagged::Catalog,
-    /// False when rules appeared after the session connected.
-    pub catalog_loaded: bool,
     pub rec: Option<audit::RecordCtx>,
 }
 
@@ -230,18 +231,22 @@ async fn run(
         "ok",
     );
     tracing::debug!(session = id, user = %info.user, database = %info.database, "authenticated");
-    let catalog_loaded = key.catalog.is_some();
-    let catalog = key.catalog.unwrap_or_default();
     let rec = shared.audit.as_ref().map(|_| audit::RecordCtx {
         info: info.clone(),
-        roles: Arc::new(catalog.roles.clone()),
+        roles: Arc::new(
+            key.catalog
+                .as_ref()
+                .map(|c| c.roles.clone())
+                .unwrap_or_default(),
+        ),
     });
-    let ctx = SessionCtx {
-        catalog,
-        catalog_loaded,
-        rec,
+    let ctx = SessionCtx { rec };
+    let initial = relay::InitialCatalog {
+        loaded: key.catalog.is_some(),
+        catalog: key.catalog,
+        epoch: key.epoch,
     };
-    let result = relay::run(client, server, key.leftover, &ctx, shared).await;
+    let result = relay::run(client, server, key.leftover, &ctx, initial, shared).await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);
     }

@@ -12,14 +12,14 @@
 //! push/pop per statement and a few atomic counters.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::backend::backend;
-use super::tagged::{query_expect, Action, Analyzer, Expect, Tracker};
+use super::tagged::{query_expect, Action, Analyzer, Catalog, Expect, Tracker};
 use super::{SessionCtx, SessionError, Shared};
 use crate::metrics::metrics;
 use crate::net::Stream;
@@ -35,6 +35,16 @@ pub(super) struct State {
     pub tracker: Tracker,
     /// A COPY in flight whose rows pgveil transforms.
     pub copy: Option<super::copy::CopyStream>,
+    /// Roles and schema snapshot; replaced when it goes stale.
+    pub catalog: Arc<Catalog>,
+    pub catalog_loaded: bool,
+    /// The DDL epoch and rules version the catalog was read at.
+    pub catalog_epoch: u64,
+    pub catalog_version: String,
+    /// Transaction status of the last ReadyForQuery.
+    pub txn_status: u8,
+    /// DDL went through this session; bump the epoch when it settles.
+    pub ddl_pending: bool,
 }
 
 /// Reads from a socket into the buffer, growing it as needed.
@@ -95,12 +105,19 @@ pub(super) async fn run(
     server: Stream,
     leftover: (BytesMut, BytesMut),
     ctx: &SessionCtx,
+    initial: InitialCatalog,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = tokio::io::split(server);
+    let policy = shared.policy.load();
     let state = Mutex::new(State {
         idle: true,
+        catalog: Arc::new(initial.catalog.unwrap_or_default()),
+        catalog_loaded: initial.loaded,
+        catalog_epoch: initial.epoch,
+        catalog_version: policy.rules.version.clone(),
+        txn_status: b'I',
         ..State::default()
     });
     let (cbuf, sbuf) = leftover;
@@ -185,6 +202,65 @@ pub(super) async fn run(
     }
 }
 
+/// The catalog read during authentication.
+pub(super) struct InitialCatalog {
+    pub catalog: Option<Catalog>,
+    pub loaded: bool,
+    pub epoch: u64,
+}
+
+/// Whether the session's catalog snapshot must be re-read before the next
+/// statement: DDL ran somewhere through pgveil, the rules changed, or rules
+/// appeared after the session started. Only checked between statements,
+/// with nothing in flight, so pgveil's own query never interleaves with the
+/// client's.
+fn catalog_stale(st: &State, policy: &crate::policy::Policy, shared: &Shared) -> bool {
+    !policy.is_empty()
+        && st.expect.is_empty()
+        && st.txn_status != b'E'
+        && (!st.catalog_loaded
+            || st.catalog_version != policy.rules.version
+            || st.catalog_epoch != shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire))
+}
+
+async fn refresh_catalog(
+    sw: &mut WriteHalf<Stream>,
+    state: &Mutex<State>,
+    policy: &crate::policy::Policy,
+    shared: &Shared,
+) -> Result<(), SessionError> {
+    let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let mut st = lock(state);
+        st.expect.push_back(Expect::Internal {
+            tx: Some(tx),
+            results: vec![Vec::new()],
+            failed: false,
+        });
+        st.idle = false;
+    }
+    let mut q = BytesMut::new();
+    crate::protocol::messages::put_query(&mut q, &super::startup::catalog_sql(policy));
+    sw.write_all(&q)
+        .await
+        .map_err(|_| SessionError::UpstreamLost)?;
+    sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
+    let fresh = rx.await.ok().flatten();
+    let mut st = lock(state);
+    match fresh {
+        Some(c) => {
+            st.catalog = Arc::new(c);
+            st.catalog_loaded = true;
+            st.catalog_epoch = epoch;
+            st.catalog_version = policy.rules.version.clone();
+            tracing::debug!("session catalog refreshed");
+        }
+        None => tracing::warn!("could not refresh the session catalog; keeping the previous one"),
+    }
+    Ok(())
+}
+
 /// Client → server.
 async fn frontend(
     cr: &mut ReadHalf<Stream>,
@@ -205,6 +281,13 @@ async fn frontend(
         let policy = shared.policy.load();
         let tagged = ctx.tracked(&policy);
         let audit_down = shared.audit.as_ref().is_some_and(|a| !a.is_healthy());
+        let stale = tagged
+            && batch_start.is_none()
+            && !buf.is_empty()
+            && catalog_stale(&lock(state), &policy, shared);
+        if stale {
+            refresh_catalog(sw, state, &policy, shared).await?;
+        }
         let mut asm = Assembler::new();
         {
             let mut st = lock(state);
@@ -243,10 +326,14 @@ async fn frontend(
                         asm.replace(&buf, pos, pos + n, &new);
                     }
                 } else if tagged {
-                    if ctx.catalog_loaded || policy.is_empty() {
+                    if matches!(tag, b'Q' | b'P') && is_ddl(frame) {
+                        st.ddl_pending = true;
+                    }
+                    if st.catalog_loaded || policy.is_empty() {
+                        let catalog = st.catalog.clone();
                         let an = Analyzer {
                             policy: &policy,
-                            catalog: &ctx.catalog,
+                            catalog: &catalog,
                             audit_on: ctx.rec.is_some(),
                             audit_down,
                             audit_down_refuses_all: shared.audit_required_for_untagged,
@@ -322,4 +409,24 @@ fn copy_frontend(st: &mut State, frame: &[u8], policy: &crate::policy::Policy) -
         out = copy_fail(&r.message);
     }
     Some(out)
+}
+
+/// Statements that can change the catalog pgveil relies on.
+fn is_ddl(frame: &[u8]) -> bool {
+    let text = if frame[0] == b'Q' {
+        crate::protocol::messages::query_text(frame).ok()
+    } else {
+        frame
+            .get(5..)
+            .and_then(crate::protocol::take_cstr)
+            .and_then(|(_, r)| crate::protocol::take_cstr(r))
+            .map(|(q, _)| q)
+    };
+    let Some(text) = text else { return false };
+    crate::sql::split_statements(text).iter().any(|s| {
+        matches!(
+            super::audit::kind_from_text(s),
+            crate::audit::StatementKind::Ddl
+        )
+    })
 }

@@ -265,6 +265,8 @@ pub(super) struct Authenticated {
     pub backend_key: Option<(i32, Vec<u8>)>,
     /// Roles and schema snapshot, read when rules exist.
     pub catalog: Option<Catalog>,
+    /// The DDL epoch before the catalog was read.
+    pub epoch: u64,
     /// Bytes already read from (client, server) beyond the last auth frame.
     pub leftover: (BytesMut, BytesMut),
 }
@@ -333,6 +335,7 @@ pub(super) async fn relay_auth(
             }
             b'Z' => {
                 let policy = shared.policy.load();
+                let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
                 let catalog = if policy.is_empty() {
                     None
                 } else {
@@ -342,6 +345,7 @@ pub(super) async fn relay_auth(
                 client.flush().await?;
                 return Ok(Authenticated {
                     catalog,
+                    epoch,
                     backend_key,
                     leftover: (cbuf, sbuf),
                 });
@@ -369,13 +373,8 @@ pub(super) async fn load_catalog(
     policy: &crate::policy::Policy,
     cap: usize,
 ) -> Result<Catalog, SessionError> {
-    let sql = format!(
-        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{}",
-        SEARCH_PATH_QUERY,
-        catalog_query(policy.rules.tables())
-    );
     let mut q = BytesMut::new();
-    put_query(&mut q, &sql);
+    put_query(&mut q, &catalog_sql(policy));
     server
         .write_all(&q)
         .await
@@ -400,11 +399,30 @@ pub(super) async fn load_catalog(
             _ => {}
         }
     }
+    Ok(catalog_from_results(&results, failed).unwrap_or_else(|| {
+        tracing::warn!("could not read the catalog for this session");
+        Catalog::default()
+    }))
+}
+
+/// The catalog query: the session's effective roles (login role plus every
+/// role it is a member of, directly or not), its search_path, and the
+/// catalog entries of the tagged tables.
+pub(super) fn catalog_sql(policy: &crate::policy::Policy) -> String {
+    format!(
+        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{}",
+        SEARCH_PATH_QUERY,
+        catalog_query(policy.rules.tables())
+    )
+}
+
+/// Builds the catalog from the three result sets of [`catalog_sql`].
+pub(super) fn catalog_from_results(
+    results: &[Vec<Vec<Option<String>>>],
+    failed: bool,
+) -> Option<Catalog> {
     if failed || results.len() < 3 {
-        tracing::warn!(
-            "could not read the catalog for this session; tagged tables will be refused"
-        );
-        return Ok(Catalog::default());
+        return None;
     }
     let roles = results[0]
         .iter()
@@ -415,7 +433,7 @@ pub(super) async fn load_catalog(
         .and_then(|r| r.first().cloned().flatten())
         .unwrap_or_default();
     let schema = from_catalog_rows(&sp, &results[2]);
-    Ok(Catalog {
+    Some(Catalog {
         roles,
         schema: std::sync::Arc::new(schema),
     })

@@ -87,6 +87,12 @@ pub enum Expect {
         start: Instant,
         executes: u32,
     },
+    /// pgveil's own catalog query; its replies never reach the client.
+    Internal {
+        tx: Option<tokio::sync::oneshot::Sender<Option<Catalog>>>,
+        results: Vec<Vec<Vec<Option<String>>>>,
+        failed: bool,
+    },
 }
 
 impl Expect {
@@ -94,7 +100,10 @@ impl Expect {
     pub fn is_sync_point(&self) -> bool {
         matches!(
             self,
-            Expect::Query { .. } | Expect::Sync { .. } | Expect::FunctionCall { .. }
+            Expect::Query { .. }
+                | Expect::Sync { .. }
+                | Expect::FunctionCall { .. }
+                | Expect::Internal { .. }
         )
     }
 }
@@ -167,9 +176,21 @@ pub fn query_expect(
 
 impl Analyzer<'_> {
     fn analyse(&self, sql_text: &str, tracker: &Tracker) -> Analysis {
-        if !sql::mentions_tagged(&self.policy.names, sql_text) {
+        if self.policy.is_empty() {
             return Analysis::Passthrough;
         }
+        // A restricted session has every statement analysed: a statement that
+        // names no tagged table can still reach one (functions, views, DO).
+        let restricted = sql::is_restricted(&self.policy.rules, &self.catalog.roles);
+        if !restricted && !sql::mentions_tagged(&self.policy.names, sql_text) {
+            return Analysis::Passthrough;
+        }
+        let crypto = self.policy.crypto.as_ref();
+        let hash_key_hex = |r: &crate::rules::ColumnRule| {
+            crypto
+                .and_then(|c| c.hash_key(&r.table, &r.name))
+                .map(|k| hex::encode(k.material()))
+        };
         let ctx = sql::Context {
             rules: &self.policy.rules,
             schema: Some(&self.catalog.schema),
@@ -177,6 +198,8 @@ impl Analyzer<'_> {
             encryptor: self.policy,
             canonicalize: &canonicalize,
             sql_prepared: Some(&tracker.sql_prepared),
+            restricted,
+            hash_key_hex: &hash_key_hex,
         };
         sql::analyse(sql_text, &ctx)
     }
@@ -415,6 +438,19 @@ impl Analyzer<'_> {
                 Ok(Action::Forward)
             }
             b'F' => {
+                if !self.policy.is_empty()
+                    && sql::is_restricted(&self.policy.rules, &self.catalog.roles)
+                {
+                    // FunctionCall bypasses SQL entirely: nothing to analyse.
+                    let r = Refusal {
+                        sqlstate: "42501",
+                        message: "pgveil: the FunctionCall protocol message is not allowed for roles with restricted access to tagged columns".into(),
+                        hint: Some("call the function from a SQL statement instead".into()),
+                    };
+                    let out = refused_query(&r);
+                    expect.push_back(query_expect(start, None, Some(r), Vec::new()));
+                    return Ok(Action::Replace(out));
+                }
                 expect.push_back(Expect::FunctionCall { start });
                 Ok(Action::Forward)
             }
