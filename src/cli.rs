@@ -1,5 +1,5 @@
 //! Command-line helpers that talk to a database directly (not through the
-//! proxy): the live half of `pgveil check`.
+//! proxy): the live half of `pgveil check`, and `pgveil explain`.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use crate::crypto::{looks_like_ciphertext, CryptoSnapshot, Keyring};
 use crate::rules::{
     check_against_schema, summarize_samples, Diagnostic, RuleSet, SampleFinding, SampleOutcome,
 };
-use crate::schema::{catalog_query, from_catalog_rows, SEARCH_PATH_QUERY};
+use crate::schema::{catalog_query, from_catalog_rows, SchemaSnapshot, SEARCH_PATH_QUERY};
 
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -22,6 +22,8 @@ pub enum CliError {
     Keyring(#[from] crate::crypto::KeyringError),
     #[error("crypto: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// How many stored values per encrypted column `check` samples.
@@ -31,14 +33,9 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Checks rules against a live database: existence and types from the
-/// catalog, then a sample of each encrypted column. Only counts are ever
-/// reported, never a value.
-pub async fn check_live(
-    rules: &RuleSet,
-    url: &str,
-    keyring: Option<&Path>,
-) -> Result<Vec<Diagnostic>, CliError> {
+/// Connects with the usual PG environment variables (PGUSER, PGPASSWORD,
+/// PGDATABASE); the URL gives only host and port.
+async fn connect(url: &str) -> Result<tokio_postgres::Client, CliError> {
     let up = crate::config::Upstream::parse(url).map_err(CliError::Upstream)?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&up.host).port(up.port);
@@ -50,7 +47,13 @@ pub async fn check_live(
     cfg.dbname(std::env::var("PGDATABASE").unwrap_or(user));
     let (client, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(conn);
+    Ok(client)
+}
 
+async fn load_schema(
+    client: &tokio_postgres::Client,
+    rules: &RuleSet,
+) -> Result<SchemaSnapshot, CliError> {
     let sp: String = client.query_one(SEARCH_PATH_QUERY, &[]).await?.get(0);
     let rows = client.simple_query(&catalog_query(rules.tables())).await?;
     let text_rows: Vec<Vec<Option<String>>> = rows
@@ -62,7 +65,19 @@ pub async fn check_live(
             _ => None,
         })
         .collect();
-    let schema = from_catalog_rows(&sp, &text_rows);
+    Ok(from_catalog_rows(&sp, &text_rows))
+}
+
+/// Checks rules against a live database: existence and types from the
+/// catalog, then a sample of each encrypted column. Only counts are ever
+/// reported, never a value.
+pub async fn check_live(
+    rules: &RuleSet,
+    url: &str,
+    keyring: Option<&Path>,
+) -> Result<Vec<Diagnostic>, CliError> {
+    let client = connect(url).await?;
+    let schema = load_schema(&client, rules).await?;
     let mut diags = check_against_schema(rules, &schema);
     if !diags.is_empty() {
         return Ok(diags);
@@ -100,4 +115,57 @@ pub async fn check_live(
     }
     diags.extend(summarize_samples(rules, &findings));
     Ok(diags)
+}
+
+/// `pgveil explain`: the decision the proxy would take for `role`, from the
+/// rules alone or (with `url`) with the live schema and role memberships.
+pub async fn explain(
+    rules: RuleSet,
+    role: &str,
+    sql: &str,
+    url: Option<&str>,
+    keyring: Option<&Path>,
+) -> Result<String, CliError> {
+    let mut roles = vec![role.to_string()];
+    let mut schema = None;
+    if let Some(url) = url {
+        let client = connect(url).await?;
+        schema = Some(load_schema(&client, &rules).await?);
+        let rows = client
+            .query(
+                "SELECT r.rolname::text FROM pg_catalog.pg_roles r \
+                 WHERE pg_catalog.pg_has_role($1::text::name, r.oid, 'MEMBER')",
+                &[&role],
+            )
+            .await?;
+        let members: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !members.is_empty() {
+            roles = members;
+        }
+    }
+    // Ciphertexts are shown as placeholders, so a throwaway keyring serves
+    // when none is given.
+    let ring = match keyring {
+        Some(p) => Keyring::load_file(p)?,
+        None => Keyring::generate()?,
+    };
+    let policy = crate::policy::Policy::build(rules, Some(&ring))
+        .map_err(|e| CliError::Policy(e.to_string()))?;
+    let crypto = policy.crypto.as_ref();
+    let hash_key_hex = |r: &crate::rules::ColumnRule| {
+        crypto
+            .and_then(|c| c.hash_key(&r.table, &r.name))
+            .map(|k| hex::encode(k.material()))
+    };
+    let ctx = crate::sql::Context {
+        rules: &policy.rules,
+        schema: schema.as_ref(),
+        roles: &roles,
+        encryptor: &policy,
+        canonicalize: &crate::policy::canonicalize,
+        sql_prepared: None,
+        restricted: crate::sql::is_restricted(&policy.rules, &roles),
+        hash_key_hex: &hash_key_hex,
+    };
+    Ok(crate::sql::explain(sql, &ctx))
 }

@@ -33,6 +33,9 @@ enum Command {
     Check(CheckArgs),
     /// Create a keyring file, or rotate one (new active key; old keys kept for decryption).
     Keygen(KeygenArgs),
+    /// Show what pgveil would do with a statement for a role: the decision per tagged
+    /// column, the statement as it would be forwarded, or why it is refused.
+    Explain(ExplainArgs),
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -50,6 +53,25 @@ struct CheckArgs {
     /// Keyring used to test-decrypt sampled values (with --upstream).
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Directory of rule files (*.toml).
+    #[arg(long, value_name = "DIR")]
+    rules: PathBuf,
+    /// The database role to judge the statement for.
+    #[arg(long, value_name = "ROLE")]
+    role: String,
+    /// Also read the live schema and the role's memberships from this database
+    /// (credentials from PGUSER, PGPASSWORD, PGDATABASE). Without it, only the rules are used.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Keyring to encrypt literals with (ciphertexts are shown as placeholders either way).
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<PathBuf>,
+    /// The SQL statement(s).
+    sql: String,
 }
 
 #[derive(Args)]
@@ -288,6 +310,28 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn explain(a: ExplainArgs) -> Result<ExitCode> {
+    let rules = match pgveil::rules::load_dir(&a.rules) {
+        Ok(r) => r,
+        Err(diags) => {
+            eprint!("{}", pgveil::rules::render_report(&diags));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(pgveil::cli::explain(
+        rules,
+        &a.role,
+        &a.sql,
+        a.upstream.as_deref(),
+        a.keyring.as_deref(),
+    ))?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     use pgveil::crypto::Keyring;
     if let Some(out) = a.out {
@@ -386,6 +430,7 @@ fn main() -> Result<ExitCode> {
         Command::Serve(a) => serve(a).map(|()| ExitCode::SUCCESS),
         Command::Check(a) => check(a),
         Command::Keygen(a) => keygen(a),
+        Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
     }
 }
