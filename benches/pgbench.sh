@@ -57,96 +57,10 @@ if [ "$BOUNCER" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then
     BOUNCER=0
 fi
 
-# --- binaries --------------------------------------------------------------------------
-if [ -n "${PGVEIL_PG_BIN:-}" ]; then
-    PGBIN=$PGVEIL_PG_BIN
-else
-    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    [ -x "$PGBIN/initdb" ] || PGBIN=$(pg_config --bindir)
-fi
-PGBENCH="$PGBIN/pgbench"
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
-
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [ "$BUILD" = 1 ]; then
-    echo "building pgveil (release)..." >&2
-    cargo build --release --bin pgveil >&2
-fi
-[ -n "$PGVEIL" ] || PGVEIL="$TARGET_DIR/release/pgveil"
-[ -x "$PGVEIL" ] || { echo "no $PGVEIL; drop --no-build" >&2; exit 1; }
-
-# --- helpers ---------------------------------------------------------------------------
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
-    done
-}
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2
-    return 1
-}
-if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || { echo "no postgres OS user; apt-get install postgresql" >&2; exit 1; }
-    AS_PG=(runuser -u postgres --)
-else
-    AS_PG=()
-fi
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-HZ=$(getconf CLK_TCK)
-
-WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
-PGDATA="$WORK/data"
-PGPORT=$(free_port)
-PROXY_PORT=$(free_port)
-BOUNCER_PORT=$(free_port)
-PASSWORD="bench-$RANDOM$RANDOM"
-PROXY_PID=""
-BOUNCER_PID=""
-
-cleanup() {
-    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
-    [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
-    "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" stop -m fast -w >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-# --- PostgreSQL ------------------------------------------------------------------------
-echo "$PASSWORD" >"$WORK/pw"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pw"
-(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C -N \
-    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$WORK/pw" >/dev/null)
-cat >>"$PGDATA/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$WORK'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = 256MB
-max_connections = 100
-CONF
-(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w start >/dev/null)
-export PGPASSWORD="$PASSWORD" PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1
-unset PGSSLMODE PGSERVICE PGOPTIONS
-echo "initializing pgbench scale $SCALE..." >&2
-"$PGBENCH" -i -q -s "$SCALE" -p "$PGPORT" >/dev/null 2>&1
+. benches/lib.sh
 
 # --- pgveil ----------------------------------------------------------------------------
-PGVEIL_LOG=warn "$PGVEIL" serve --listen "127.0.0.1:$PROXY_PORT" \
-    --upstream "postgres://127.0.0.1:$PGPORT?sslmode=disable" \
-    --metrics-listen "127.0.0.1:$(free_port)" >"$WORK/pgveil.log" 2>&1 &
-PROXY_PID=$!
-wait_port "$PROXY_PORT"
+start_pgveil "$PROXY_PORT"
 
 # --- pgbouncer (optional) --------------------------------------------------------------
 if [ "$BOUNCER" = 1 ]; then
@@ -185,19 +99,10 @@ for round in $(seq 1 "$ROUNDS"); do
                 pgveil) port=$PROXY_PORT ;;
                 pgbouncer) port=$BOUNCER_PORT ;;
             esac
-            [ "$target" = pgveil ] && before=$(cpu_ticks "$PROXY_PID")
-            out=$("$PGBENCH" -n -S -M "$mode" -c "$CLIENTS" -j 2 -T "$DURATION" -p "$port" 2>&1) || {
-                echo "$out" >&2
-                exit 1
-            }
-            tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
-            txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
-            cpu="-"
-            if [ "$target" = pgveil ]; then
-                after=$(cpu_ticks "$PROXY_PID")
-                cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$txns" \
-                    'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6; else print "-" }')
-            fi
+            pid=""
+            [ "$target" = pgveil ] && pid=$PROXY_PID
+            [ "$target" = pgbouncer ] && pid=$BOUNCER_PID
+            read -r tps cpu < <(run_pgbench "$port" "$pid" -S -M "$mode" -c "$CLIENTS" -j 2 -T "$DURATION")
             printf '%-6s %-9s %-10s %12s %14s\n' "$round" "$mode" "$target" "$tps" "$cpu" >&2
             printf '%s\t%s\t%s\t%s\n' "$mode" "$target" "$tps" "$cpu" >>"$RESULTS"
         done
@@ -205,7 +110,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # --- summary ---------------------------------------------------------------------------
-median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo
 echo "pgbench -S, $CLIENTS clients, $ROUNDS x ${DURATION}s per target, scale $SCALE, $(nproc) CPUs"
 printf '%-9s %12s %12s %8s %12s' mode direct_tps pgveil_tps ratio "cpu_us/stmt"
@@ -218,7 +122,8 @@ for mode in $MODES; do
     printf '%-9s %12.0f %12.0f %8.3f %12s' "$mode" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')" "$c"
     if [ "$BOUNCER" = 1 ]; then
         b=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgbouncer" {print $3}' "$RESULTS" | median)
-        printf ' %14.0f %8.3f' "$b" "$(awk -v a="$b" -v d="$d" 'BEGIN {print a / d}')"
+        bc=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgbouncer" {print $4}' "$RESULTS" | median)
+        printf ' %14.0f %8.3f %12s' "$b" "$(awk -v a="$b" -v d="$d" 'BEGIN {print a / d}')" "$bc"
     fi
     echo
 done

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# pgbench through pgveil with the audit stream off, `buffered` and `strict`, on a workload
+# that touches tagged columns: a point lookup by the deterministic-encrypted `email` of
+# public.customers (rules/), reading email and ssn decrypted (role admin). Every
+# transaction is one audited statement on a tagged table, so in strict mode each waits for
+# its record's fsync (group commit across clients).
+#
+# The three proxies run side by side on the same PostgreSQL; runs are interleaved
+# (off, buffered, strict, for each round) so machine noise hits every mode alike. Prints
+# TPS per run, the median per mode, the ratio to `off`, and checks afterwards that the
+# audit directories verify and hold one record per transaction.
+#
+# A benchmark, not a test: it asserts nothing about speed. It starts its own throwaway
+# PostgreSQL (as the `postgres` OS user when run as root) and removes everything at the end.
+# The audit directories live under $AUDIT_BASE (default: a temp dir under /tmp), so the
+# fsync cost is that of the filesystem there.
+#
+# Usage: benches/audit_bench.sh [--rounds N] [--duration SECS] [--clients N] [--rows N]
+#                               [--no-build] [--binary PATH]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=3
+DURATION=10
+CLIENTS=8
+ROWS=10000
+BUILD=1
+PGVEIL=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --clients) CLIENTS=$2; shift 2 ;;
+        --rows) ROWS=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --binary) PGVEIL=$2; BUILD=0; shift 2 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+scripts/install-deps.sh >&2
+
+# --- binaries --------------------------------------------------------------------------
+if [ -n "${PGVEIL_PG_BIN:-}" ]; then
+    PGBIN=$PGVEIL_PG_BIN
+else
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -x "$PGBIN/initdb" ] || PGBIN=$(pg_config --bindir)
+fi
+PGBENCH="$PGBIN/pgbench"
+[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
+PSQL="$PGBIN/psql"
+[ -x "$PSQL" ] || PSQL=$(command -v psql)
+
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+if [ "$BUILD" = 1 ]; then
+    echo "building pgveil (release)..." >&2
+    cargo build --release --bin pgveil >&2
+fi
+[ -n "$PGVEIL" ] || PGVEIL="$TARGET_DIR/release/pgveil"
+[ -x "$PGVEIL" ] || { echo "no $PGVEIL; drop --no-build" >&2; exit 1; }
+
+# --- helpers ---------------------------------------------------------------------------
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+    done
+}
+wait_port() {
+    local i
+    for i in $(seq 1 200); do
+        (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2
+    return 1
+}
+if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || { echo "no postgres OS user; apt-get install postgresql" >&2; exit 1; }
+    AS_PG=(runuser -u postgres --)
+else
+    AS_PG=()
+fi
+
+WORK=$(mktemp -d /tmp/pgveil-audit-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+AUDIT_BASE=${AUDIT_BASE:-$WORK/audit}
+mkdir -p "$AUDIT_BASE"
+PGDATA="$WORK/data"
+PGPORT=$(free_port)
+PASSWORD="bench-$RANDOM$RANDOM"
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" stop -m fast -w >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# --- PostgreSQL ------------------------------------------------------------------------
+echo "$PASSWORD" >"$WORK/pw"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pw"
+(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C -N \
+    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$WORK/pw" >/dev/null)
+cat >>"$PGDATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$WORK'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+max_connections = 100
+CONF
+(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w start >/dev/null)
+export PGPASSWORD="$PASSWORD" PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1
+unset PGSSLMODE PGSERVICE PGOPTIONS PGAPPNAME
+"$PSQL" -X -q -p "$PGPORT" -v ON_ERROR_STOP=1 <<SQL >/dev/null
+CREATE ROLE admin LOGIN PASSWORD '$PASSWORD';
+CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL,
+    email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea);
+CREATE INDEX ON public.customers (email);
+GRANT ALL ON public.customers, public.customers_id_seq TO admin;
+SQL
+
+# --- pgveil: off, buffered, strict -------------------------------------------------------
+"$PGVEIL" keygen --out "$WORK/keyring.toml" >/dev/null
+declare -A PORT
+for mode in off buffered strict; do
+    PORT[$mode]=$(free_port)
+    args=(serve --listen "127.0.0.1:${PORT[$mode]}"
+        --upstream "postgres://127.0.0.1:$PGPORT?sslmode=disable"
+        --metrics-listen "127.0.0.1:$(free_port)"
+        --rules rules --keyring "$WORK/keyring.toml")
+    if [ "$mode" != off ]; then
+        args+=(--audit-dir "$AUDIT_BASE/$mode" --audit-durability "$mode")
+    fi
+    PGVEIL_LOG=warn "$PGVEIL" "${args[@]}" >"$WORK/pgveil-$mode.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "${PORT[$mode]}"
+done
+
+# --- data, written through pgveil (so it is encrypted) -----------------------------------
+echo "loading $ROWS customers through pgveil (COPY, encrypted in flight)..." >&2
+awk -v n="$ROWS" 'BEGIN { for (i = 1; i <= n; i++)
+    printf "Customer %d,%d,%03d-%02d-%04d\n", i, i, i % 1000, i % 100, i % 10000 }' >"$WORK/rows.csv"
+PGUSER=admin "$PSQL" -X -q -p "${PORT[off]}" -v ON_ERROR_STOP=1 \
+    -c "\\copy customers (full_name, email, ssn) FROM '$WORK/rows.csv' WITH (FORMAT csv)"
+"$PSQL" -X -q -p "$PGPORT" -c "ANALYZE customers" >/dev/null
+# The email of customer N is the text "N": pgbench's \set only makes numbers, and a
+# parameter carries it as text, which pgveil encrypts for the equality lookup.
+cat >"$WORK/lookup.sql" <<SQL
+\set n random(1, $ROWS)
+SELECT id, full_name, email, ssn FROM customers WHERE email = :n;
+SQL
+check=$(PGUSER=admin "$PGBENCH" -n -M prepared -t 1 -c 1 -p "${PORT[off]}" -f "$WORK/lookup.sql" 2>&1) || {
+    echo "$check" >&2; exit 1
+}
+
+# --- runs ------------------------------------------------------------------------------
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+printf '%-6s %-9s %12s %12s\n' round audit tps "lat_ms" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in off buffered strict; do
+        out=$(PGUSER=admin "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
+            -p "${PORT[$mode]}" -f "$WORK/lookup.sql" 2>&1) || { echo "$out" >&2; exit 1; }
+        failed=$(echo "$out" | awk -F': *' '/number of failed transactions/ {split($2, a, " "); print a[1]; exit}')
+        [ "${failed:-0}" = 0 ] || { echo "$mode: $failed failed transactions" >&2; echo "$out" >&2; exit 1; }
+        tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
+        lat=$(echo "$out" | awk '/^latency average = / {print $4; exit}')
+        txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
+        printf '%-6s %-9s %12s %12s\n' "$round" "$mode" "$tps" "$lat" >&2
+        printf '%s\t%s\t%s\t%s\n' "$mode" "$tps" "$lat" "$txns" >>"$RESULTS"
+    done
+done
+
+# --- the audit holds what was run --------------------------------------------------------
+for mode in buffered strict; do
+    v=$("$PGVEIL" audit verify "$AUDIT_BASE/$mode") || { echo "$mode: $v" >&2; exit 1; }
+    # One record per Execute: every transaction pgbench counted, each with the row it found.
+    txns=$(awk -F'\t' -v m="$mode" '$1 == m {s += $4} END {print s + 0}' "$RESULTS")
+    found=$("$PGVEIL" audit search "$AUDIT_BASE/$mode" --table customers --outcome ok |
+        grep -c '"rows":1,' || true)
+    echo "$mode audit: $v" >&2
+    echo "$mode audit: $found lookups on record with 1 row, pgbench counted $txns transactions" >&2
+done
+
+# --- summary ---------------------------------------------------------------------------
+median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+fs=$(df -T "$AUDIT_BASE" | awk 'NR == 2 {print $2}')
+echo
+echo "point lookup by encrypted email (admin, decrypts email+ssn), pgbench -M prepared, $CLIENTS clients,"
+echo "$ROUNDS x ${DURATION}s per mode, $ROWS rows, $(nproc) CPUs, audit dir on $fs"
+printf '%-9s %12s %10s %12s\n' audit tps vs_off "lat_ms"
+off=$(awk -F'\t' '$1 == "off" {print $2}' "$RESULTS" | median)
+for mode in off buffered strict; do
+    t=$(awk -F'\t' -v m="$mode" '$1 == m {print $2}' "$RESULTS" | median)
+    l=$(awk -F'\t' -v m="$mode" '$1 == m {print $3}' "$RESULTS" | median)
+    printf '%-9s %12.0f %10.3f %12s\n' "$mode" "$t" "$(awk -v a="$t" -v b="$off" 'BEGIN {print a / b}')" "$l"
+done
