@@ -480,13 +480,145 @@ async fn table_recreated_through_the_proxy_is_picked_up() {
     .await
     .unwrap();
     insert_alice(&c).await;
-    let row = c.query_one("SELECT email, ssn FROM customers", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT email, ssn FROM customers", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), ALICE.0);
     assert_eq!(row.get::<_, String>(1), ALICE.1);
     // Another, already open session sees the change too.
     let other = as_role(&env, ADMIN).await;
     other.batch_execute("SELECT 1").await.unwrap();
-    c.batch_execute("ALTER TABLE customers ADD COLUMN note text").await.unwrap();
-    let row = other.query_one("SELECT email FROM customers", &[]).await.unwrap();
+    c.batch_execute("ALTER TABLE customers ADD COLUMN note text")
+        .await
+        .unwrap();
+    let row = other
+        .query_one("SELECT email FROM customers", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), ALICE.0);
+}
+
+#[tokio::test]
+async fn pipelined_queries_and_sql_level_prepare() {
+    let env = setup("enc_pipe");
+    let c = as_role(&env, ADMIN).await;
+    insert_alice(&c).await;
+    c.batch_execute("INSERT INTO customers (full_name, email, ssn) VALUES ('Bob', 'bob@example.com', '987-65-4321')")
+        .await
+        .unwrap();
+    // A pipeline: many queries in flight on one connection, mixing encrypted
+    // lookups, plain statements and an error in the middle.
+    let emails = [ALICE.0, "bob@example.com", "nobody@example.com"];
+    let lookups = emails.iter().map(|e| {
+        let c = &c;
+        async move {
+            c.query("SELECT ssn FROM customers WHERE email = $1", &[e])
+                .await
+        }
+    });
+    let (a, b, bad, d) = tokio::join!(
+        futures_util::future::join_all(lookups),
+        c.query("SELECT count(*) FROM customers", &[]),
+        c.query("SELECT 1/0", &[]),
+        c.query("SELECT email FROM customers WHERE id = 1", &[]),
+    );
+    let ssns: Vec<Vec<String>> = a
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        ssns,
+        vec![
+            vec![ALICE.1.to_string()],
+            vec!["987-65-4321".to_string()],
+            vec![]
+        ]
+    );
+    assert_eq!(b.unwrap()[0].get::<_, i64>(0), 2);
+    assert_eq!(sqlstate(&bad.unwrap_err()).as_deref(), Some("22012"));
+    assert_eq!(d.unwrap()[0].get::<_, String>(0), ALICE.0);
+
+    // SQL-level PREPARE / EXECUTE: the EXECUTE argument is encrypted too.
+    c.batch_execute("PREPARE by_email(text) AS SELECT ssn FROM customers WHERE email = $1")
+        .await
+        .unwrap();
+    let msgs = c
+        .simple_query("EXECUTE by_email('bob@example.com')")
+        .await
+        .unwrap();
+    let got: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec!["987-65-4321".to_string()]);
+    c.batch_execute("PREPARE ins(text, text) AS INSERT INTO customers (full_name, email) VALUES ($1, $2); EXECUTE ins('Carol', 'carol@example.com')")
+        .await
+        .unwrap();
+    let stored = cluster().sql(
+        &env.db,
+        "SELECT count(*) FROM customers WHERE position('carol'::bytea in email) > 0",
+    );
+    assert!(
+        stored.trim().ends_with('0'),
+        "plaintext stored through EXECUTE: {stored}"
+    );
+    let row = c
+        .query_one(
+            "SELECT full_name FROM customers WHERE email = $1",
+            &[&"carol@example.com"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Carol");
+}
+
+#[test]
+fn pgbench_custom_script_on_encrypted_table() {
+    let env = setup("enc_pgbench");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("enc.sql");
+    // Every transaction writes an encrypted row, then finds it by equality on
+    // the encrypted email and reads it back decrypted.
+    std::fs::write(
+        &script,
+        "\\set n random(1, 1000000000)\n\
+         BEGIN;\n\
+         INSERT INTO customers (full_name, email, ssn) VALUES ('bench', :n, '000-00-0000');\n\
+         SELECT email, ssn FROM customers WHERE email = :n;\n\
+         END;\n",
+    )
+    .unwrap();
+    for mode in ["prepared", "extended"] {
+        let mut cmd = client_cmd("pgbench", env.proxy.port, &env.db, ADMIN, PW);
+        cmd.args(["-n", "-M", mode, "-c", "4", "-j", "2", "-T", "3", "-f"])
+            .arg(&script);
+        let out = run_tool(cmd, None, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            env.proxy.log()
+        );
+        assert!(
+            out.stdout
+                .contains("number of failed transactions: 0 (0.000%)"),
+            "{mode}: {}",
+            out.stdout
+        );
+    }
+    let leaked = cluster().sql(
+        &env.db,
+        "SELECT count(*) FROM customers WHERE ssn = '000-00-0000'::bytea",
+    );
+    assert!(leaked.trim().ends_with('0'), "{leaked}");
 }
