@@ -622,3 +622,119 @@ fn pgbench_custom_script_on_encrypted_table() {
     );
     assert!(leaked.trim().ends_with('0'), "{leaked}");
 }
+
+#[tokio::test]
+async fn rules_hot_reload_on_file_change_keeps_old_rules_when_invalid() {
+    let c = cluster();
+    let db = c.fresh_db("enc_reload");
+    c.sql(&db, TABLE);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let original = std::fs::read_to_string(rules_dir().join("customers.toml")).unwrap();
+    std::fs::write(rules.join("customers.toml"), &original).unwrap();
+    let keyring = dir.path().join("k.toml");
+    assert!(pgveil(&["keygen", "--out", keyring.to_str().unwrap()])
+        .status
+        .success());
+    let proxy = Proxy::start(
+        &c.url(),
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+    );
+    let env = Env {
+        db,
+        proxy,
+        keyring,
+        _dir: dir,
+    };
+    let admin = as_role(&env, ADMIN).await;
+    insert_alice(&admin).await;
+    let analyst = as_role(&env, ANALYST).await;
+    // analyst: phone is `null` under the original rules.
+    let row = analyst
+        .query_one("SELECT phone FROM customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    // Prepared before the reload, executed after it.
+    let prepared = analyst
+        .prepare("SELECT phone FROM customers")
+        .await
+        .unwrap();
+
+    // An invalid edit is rejected and counted; the old rules stay in force.
+    std::fs::write(
+        rules.join("customers.toml"),
+        original.replace("type = \"date\"", "type = \"dat\""),
+    )
+    .unwrap();
+    let failures = || {
+        let (_, body) = http_get(env.proxy.metrics_port, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with("pgveil_rules_reload_failures_total"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || failures() >= 1.0),
+        "{}",
+        env.proxy.log()
+    );
+    let row = analyst
+        .query_one("SELECT phone FROM customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+
+    // A valid edit: analyst now sees the phone in plaintext, from the next statement
+    // of the already open session.
+    let edited = original.replacen("analyst = \"null\"", "analyst = \"plaintext\"", 1);
+    assert_ne!(edited, original);
+    std::fs::write(rules.join("customers.toml"), edited).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || env
+            .proxy
+            .log()
+            .matches("rules reloaded")
+            .count()
+            >= 1),
+        "{}",
+        env.proxy.log()
+    );
+    let row = analyst
+        .query_one("SELECT phone FROM customers", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(ALICE.2));
+    let row = analyst.query_one(&prepared, &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some(ALICE.2),
+        "cached statement kept old rules"
+    );
+
+    // And back to `deny`: the statement prepared earlier is now refused.
+    let denied = original.replacen("analyst = \"null\"", "analyst = \"deny\"", 1);
+    std::fs::write(rules.join("customers.toml"), denied).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || env
+            .proxy
+            .log()
+            .matches("rules reloaded")
+            .count()
+            >= 2),
+        "{}",
+        env.proxy.log()
+    );
+    let e = analyst
+        .query_one(&prepared, &[])
+        .await
+        .expect_err("denied after reload");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+}

@@ -68,7 +68,12 @@ fn error_frame(code: &str, msg: &str) -> BytesMut {
 
 /// The current result's row plan: from the running Query's RowDescription
 /// or from the executing portal's statement.
-fn current_row(tr: &Tracker, head: Option<&Expect>) -> Option<(Arc<RowPlan>, Vec<i16>)> {
+fn current_row(
+    tr: &Tracker,
+    head: Option<&Expect>,
+    policy: &Policy,
+    roles: &[String],
+) -> Option<(Arc<RowPlan>, Vec<i16>)> {
     if let Some(r) = &tr.row {
         return Some(r.clone());
     }
@@ -76,7 +81,13 @@ fn current_row(tr: &Tracker, head: Option<&Expect>) -> Option<(Arc<RowPlan>, Vec
         portal: Some(p), ..
     }) = head
     {
-        let row = p.stmt.row.lock().ok()?.clone()?;
+        let mut slot = p.stmt.row.lock().ok()?;
+        let row = slot.clone()?;
+        if row.version != policy.rules.version {
+            let fresh = Arc::new(row.under(policy, roles));
+            *slot = Some(fresh.clone());
+            return Some((fresh, p.formats.clone()));
+        }
         return Some((row, p.formats.clone()));
     }
     None
@@ -253,7 +264,9 @@ fn tagged_frame(
             if st.tracker.suppress_until_complete {
                 return BAction::Drop;
             }
-            let Some((plan, formats)) = current_row(&st.tracker, st.expect.front()) else {
+            let Some((plan, formats)) =
+                current_row(&st.tracker, st.expect.front(), policy, &catalog.roles)
+            else {
                 return BAction::Forward;
             };
             match rows::transform_data_row(frame, &plan, &formats, policy) {

@@ -62,6 +62,51 @@ pub struct ColPlan {
 #[derive(Debug, Default)]
 pub struct RowPlan {
     pub cols: Vec<Option<ColPlan>>,
+    /// Rules version the access decisions were taken under.
+    pub version: String,
+}
+
+impl RowPlan {
+    /// The same columns judged under the current rules: a statement prepared
+    /// before a reload follows the new rules from its next execution.
+    pub fn under(&self, policy: &Policy, roles: &[String]) -> RowPlan {
+        let cols = self
+            .cols
+            .iter()
+            .map(|c| {
+                let c = c.as_ref()?;
+                let r = policy
+                    .rules
+                    .column(&c.rule.table, &c.rule.name)
+                    .filter(|r| r.encrypt.is_some());
+                Some(match r {
+                    Some(r) => col_plan(r, policy, roles),
+                    // The rule is gone: the value stays ciphertext, never revealed.
+                    None => ColPlan {
+                        rule: c.rule.clone(),
+                        access: Access::Deny,
+                        hash_key: None,
+                    },
+                })
+            })
+            .collect();
+        RowPlan {
+            cols,
+            version: policy.rules.version.clone(),
+        }
+    }
+}
+
+fn col_plan(r: &ColumnRule, policy: &Policy, roles: &[String]) -> ColPlan {
+    ColPlan {
+        access: r.access_for(roles.iter().map(String::as_str)),
+        hash_key: policy
+            .crypto
+            .as_ref()
+            .and_then(|c| c.hash_key(&r.table, &r.name))
+            .cloned(),
+        rule: Arc::new(r.clone()),
+    }
 }
 
 fn type_size(ty: LogicalType) -> i16 {
@@ -82,7 +127,10 @@ pub fn plan_row_description(
     roles: &[String],
 ) -> Result<Option<(RowPlan, BytesMut, Vec<i16>)>, RowError> {
     let mut rd: RowDescription = decode_row_description(frame)?;
-    let mut plan = RowPlan::default();
+    let mut plan = RowPlan {
+        cols: Vec::new(),
+        version: policy.rules.version.clone(),
+    };
     let mut any = false;
     for f in rd.fields.iter_mut() {
         let cp = (f.table_id != 0)
@@ -90,15 +138,7 @@ pub fn plan_row_description(
             .flatten()
             .and_then(|(t, c)| policy.rules.column(t, &c.name))
             .filter(|r| r.encrypt.is_some())
-            .map(|r| ColPlan {
-                access: r.access_for(roles.iter().map(String::as_str)),
-                hash_key: policy
-                    .crypto
-                    .as_ref()
-                    .and_then(|c| c.hash_key(&r.table, &r.name))
-                    .cloned(),
-                rule: Arc::new(r.clone()),
-            });
+            .map(|r| col_plan(r, policy, roles));
         if let Some(cp) = &cp {
             any = true;
             f.type_id = cp.rule.ty.oid();

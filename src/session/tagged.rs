@@ -43,6 +43,12 @@ pub struct Stmt {
     pub row: Mutex<Option<Arc<RowPlan>>>,
     /// Record template for each execution (when audit is on).
     pub audit: Option<StmtAudit>,
+    /// The client's text and the rules version it was analysed under: a
+    /// reload re-checks the statement at its next Bind.
+    pub query: String,
+    pub version: String,
+    /// Literal-free shape of the SQL the server prepared.
+    pub forwarded_shape: String,
 }
 
 #[derive(Debug)]
@@ -288,6 +294,8 @@ impl Analyzer<'_> {
                             name,
                             Arc::new(Stmt {
                                 audit,
+                                query: parse.query.clone(),
+                                version: self.policy.rules.version.clone(),
                                 ..Stmt::default()
                             }),
                         );
@@ -308,6 +316,9 @@ impl Analyzer<'_> {
                             }),
                             plan: Some(plan.clone()),
                             row: Mutex::new(None),
+                            query: parse.query.clone(),
+                            version: self.policy.rules.version.clone(),
+                            forwarded_shape: sql::fingerprint(&sql),
                         });
                         let mut types = parse.type_oids.clone();
                         for (i, p) in plan.params.iter().enumerate() {
@@ -355,7 +366,29 @@ impl Analyzer<'_> {
             }
             b'B' => {
                 let (portal, stmt_name) = bind_names(frame)?;
-                let stmt = tracker.stmts.get(stmt_name).cloned().unwrap_or_default();
+                let mut stmt = tracker.stmts.get(stmt_name).cloned().unwrap_or_default();
+                if !stmt.query.is_empty() && stmt.version != self.policy.rules.version {
+                    match self.recheck(&stmt, tracker) {
+                        Ok(fresh) => {
+                            tracker.stmts.insert(stmt_name.to_string(), fresh.clone());
+                            stmt = fresh;
+                        }
+                        Err(r) => {
+                            metrics().refused.with_label_values(&[r.sqlstate]).inc();
+                            let mut out = BytesMut::new();
+                            put_bind_to_missing(&mut out);
+                            let audit = stmt.audit.clone().map(|mut a| {
+                                a.refused = Some(r.sqlstate);
+                                a
+                            });
+                            expect.push_back(Expect::Parse {
+                                refusal: Some(r),
+                                audit,
+                            });
+                            return Ok(Action::Replace(out));
+                        }
+                    }
+                }
                 let mut action = Action::Forward;
                 if self.audit_down && stmt.plan.is_some() {
                     let r = audit_refusal();
@@ -456,6 +489,51 @@ impl Analyzer<'_> {
             }
             _ => Ok(Action::Forward),
         }
+    }
+
+    /// A statement prepared under older rules, judged again under the current
+    /// ones. It keeps running when its shape (fingerprint, parameters,
+    /// columns and their actions) is unchanged, so the statement the server
+    /// holds is still the right one; otherwise it must be prepared again.
+    fn recheck(&self, stmt: &Stmt, tracker: &Tracker) -> Result<Arc<Stmt>, Refusal> {
+        let changed = || Refusal {
+            sqlstate: "0A000",
+            message: "pgveil rules changed since this statement was prepared; prepare it again"
+                .into(),
+            hint: Some("drivers re-prepare after DEALLOCATE or a new connection".into()),
+        };
+        let fresh_plan = match (self.analyse(&stmt.query, tracker), &stmt.plan) {
+            (Analysis::Passthrough, None) => None,
+            (
+                Analysis::Rewritten {
+                    mut statements,
+                    sql: text,
+                },
+                Some(old),
+            ) if statements.len() == 1 => {
+                let new = statements.remove(0);
+                if sql::fingerprint(&text) != stmt.forwarded_shape || new.params != old.params {
+                    return Err(changed());
+                }
+                Some(Arc::new(new))
+            }
+            (Analysis::Refused(r), _) => return Err(r),
+            _ => return Err(changed()),
+        };
+        let row = stmt.row.lock().ok().and_then(|r| r.clone());
+        Ok(Arc::new(Stmt {
+            audit: match &fresh_plan {
+                Some(p) if self.audit_on => {
+                    Some(super::audit::from_plan(p, self.policy, &self.catalog.roles))
+                }
+                _ => stmt.audit.clone(),
+            },
+            plan: fresh_plan,
+            row: Mutex::new(row),
+            query: stmt.query.clone(),
+            version: self.policy.rules.version.clone(),
+            forwarded_shape: stmt.forwarded_shape.clone(),
+        }))
     }
 
     fn refuse_parse(
