@@ -8,7 +8,7 @@
 //! session's own upstream connection (no extra credentials) and cached per
 //! database; it is refreshed on rule reload and after DDL through the proxy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::rules::model::TableName;
 
@@ -44,6 +44,13 @@ pub struct SchemaSnapshot {
     pub search_path: Vec<String>,
     pub tables: HashMap<TableName, TableInfo>,
     pub by_oid: HashMap<u32, TableName>,
+    /// Views, materialized views and inheritance children / partitions that
+    /// read a tagged table, directly or through each other, and views that
+    /// call user-defined functions (rows of [`dependent_views_query`]). They hold or expose the table's raw values
+    /// under another name, so restricted sessions may not reference them;
+    /// the masked derived table only replaces the tagged table itself.
+    /// Empty offline and until filled.
+    pub protected_views: HashSet<TableName>,
 }
 
 impl SchemaSnapshot {
@@ -53,6 +60,7 @@ impl SchemaSnapshot {
             search_path,
             tables,
             by_oid,
+            protected_views: HashSet::new(),
         }
     }
 
@@ -102,6 +110,68 @@ pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> St
          ORDER BY 1, 2, a.attnum",
         pairs.join(", ")
     )
+}
+
+/// The relations that read any of `tables`, recursively: views and
+/// materialized views whose rewrite rules depend on one of them (or on such
+/// a view), inheritance children and partitions (which hold rows that a
+/// query of the parent returns), and views that call a function outside
+/// pg_catalog / information_schema (its body may read the tables, which no
+/// catalog dependency records). One row per relation: `schema, name`; the
+/// tables themselves are not listed. Fill [`SchemaSnapshot::protected_views`]
+/// from it. Names are escaped as in [`catalog_query`].
+pub fn dependent_views_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> String {
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let pairs: Vec<String> = tables
+        .into_iter()
+        .map(|t| format!("({}, {})", lit(&t.schema), lit(&t.name)))
+        .collect();
+    if pairs.is_empty() {
+        return "SELECT NULL::text, NULL::text WHERE false".into();
+    }
+    format!(
+        "WITH RECURSIVE edge(parent, child) AS ( \
+           SELECT d.refobjid, r.ev_class FROM pg_catalog.pg_depend d \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+           WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+             AND r.ev_class <> d.refobjid \
+           UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i \
+         ), dep(oid) AS ( \
+           SELECT c.oid FROM pg_catalog.pg_class c \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE (n.nspname::text, c.relname::text) IN (VALUES {v}) \
+           UNION SELECT r.ev_class FROM pg_catalog.pg_depend d \
+           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+           JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+           JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
+           WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+             AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+             AND pn.nspname::text NOT IN ('pg_catalog', 'information_schema') \
+           UNION SELECT e.child FROM edge e JOIN dep ON dep.oid = e.parent \
+         ) \
+         SELECT n.nspname::text, c.relname::text FROM dep \
+         JOIN pg_catalog.pg_class c ON c.oid = dep.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE (n.nspname::text, c.relname::text) NOT IN (VALUES {v}) \
+         ORDER BY 1, 2",
+        v = pairs.join(", ")
+    )
+}
+
+/// Fills [`SchemaSnapshot::protected_views`] from the text rows of
+/// [`dependent_views_query`]; malformed rows are skipped.
+pub fn protected_views_from_rows(rows: &[Vec<Option<String>>]) -> HashSet<TableName> {
+    rows.iter()
+        .filter_map(|r| {
+            let schema = r.first()?.as_deref()?;
+            let name = r.get(1)?.as_deref()?;
+            Some(TableName {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The session's effective search_path as schema names.

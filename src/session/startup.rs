@@ -21,7 +21,9 @@ use crate::protocol::{
     next_frame, parse_startup, put_error, startup_len, Direction, Severity, StartupPacket,
     CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
 };
-use crate::schema::{catalog_query, from_catalog_rows, SEARCH_PATH_QUERY};
+use crate::schema::{
+    catalog_query, dependent_views_query, from_catalog_rows, protected_views_from_rows, SEARCH_PATH_QUERY,
+};
 
 /// True when the client has already sent bytes we have not read. After an
 /// SSLRequest that is a protocol violation: those bytes were sent in
@@ -407,21 +409,22 @@ pub(super) async fn load_catalog(
 
 /// The catalog query: the session's effective roles (login role plus every
 /// role it is a member of, directly or not), its search_path, and the
-/// catalog entries of the tagged tables.
+/// catalog entries of the tagged tables, and the views that depend on them.
 pub(super) fn catalog_sql(policy: &crate::policy::Policy) -> String {
     format!(
-        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{}",
+        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{};\n{}",
         SEARCH_PATH_QUERY,
-        catalog_query(policy.rules.tables())
+        catalog_query(policy.rules.tables()),
+        dependent_views_query(policy.rules.tables())
     )
 }
 
-/// Builds the catalog from the three result sets of [`catalog_sql`].
+/// Builds the catalog from the four result sets of [`catalog_sql`].
 pub(super) fn catalog_from_results(
     results: &[Vec<Vec<Option<String>>>],
     failed: bool,
 ) -> Option<Catalog> {
-    if failed || results.len() < 3 {
+    if failed || results.len() < 4 {
         return None;
     }
     let roles = results[0]
@@ -432,7 +435,8 @@ pub(super) fn catalog_from_results(
         .first()
         .and_then(|r| r.first().cloned().flatten())
         .unwrap_or_default();
-    let schema = from_catalog_rows(&sp, &results[2]);
+    let mut schema = from_catalog_rows(&sp, &results[2]);
+    schema.protected_views = protected_views_from_rows(&results[3]);
     Some(Catalog {
         roles,
         schema: std::sync::Arc::new(schema),

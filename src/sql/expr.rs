@@ -28,7 +28,7 @@ impl<'a> Analyzer<'a, '_> {
                     Some(ColRef::Column(Some(r)) | ColRef::FieldOf(Some(r)))
                         if sensitive(r, roles) =>
                     {
-                        Some(refuse::unsupported(r, why))
+                        Some(refuse::misuse(r, roles, why))
                     }
                     Some(ColRef::WholeRow(Some(r))) => {
                         Some(refuse::whole_row(&r.table.to_string()))
@@ -90,14 +90,14 @@ impl<'a> Analyzer<'a, '_> {
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.colref(e, scope) {
                 Some(ColRef::Column(Some(r))) if sensitive(r, self.roles()) => {
-                    Err(refuse::unsupported(r, why))
+                    Err(refuse::misuse(r, self.roles(), why))
                 }
                 Some(ColRef::Column(Some(r))) => {
                     self.use_col(r, ColumnAction::Plaintext);
                     Ok(())
                 }
                 Some(ColRef::FieldOf(Some(r))) if sensitive(r, self.roles()) => {
-                    Err(refuse::unsupported(r, "field access"))
+                    Err(refuse::misuse(r, self.roles(), "field access"))
                 }
                 Some(ColRef::WholeRow(Some(r))) => Err(refuse::whole_row(&r.table.to_string())),
                 _ => Ok(()),

@@ -403,7 +403,7 @@ impl TaggedNames {
     pub fn new(rules: &RuleSet) -> Self {
         Self::default()
             .with_extra_words(rules.tables().map(|t| t.name.clone()))
-            .with_extra_words(["execute", "prepare", "deallocate"].map(String::from))
+            .with_extra_words(["execute", "prepare", "deallocate", "discard"].map(String::from))
     }
 
     /// Adds names (already folded as Postgres stores them) that force analysis.

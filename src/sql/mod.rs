@@ -18,13 +18,17 @@
 //! (INSERT/UPDATE/DELETE/COPY/PREPARE/EXECUTE), `refuse` (messages and the
 //! per-role access decisions).
 
+mod builtins;
 mod encrypt;
+pub mod explain;
 mod expr;
 mod fingerprint;
 mod lex;
+mod masked;
 mod query;
 mod refuse;
 pub mod resolve;
+pub mod restrict;
 mod write;
 
 #[cfg(test)]
@@ -39,8 +43,10 @@ use sqlparser::parser::Parser;
 use crate::rules::model::{ColumnRule, LogicalType, RuleSet, TableName};
 use crate::schema::SchemaSnapshot;
 
+pub use explain::explain;
 pub use fingerprint::fingerprint;
 pub use lex::{mentions_tagged, split_statements, TaggedNames};
+pub use restrict::{is_restricted, restricting_rule};
 
 /// Supplies ciphertext for literals found in statements. Implemented by the
 /// crypto layer; a fake in tests.
@@ -61,6 +67,12 @@ pub trait Encryptor {
 /// message (which must not contain the value).
 pub type Canonicalize<'a> = dyn Fn(LogicalType, &[u8]) -> Result<Vec<u8>, String> + 'a;
 
+/// The hex of a plaintext-at-rest column's pseudonym key (the `hash` mask in
+/// SQL), or `None` when there is none (no keyring): such a statement is
+/// refused. Never a keyring secret; see `mask::sql` for why it may appear in
+/// SQL text at all.
+pub type HashKeyHex<'a> = dyn Fn(&ColumnRule) -> Option<String> + 'a;
+
 /// Everything the analysis reads. All borrowed, so one analysis is a pure
 /// function of its inputs.
 pub struct Context<'a> {
@@ -76,6 +88,13 @@ pub struct Context<'a> {
     /// Parameter plans of the SQL-level prepared statements of this session
     /// (from earlier [`StatementPlan::sql_prepare`]), for `EXECUTE name(args)`.
     pub sql_prepared: Option<&'a HashMap<String, Vec<ParamPlan>>>,
+    /// The session's roles have a non-plaintext access on some tagged column
+    /// ([`is_restricted`]). The analysis also computes it and uses either:
+    /// every statement of such a session must reach [`analyse`] (skip the
+    /// [`mentions_tagged`] pre-filter), and is checked by `restrict`.
+    pub restricted: bool,
+    /// Pseudonym keys for `hash` on plaintext-at-rest columns.
+    pub hash_key_hex: &'a HashKeyHex<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +143,8 @@ pub enum StatementKind {
 pub enum ColumnAction {
     /// Returned to the client decrypted / as stored.
     Plaintext,
-    /// Returned masked (issue 4; not produced yet).
+    /// Returned masked: decrypted then masked by the session (encrypted
+    /// columns), or read through the masked derived table (plaintext at rest).
     Masked,
     /// Returned as NULL.
     Null,
@@ -260,15 +280,37 @@ fn parse_one(chunk: &str) -> Option<sqlparser::ast::Statement> {
 }
 
 /// Analyses one Query (possibly several statements) or Parse text.
+///
+/// For a restricted session every statement is checked by `restrict`,
+/// unparsable text is refused, and the re-serialised statement is always
+/// forwarded (never the original text), so the server executes exactly what
+/// was analysed even where sqlparser and the server could read the original
+/// differently.
 pub fn analyse(sql: &str, ctx: &Context) -> Analysis {
+    let restricted = ctx.restricted || is_restricted(ctx.rules, ctx.roles);
     let mut local_prepared: HashMap<String, Vec<ParamPlan>> = HashMap::new();
     let mut plans = Vec::new();
     let mut texts = Vec::new();
     let mut touched_any = false;
     for chunk in lex::split_statements(sql) {
+        if restricted {
+            match restrict::check_text(chunk, ctx) {
+                restrict::TextVerdict::Refuse(r) => return Analysis::Refused(r),
+                restrict::TextVerdict::Forward => {
+                    texts.push(chunk.trim().to_string());
+                    plans.push(StatementPlan::new(StatementKind::Other, fingerprint(chunk)));
+                    touched_any = true;
+                    continue;
+                }
+                restrict::TextVerdict::Parse => {}
+            }
+        }
         let mut st = match parse_one(chunk) {
             Some(st) => st,
             None => {
+                if restricted {
+                    return Analysis::Refused(refuse::unparsable_restricted());
+                }
                 if let Some(t) = refuse::first_tagged_name(ctx.rules, chunk) {
                     return Analysis::Refused(refuse::unparsable(&t));
                 }
@@ -278,6 +320,11 @@ pub fn analyse(sql: &str, ctx: &Context) -> Analysis {
                 continue;
             }
         };
+        if restricted {
+            if let Err(r) = restrict::check_statement(&st, ctx) {
+                return Analysis::Refused(r);
+            }
+        }
         let fp = fingerprint(chunk);
         let mut an = query::Analyzer::new(ctx, &local_prepared, fp);
         if let Err(r) = an.statement(&mut st) {
@@ -295,7 +342,7 @@ pub fn analyse(sql: &str, ctx: &Context) -> Analysis {
                 None => local_prepared.clear(),
             }
         }
-        touched_any |= touched;
+        touched_any |= touched || restricted;
         texts.push(st.to_string());
         plans.push(plan);
     }

@@ -22,7 +22,7 @@ use sqlparser::ast::{
     SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Value,
 };
 
-use crate::rules::model::{ColumnRule, EncryptMode};
+use crate::rules::model::{ColumnRule, EncryptMode, TableName};
 
 use super::refuse::{self, sensitive};
 use super::resolve::{fold, fold_name, ColRef, CteDef, OutCol, Relation, Resolver, Scope};
@@ -59,6 +59,11 @@ pub struct Analyzer<'a, 'c> {
     pub touched: bool,
     /// How many `$n` occurrences we turned into ciphertext parameters.
     pub enc_occurrences: HashMap<usize, usize>,
+    /// The next FROM item is the target of an UPDATE/DELETE: it must stay a
+    /// table, so it is not replaced by the masked derived table (see `masked`).
+    pub in_target: bool,
+    /// Masked derived-table queries built so far in this statement.
+    pub derived: HashMap<TableName, Box<Query>>,
 }
 
 impl<'a, 'c> Analyzer<'a, 'c> {
@@ -77,6 +82,8 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             plan: StatementPlan::new(StatementKind::Other, fp),
             touched: false,
             enc_occurrences: HashMap::new(),
+            in_target: false,
+            derived: HashMap::new(),
         }
     }
 
@@ -88,7 +95,7 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         self.ctx.roles
     }
 
-    pub fn record_table(&mut self, t: &crate::rules::model::TableName) {
+    pub fn record_table(&mut self, t: &TableName) {
         self.touched = true;
         if !self.plan.tables.contains(t) {
             self.plan.tables.push(t.clone());
@@ -161,11 +168,7 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             let sens = sensitive(r, self.roles());
             match mode {
                 Mode::Client => {
-                    let action = if refuse::check_output(r, self.roles())? {
-                        ColumnAction::Plaintext
-                    } else {
-                        ColumnAction::Null
-                    };
+                    let action = refuse::check_output(r, self.roles())?;
                     self.use_col(r, action);
                 }
                 Mode::Scalar if sens => {
@@ -323,6 +326,12 @@ impl<'a, 'c> Analyzer<'a, 'c> {
                 match parsed.ok().and_then(|n| self.res.table(&n)) {
                     Some(t) => {
                         self.record_table(&t);
+                        if super::restrict::protected_table(self.ctx.rules, &t, self.roles()) {
+                            return Err(refuse::unsupported_statement(
+                                "TABLE (write SELECT * FROM instead)",
+                                &t.to_string(),
+                            ));
+                        }
                         let rel = self.res.relation(&t);
                         Ok((rel.cols.clone(), rel.complete, vec![rel]))
                     }
@@ -596,9 +605,16 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         }
     }
 
-    /// Adds one FROM item to the scope. This is where issue 4 substitutes a
-    /// masked derived table for a protected table.
+    /// Adds one FROM item to the scope. A protected table becomes its masked
+    /// derived table here (see `masked`), unless it is a write target.
     pub fn add_from_item(&mut self, tf: &mut TableFactor, scope: &mut Scope<'a, '_>) -> R<()> {
+        let target = std::mem::take(&mut self.in_target);
+        if let Some(t) = self.protected_ref(tf, scope, target) {
+            self.record_table(&t);
+            let rel = self.mask_table(tf, &t)?;
+            scope.rels.push(rel);
+            return Ok(());
+        }
         match tf {
             TableFactor::Table {
                 name, alias, args, ..

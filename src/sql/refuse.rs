@@ -5,10 +5,10 @@
 //! Every message names the rule (`schema.table.column`, file:line) and says
 //! what *is* supported; none ever contains a value from the statement.
 
-use crate::rules::model::{Access, ColumnRule, EncryptMode, RuleSet};
+use crate::rules::model::{Access, ColumnRule, EncryptMode, RuleSet, TableName};
 
 use super::lex::{fold_into, Lexer};
-use super::Refusal;
+use super::{ColumnAction, Refusal};
 
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
@@ -50,31 +50,50 @@ pub fn access(rule: &ColumnRule, roles: &[String]) -> Access {
     rule.access_for(roles.iter().map(String::as_str))
 }
 
-/// Access as enforced today: masks are not implemented yet (issue 4), so a
-/// masked role is served as `deny`.
-pub fn effective_access(rule: &ColumnRule, roles: &[String]) -> Access {
-    match access(rule, roles) {
-        Access::Mask(_) => Access::Deny,
-        a => a,
-    }
-}
-
-/// A column in the output the client receives: `Ok(true)` plaintext,
-/// `Ok(false)` the session sends NULL.
-pub fn check_output(rule: &ColumnRule, roles: &[String]) -> Result<bool, Refusal> {
-    match effective_access(rule, roles) {
-        Access::Plaintext => Ok(true),
-        Access::Null => Ok(false),
+/// A column in the output the client receives, as a plain reference with a
+/// verified origin: the action the session applies, or a refusal.
+///
+/// Encrypted columns are decrypted and then served as the role's access says
+/// (the session masks or nulls them by RowDescription origin). A
+/// plaintext-at-rest column reaches this point with its origin intact only
+/// when nothing replaced it by its masked form (the target of an
+/// UPDATE/DELETE/INSERT in RETURNING, or a `deny` column of a masked derived
+/// table): the session does not touch such values, so anything but
+/// `plaintext` is refused.
+pub fn check_output(rule: &ColumnRule, roles: &[String]) -> Result<ColumnAction, Refusal> {
+    match (access(rule, roles), rule.encrypt.is_some()) {
+        (Access::Plaintext, _) => Ok(ColumnAction::Plaintext),
+        (Access::Mask(_), true) => Ok(ColumnAction::Masked),
+        (Access::Null, true) => Ok(ColumnAction::Null),
         _ => Err(denied(rule, "read")),
     }
 }
 
-/// A column used to filter or join (an equality oracle): only roles that may
-/// read it in plaintext.
+/// A column used to filter or join by equality. Deterministic encrypted
+/// columns: roles with plaintext or a mask may search them. That is an
+/// equality oracle (a masked role can confirm a guessed value, or learn which
+/// rows share one); it is accepted because the mask already identifies the
+/// row to that role and applications need lookups by email or SSN. Roles with
+/// `null` or `deny` may not. Plaintext-at-rest columns that are not readable
+/// in plaintext never reach a comparison unmasked (the derived table replaces
+/// them), except on a write target, where any predicate would be an oracle
+/// over the raw value: refused.
 pub fn check_predicate(rule: &ColumnRule, roles: &[String]) -> Result<(), Refusal> {
-    match effective_access(rule, roles) {
-        Access::Plaintext => Ok(()),
+    match (access(rule, roles), rule.encrypt.is_some()) {
+        (Access::Plaintext, _) | (Access::Mask(_), true) => Ok(()),
         _ => Err(denied(rule, "search or compare")),
+    }
+}
+
+/// Any other use of a sensitive column: `deny` columns and unmasked
+/// plaintext-at-rest columns are a permission matter (42501); computing on
+/// ciphertext is a feature matter (0A000).
+pub fn misuse(rule: &ColumnRule, roles: &[String], construct: &str) -> Refusal {
+    match access(rule, roles) {
+        Access::Deny => denied(rule, "use"),
+        Access::Plaintext => unsupported(rule, construct),
+        _ if rule.encrypt.is_none() => denied(rule, "use"),
+        _ => unsupported(rule, construct),
     }
 }
 
@@ -192,6 +211,44 @@ pub fn unparsable(table: &str) -> Refusal {
         sqlstate: SYNTAX_ERROR,
         message: format!("pgveil cannot analyse this statement, which touches tagged table {table}; it was not sent"),
         hint: Some("Rewrite the statement in plainer SQL, or report it if it is valid PostgreSQL.".into()),
+    }
+}
+
+pub fn mask_failed(table: &TableName, why: &str) -> Refusal {
+    Refusal {
+        sqlstate: INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "pgveil: table {table} must be served masked to this session, but its masked form cannot be built: {why}; \
+             the statement was not sent"
+        ),
+        hint: None,
+    }
+}
+
+pub fn no_pseudonym_key(rule: &ColumnRule) -> Refusal {
+    Refusal {
+        sqlstate: INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "pgveil: column {} is served with the hash mask, but no pseudonym key is available; \
+             the statement was not sent",
+            loc(rule)
+        ),
+        hint: Some(
+            "Configure the keyring (pgveil keygen) so pseudonym keys can be derived.".into(),
+        ),
+    }
+}
+
+pub fn unparsable_restricted() -> Refusal {
+    Refusal {
+        sqlstate: SYNTAX_ERROR,
+        message:
+            "pgveil cannot analyse this statement, and this session's roles have restricted access \
+                  to tagged columns, so it was not sent"
+                .to_string(),
+        hint: Some(
+            "Rewrite the statement in plainer SQL, or report it if it is valid PostgreSQL.".into(),
+        ),
     }
 }
 

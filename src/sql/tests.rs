@@ -10,6 +10,8 @@ use crate::rules::model::{
 };
 use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
 
+mod masking;
+mod restricted;
 mod write_path;
 
 struct FakeEnc;
@@ -189,6 +191,8 @@ impl Env {
             encryptor: &FakeEnc,
             canonicalize: &canon,
             sql_prepared: prep,
+            restricted: false,
+            hash_key_hex: &|_: &ColumnRule| None,
         };
         analyse(sql, &ctx)
     }
@@ -269,11 +273,9 @@ fn deny_and_mask_roles_are_refused_with_column_name_not_value() {
         "{}",
         r.message
     );
-    // Masks are not enforced yet: served as deny.
-    refused(
-        Env::new().run("support", true, "SELECT c.* FROM customers c"),
-        "42501",
-    );
+    // Masked encrypted columns are served (the session masks by origin).
+    let (_, p) = rewritten(Env::new().run("support", true, "SELECT c.email FROM customers c"));
+    assert_eq!(p[0].columns[0].action, ColumnAction::Masked);
     // Filtering is an equality oracle: needs plaintext access.
     let r = refused(
         Env::new().run(
@@ -544,23 +546,18 @@ fn plaintext_at_rest_columns_follow_access() {
     rewritten(admin(
         "SELECT lower(card_number) FROM customers WHERE card_number LIKE '4%'",
     ));
-    // support has a mask (served as deny until issue 4): output and predicates refused.
-    refused(
-        Env::new().run("support", true, "SELECT card_number FROM customers"),
-        "42501",
-    );
-    refused(
-        Env::new().run(
-            "support",
-            true,
-            "SELECT id FROM customers WHERE card_number = '4111'",
-        ),
-        "42501",
-    );
-    refused(
-        Env::new().run("support", true, "SELECT length(card_number) FROM customers"),
-        "0A000",
-    );
+    // support has a mask: every use reads the masked derived table.
+    for sql in [
+        "SELECT card_number FROM customers",
+        "SELECT id FROM customers WHERE card_number = '4111'",
+        "SELECT length(card_number) FROM customers",
+    ] {
+        let (out, _) = rewritten(Env::new().run("support", true, sql));
+        assert!(
+            out.contains("FROM \"public\".\"customers\" AS pgveil_t) AS \"customers\""),
+            "{out}"
+        );
+    }
 }
 
 #[test]

@@ -116,6 +116,13 @@ impl<'a> Analyzer<'a, '_> {
                 });
                 self.touched = true;
             }
+            Statement::Discard { object_type } => {
+                // DISCARD ALL deallocates every prepared statement, SQL-level too.
+                if matches!(object_type, sqlparser::ast::DiscardObject::ALL) {
+                    self.plan.sql_deallocate = Some(None);
+                    self.touched = true;
+                }
+            }
             Statement::Declare { stmts } => {
                 self.plan.kind = StatementKind::Select;
                 for d in stmts.iter_mut() {
@@ -210,6 +217,7 @@ impl<'a> Analyzer<'a, '_> {
             } => {
                 self.plan.kind = StatementKind::Update;
                 let mut scope = parent.child();
+                self.in_target = true;
                 self.table_with_joins(table, &mut scope)?;
                 let target = scope.rels.first().cloned();
                 if let Some(from) = from.as_mut() {
@@ -232,6 +240,7 @@ impl<'a> Analyzer<'a, '_> {
                 let mut scope = parent.child();
                 let (FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v)) = &mut d.from;
                 for twj in v.iter_mut() {
+                    self.in_target = true;
                     self.table_with_joins(twj, &mut scope)?;
                 }
                 for twj in d.using.iter_mut().flatten() {
@@ -617,11 +626,14 @@ impl<'a> Analyzer<'a, '_> {
         let mut plan = opts.plan(fields.len());
         for (i, r) in fields.iter().enumerate() {
             let Some(r) = r else { continue };
-            let action = if refuse::check_output(r, roles)? {
-                ColumnAction::Plaintext
-            } else {
-                ColumnAction::Null
-            };
+            let action = refuse::check_output(r, roles)?;
+            if action == ColumnAction::Masked {
+                // COPY data carries no origin per value the session could mask by.
+                return Err(refuse::unsupported_statement(
+                    "COPY TO of a masked column",
+                    &label,
+                ));
+            }
             self.use_col(r, action);
             if r.encrypt.is_some() || action == ColumnAction::Null {
                 plan.fields[i] = Some((*r).clone());

@@ -1,0 +1,205 @@
+//! The masked derived table: for a restricted session, every FROM reference
+//! to a protected table (one with a plaintext-at-rest column the session may
+//! not read in plaintext) is replaced by
+//!
+//! ```sql
+//! (SELECT pgveil_t."id" AS "id", <mask>(pgveil_t."full_name") AS "full_name", …
+//!  FROM "public"."customers" AS pgveil_t) AS "customers"
+//! ```
+//!
+//! with every column of the table in attnum order, so `*`, positional
+//! column aliases, NATURAL/USING joins and whole-row references keep their
+//! meaning, and every expression, join, aggregate, window, set operation,
+//! subquery, CTE and predicate of the statement sees only masked values.
+//!
+//! Per plaintext-at-rest column: `plaintext` stays the column; a mask
+//! becomes [`crate::mask::sql_expr`] (pg_catalog-qualified functions only);
+//! `null` and `deny` become a typed NULL. A `deny` column keeps its rule as
+//! origin in the analysis, so any reference to it (named, `*`, whole row)
+//! is refused; the NULL is only a second line of defence. Encrypted columns
+//! pass through as plain references: they hold ciphertext, the existing
+//! analysis limits what may be done with them, and Postgres reports their
+//! origin through the subquery so the session decrypts and masks them.
+//!
+//! Targets of UPDATE/DELETE are not replaced (they must stay tables). Their
+//! protected columns keep their origin, so any predicate, SET value or
+//! RETURNING item that reads them is refused: a WHERE on a raw value would
+//! be an oracle (`DELETE … WHERE full_name LIKE 'A%'` reports a row count).
+//! Writing new values into them is allowed.
+
+use sqlparser::ast::{Ident, Query, Statement, TableAlias, TableFactor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::mask;
+use crate::rules::model::{Access, Mask, TableName};
+
+use super::query::{Analyzer, R};
+use super::refuse::{self, access};
+use super::resolve::{fold_name, Relation, Scope};
+use super::restrict::protected_table;
+use super::ColumnAction;
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+impl<'a> Analyzer<'a, '_> {
+    /// The protected table a FROM item names, when it must be replaced: a
+    /// plain table reference (no CTE of that name in scope), not the target
+    /// of a write.
+    pub fn protected_ref(
+        &self,
+        tf: &TableFactor,
+        scope: &Scope<'a, '_>,
+        target: bool,
+    ) -> Option<TableName> {
+        let TableFactor::Table {
+            name, args: None, ..
+        } = tf
+        else {
+            return None;
+        };
+        if target {
+            return None;
+        }
+        let parts = fold_name(name)?;
+        if let [single] = parts.as_slice() {
+            if scope.cte(single).is_some() {
+                return None;
+            }
+        }
+        let t = self.res.table(name)?;
+        protected_table(self.ctx.rules, &t, self.roles()).then_some(t)
+    }
+
+    /// Replaces `tf` (a reference to protected table `t`) by its masked
+    /// derived table and returns the relation the rest of the statement sees.
+    pub fn mask_table(&mut self, tf: &mut TableFactor, t: &TableName) -> R<Relation<'a>> {
+        let TableFactor::Table {
+            alias,
+            with_hints,
+            version,
+            partitions,
+            json_path,
+            sample,
+            index_hints,
+            with_ordinality,
+            ..
+        } = tf
+        else {
+            return Err(refuse::unsupported_statement(
+                "this FROM item",
+                &t.to_string(),
+            ));
+        };
+        if !with_hints.is_empty()
+            || version.is_some()
+            || !partitions.is_empty()
+            || json_path.is_some()
+            || sample.is_some()
+            || !index_hints.is_empty()
+            || *with_ordinality
+        {
+            return Err(refuse::unsupported_statement(
+                "TABLESAMPLE or another table option on a masked table",
+                &t.to_string(),
+            ));
+        }
+        let subquery = self.derived_query(t)?;
+        let alias = alias.take().unwrap_or_else(|| TableAlias {
+            name: Ident::with_quote('"', t.name.clone()),
+            columns: Vec::new(),
+        });
+        let mut rel = self.res.relation(t);
+        let roles = self.roles();
+        for c in rel.cols.iter_mut() {
+            let Some(r) = c.origin else { continue };
+            if r.encrypt.is_some() {
+                continue;
+            }
+            match access(r, roles) {
+                Access::Plaintext | Access::Deny => {}
+                Access::Mask(_) => {
+                    self.use_col(r, ColumnAction::Masked);
+                    c.origin = None;
+                }
+                Access::Null => {
+                    self.use_col(r, ColumnAction::Null);
+                    c.origin = None;
+                }
+            }
+        }
+        if !rel.apply_alias(&alias) {
+            return Err(self.needs_schema_for(&rel, "a column alias list"));
+        }
+        *tf = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+        };
+        self.touched = true;
+        Ok(rel)
+    }
+
+    /// The derived table's query, built once per table and statement.
+    fn derived_query(&mut self, t: &TableName) -> R<Box<Query>> {
+        if let Some(q) = self.derived.get(t) {
+            return Ok(q.clone());
+        }
+        let sql = self.derived_sql(t)?;
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql);
+        let q = match parsed {
+            Ok(mut v) if v.len() == 1 => match v.pop() {
+                Some(Statement::Query(q)) => q,
+                _ => return Err(refuse::mask_failed(t, "unexpected statement")),
+            },
+            _ => return Err(refuse::mask_failed(t, "the masking query does not parse")),
+        };
+        self.derived.insert(t.clone(), q.clone());
+        Ok(q)
+    }
+
+    fn derived_sql(&self, t: &TableName) -> R<String> {
+        let info = self
+            .ctx
+            .schema
+            .and_then(|s| s.tables.get(t))
+            .filter(|i| !i.columns.is_empty())
+            .ok_or_else(|| refuse::needs_schema(&t.to_string(), "masking"))?;
+        let roles = self.roles();
+        let mut items = Vec::with_capacity(info.columns.len());
+        for c in &info.columns {
+            let q = quote_ident(&c.name);
+            let col = format!("pgveil_t.{q}");
+            let expr = match self.ctx.rules.column(t, &c.name) {
+                Some(r) if r.encrypt.is_none() => match access(r, roles) {
+                    Access::Plaintext => col,
+                    Access::Mask(m) => {
+                        let key = match m {
+                            Mask::Hash => Some(
+                                (self.ctx.hash_key_hex)(r)
+                                    .ok_or_else(|| refuse::no_pseudonym_key(r))?,
+                            ),
+                            _ => None,
+                        };
+                        mask::sql_expr(m, r.ty, &col, key.as_deref())
+                            .map_err(|e| refuse::mask_failed(t, &e.to_string()))?
+                    }
+                    Access::Null | Access::Deny => {
+                        format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())
+                    }
+                },
+                _ => col,
+            };
+            items.push(format!("{expr} AS {q}"));
+        }
+        Ok(format!(
+            "SELECT {} FROM {}.{} AS pgveil_t",
+            items.join(", "),
+            quote_ident(&t.schema),
+            quote_ident(&t.name)
+        ))
+    }
+}

@@ -1,0 +1,505 @@
+//! Restricted sessions: what a session whose roles may not read every tagged
+//! column in plaintext is not allowed to run at all.
+//!
+//! The masked derived table (see `masked`) protects every place where a
+//! statement *names* a protected table. These checks close the ways to read
+//! a table without naming it where pgveil can see: SQL hidden in strings (DO,
+//! `query_to_xml`, `ts_stat`), code that runs later or elsewhere (functions,
+//! procedures, views, rules, triggers, CTAS), out-of-band channels
+//! (`set_config`, large objects, server files, dblink, statistics views),
+//! changes to how the server reads the text (search_path,
+//! standard_conforming_strings, client_encoding) and changes of identity
+//! (SET ROLE, SESSION AUTHORIZATION, ALTER ROLE, GRANT).
+//!
+//! Identity changes are refused rather than tracked: tracking would have to
+//! follow SET LOCAL, RESET, transaction rollback and `set_config(…, true)`
+//! exactly as the server does, and a single mistake serves one role's rules
+//! to another. A session that needs other rules reconnects as another role.
+//!
+//! Function calls go through an allowlist of built-in `pg_catalog` functions
+//! that compute on their arguments only. A user-defined function (or one in
+//! an extension) can read any table with its owner's rights and return or
+//! RAISE the values, and pgveil cannot see into its body, so it is refused
+//! for restricted sessions, whatever schema it lives in. Residual risk,
+//! documented: functions the server calls implicitly (user-defined operators
+//! over built-in spellings, casts, type input functions, `table.function`
+//! attribute notation) created outside pgveil by a role with CREATE on a
+//! schema in the search_path; revoke CREATE on such schemas from restricted
+//! roles.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, CopySource, Expr, ObjectName, Statement, TableFactor, Visit, Visitor,
+};
+
+use crate::rules::model::{Access, ColumnRule, RuleSet, TableName};
+
+use super::builtins::{builtin_allowed, BUILTIN_OPERATORS};
+use super::lex::{fold_into, Lexer, Tok};
+use super::refuse::{self, access};
+use super::resolve::{fold_name, Resolver};
+use super::{Context, Refusal};
+
+/// The first rule (in rule-file order) that gives these roles less than
+/// plaintext: what makes the session restricted, named in refusals.
+pub fn restricting_rule<'r>(rules: &'r RuleSet, roles: &[String]) -> Option<&'r ColumnRule> {
+    rules
+        .columns()
+        .iter()
+        .find(|c| access(c, roles) != Access::Plaintext)
+}
+
+/// A session is restricted when its roles have any non-plaintext access on
+/// any tagged column. Such a session gets every statement analysed (no
+/// pre-filter), masked derived tables, and the refusals of this module.
+pub fn is_restricted(rules: &RuleSet, roles: &[String]) -> bool {
+    restricting_rule(rules, roles).is_some()
+}
+
+/// Whether `t` has a plaintext-at-rest column these roles may not read in
+/// plaintext: every reference to it is replaced by the masked derived table.
+pub fn protected_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
+    rules
+        .table_columns(t)
+        .any(|c| c.encrypt.is_none() && access(c, roles) != Access::Plaintext)
+}
+
+/// Whether any tagged column of `t` is not plaintext for these roles.
+fn restricted_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
+    rules
+        .table_columns(t)
+        .any(|c| access(c, roles) != Access::Plaintext)
+}
+
+/// The refusal for a restricted session, naming the rule that restricts it.
+pub fn refusal(ctx: &Context, what: &str) -> Refusal {
+    let why = match restricting_rule(ctx.rules, ctx.roles) {
+        Some(r) => format!(
+            "its roles have `{}` access to column {} (rule {}:{})",
+            access(r, ctx.roles),
+            r.qualified(),
+            r.source.file,
+            r.source.line
+        ),
+        None => "its roles are restricted by the rules".to_string(),
+    };
+    Refusal {
+        sqlstate: refuse::INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "pgveil: {what} is not allowed in this session because {why}; the statement was not sent"
+        ),
+        hint: Some(
+            "Restricted sessions may run queries and writes over tables (served masked), \
+             transaction control, cursors and prepared statements; run other statements as a \
+             role with plaintext access."
+                .into(),
+        ),
+    }
+}
+
+/// What the text-level check decided.
+pub enum TextVerdict {
+    Refuse(Refusal),
+    /// `RESET name` of a harmless setting: sqlparser cannot parse RESET, and
+    /// the text is two plain words, so it is forwarded as written.
+    Forward,
+    /// Go on and parse.
+    Parse,
+}
+
+/// Settings a restricted session may not change: identity, name
+/// resolution and how the server reads statement text.
+const GUARDED_SETTINGS: &[&str] = &[
+    "role",
+    "session_authorization",
+    "authorization",
+    "search_path",
+    "schema",
+    "standard_conforming_strings",
+    "client_encoding",
+    "names",
+    "all",
+    "backslash_quote",
+];
+
+/// Checks on the leading words, before (and whether or not) sqlparser
+/// parses the statement; the same lexer as the pre-filter, so comments and
+/// quoting are read the way the server reads them.
+pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
+    let mut lx = Lexer::new(chunk);
+    let mut words: Vec<String> = Vec::new();
+    let mut others = 0usize;
+    let mut buf = String::new();
+    for tok in lx.by_ref() {
+        if others == 0 && words.len() < 6 && fold_into(&tok, &mut buf) {
+            words.push(buf.clone());
+        } else if !matches!(tok, Tok::Op(";")) {
+            others += 1;
+        }
+    }
+    if lx.suspicious {
+        return TextVerdict::Refuse(refusal(
+            ctx,
+            "text the server could read differently (a Unicode-escaped U&\"…\" identifier, or a \
+             backslash in a '…' string; use E'…' strings)",
+        ));
+    }
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let refuse = |what: &str| TextVerdict::Refuse(refusal(ctx, what));
+    match w(0) {
+        "do" => return refuse("a DO block"),
+        "explain" => return refuse("EXPLAIN"),
+        "load" => return refuse("LOAD"),
+        "call" => return refuse("CALL of a procedure"),
+        "grant" | "revoke" => return refuse("GRANT / REVOKE"),
+        "import" => return refuse("IMPORT FOREIGN SCHEMA"),
+        "security" => return refuse("SECURITY LABEL"),
+        "create" => {
+            let kind = words[1..]
+                .iter()
+                .map(String::as_str)
+                .find(|x| {
+                    !matches!(
+                        *x,
+                        "or" | "replace"
+                            | "temp"
+                            | "temporary"
+                            | "unlogged"
+                            | "global"
+                            | "local"
+                            | "trusted"
+                            | "procedural"
+                            | "constraint"
+                            | "recursive"
+                            | "default"
+                    )
+                })
+                .unwrap_or("");
+            if matches!(
+                kind,
+                "function"
+                    | "procedure"
+                    | "view"
+                    | "materialized"
+                    | "rule"
+                    | "trigger"
+                    | "aggregate"
+                    | "operator"
+                    | "cast"
+                    | "foreign"
+                    | "server"
+                    | "extension"
+                    | "language"
+                    | "event"
+                    | "transform"
+                    | "conversion"
+                    | "publication"
+                    | "subscription"
+                    | "role"
+                    | "user"
+                    | "group"
+            ) {
+                return refuse(&format!("CREATE {}", kind.to_ascii_uppercase()));
+            }
+        }
+        "alter" => {
+            if matches!(
+                w(1),
+                "system"
+                    | "role"
+                    | "user"
+                    | "group"
+                    | "function"
+                    | "procedure"
+                    | "routine"
+                    | "view"
+                    | "materialized"
+                    | "rule"
+                    | "trigger"
+                    | "aggregate"
+                    | "operator"
+                    | "extension"
+                    | "server"
+                    | "foreign"
+                    | "language"
+                    | "schema"
+                    | "database"
+                    | "event"
+                    | "publication"
+                    | "subscription"
+            ) {
+                return refuse(&format!("ALTER {}", w(1).to_ascii_uppercase()));
+            }
+        }
+        "set" | "reset" => {
+            let var = match (w(1), w(2)) {
+                ("session", "authorization") => "authorization",
+                ("session" | "local", v) => v,
+                (v, _) => v,
+            };
+            if GUARDED_SETTINGS.contains(&var) {
+                return refuse(&format!(
+                    "{} {}",
+                    w(0).to_ascii_uppercase(),
+                    var.to_ascii_uppercase()
+                ));
+            }
+            if w(0) == "reset" && words.len() == 2 && others == 0 {
+                return TextVerdict::Forward;
+            }
+        }
+        _ => {}
+    }
+    TextVerdict::Parse
+}
+
+/// Statistics and activity views that expose column values (most common
+/// values, histogram bounds) or other sessions' statement text.
+const VALUE_VIEWS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+    "pg_largeobject",
+];
+
+/// The AST-level checks for a parsed statement of a restricted session.
+pub fn check_statement(st: &Statement, ctx: &Context) -> Result<(), Refusal> {
+    let mut gate = Gate {
+        ctx,
+        res: Resolver {
+            rules: ctx.rules,
+            schema: ctx.schema,
+        },
+    };
+    match st.visit(&mut gate) {
+        ControlFlow::Break(r) => Err(r),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+struct Gate<'c, 'a> {
+    ctx: &'c Context<'a>,
+    res: Resolver<'a>,
+}
+
+impl Gate<'_, '_> {
+    fn refuse(&self, what: &str) -> ControlFlow<Refusal> {
+        ControlFlow::Break(refusal(self.ctx, what))
+    }
+
+    /// A view, matview or inheritance child that reads a protected table
+    /// (from the live schema), matched by schema-qualified name, or by name
+    /// alone when unqualified (a wrong match only costs a refusal).
+    fn protected_view(&self, name: &ObjectName) -> Option<String> {
+        let parts = fold_name(name)?;
+        let views = &self.ctx.schema?.protected_views;
+        let hit = match parts.as_slice() {
+            [t] => views.iter().find(|v| &v.name == t),
+            [s, t] | [_, s, t] => views.iter().find(|v| &v.schema == s && &v.name == t),
+            _ => None,
+        };
+        hit.map(|v| v.to_string())
+    }
+
+    fn ddl_target(&self, name: &ObjectName, what: &str) -> ControlFlow<Refusal> {
+        if let Some(t) = self.res.table(name) {
+            return self.refuse(&format!("{what} on tagged table {t}"));
+        }
+        if let Some(v) = self.protected_view(name) {
+            return self.refuse(&format!("{what} on {v}, which reads a protected table"));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn relation(&self, name: &ObjectName) -> ControlFlow<Refusal> {
+        let Some(parts) = fold_name(name) else {
+            return self.refuse("a relation named by an expression");
+        };
+        let last = parts.last().map(String::as_str).unwrap_or("");
+        let schema_ok = parts.len() < 2 || parts[parts.len() - 2] == "pg_catalog";
+        if VALUE_VIEWS.contains(&last) && schema_ok {
+            return self.refuse(&format!("reading {last}, which exposes column values"));
+        }
+        if let Some(v) = self.protected_view(name) {
+            return self.refuse(&format!(
+                "reading {v}, a view or child table over a protected table"
+            ));
+        }
+        // sqlparser reads `FROM ONLY t` as table `only` aliased `t`; the server
+        // reads table `t`. Never forward that differential.
+        if name.0.len() == 1 && last == "only" && name.to_string().eq_ignore_ascii_case("only") {
+            return self.refuse("FROM ONLY");
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn function(&self, name: &ObjectName) -> ControlFlow<Refusal> {
+        let Some(parts) = fold_name(name) else {
+            return self.refuse("a function named by an expression");
+        };
+        let (schema, f) = match parts.as_slice() {
+            [f] => (None, f.as_str()),
+            [s, f] | [_, s, f] => (Some(s.as_str()), f.as_str()),
+            _ => return self.refuse("a function call"),
+        };
+        match schema {
+            Some("information_schema") => ControlFlow::Continue(()),
+            Some("pg_catalog") if builtin_allowed(f) => ControlFlow::Continue(()),
+            None if builtin_allowed(f) && !self.catalog_shadowed() => ControlFlow::Continue(()),
+            _ => self.refuse(&format!(
+                "calling function {name} (only built-in functions that compute on their \
+                 arguments are allowed)"
+            )),
+        }
+    }
+
+    /// True when the search_path lists pg_catalog after another schema, so an
+    /// unqualified name could resolve to a function in that schema first.
+    fn catalog_shadowed(&self) -> bool {
+        self.ctx
+            .schema
+            .and_then(|s| s.search_path.iter().position(|p| p == "pg_catalog"))
+            .is_some_and(|i| i > 0)
+    }
+}
+
+impl Visitor for Gate<'_, '_> {
+    type Break = Refusal;
+
+    fn pre_visit_statement(&mut self, st: &Statement) -> ControlFlow<Refusal> {
+        match st {
+            Statement::Explain { .. } | Statement::ExplainTable { .. } => self.refuse("EXPLAIN"),
+            Statement::CreateFunction(_)
+            | Statement::CreateProcedure { .. }
+            | Statement::CreateMacro { .. }
+            | Statement::CreateTrigger(_)
+            | Statement::CreateView { .. }
+            | Statement::AlterView { .. }
+            | Statement::CreateExtension { .. }
+            | Statement::CreateServer(_)
+            | Statement::CreateRole { .. }
+            | Statement::CreateUser(_)
+            | Statement::AlterRole { .. }
+            | Statement::AlterSchema(_)
+            | Statement::Grant { .. }
+            | Statement::Revoke { .. }
+            | Statement::Call(_)
+            | Statement::Load { .. }
+            | Statement::Install { .. }
+            | Statement::RenameTable(_)
+            | Statement::CreateVirtualTable { .. } => {
+                let kind = st.to_string();
+                let kind: String = kind
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.refuse(&kind.to_ascii_uppercase())
+            }
+            Statement::Set(_) => {
+                // SET forms that name a guarded setting were refused on the text;
+                // ROLE / NAMES forms are refused here whatever their spelling.
+                use sqlparser::ast::Set;
+                match st {
+                    Statement::Set(Set::SetRole { .. } | Set::SetNames { .. }) => {
+                        self.refuse("SET ROLE / SET NAMES")
+                    }
+                    _ => ControlFlow::Continue(()),
+                }
+            }
+            Statement::CreateTable(ct) if ct.query.is_some() => {
+                self.refuse("CREATE TABLE AS (copying query results into a table)")
+            }
+            // Renaming a tagged table or a view/child over one (or moving it to
+            // another schema) would take it out of its rules; constraints,
+            // unique indexes and row-level policies on raw values are oracles
+            // (an insert that fails, a count that shrinks).
+            Statement::AlterTable { name, .. } => self.ddl_target(name, "ALTER TABLE"),
+            Statement::CreateIndex(ci) => self.ddl_target(&ci.table_name, "CREATE INDEX"),
+            Statement::CreatePolicy { table_name, .. }
+            | Statement::AlterPolicy { table_name, .. } => {
+                self.ddl_target(table_name, "CREATE/ALTER POLICY")
+            }
+            Statement::Copy {
+                source, to: true, ..
+            } => {
+                let mut tables = Vec::new();
+                match source {
+                    CopySource::Table { table_name, .. } => tables.push(table_name.clone()),
+                    CopySource::Query(q) => {
+                        let _ = sqlparser::ast::visit_relations(&**q, |n| {
+                            tables.push(n.clone());
+                            ControlFlow::<()>::Continue(())
+                        });
+                    }
+                }
+                for n in &tables {
+                    if let Some(t) = self.res.table(n) {
+                        if restricted_table(self.ctx.rules, &t, self.ctx.roles) {
+                            return self.refuse(&format!("COPY … TO of data from table {t}"));
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<Refusal> {
+        if let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() {
+            if s.into.is_some() {
+                return self.refuse("SELECT INTO (copying query results into a table)");
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<Refusal> {
+        match tf {
+            TableFactor::Table {
+                name, args: None, ..
+            } => self.relation(name),
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => self.function(name),
+            TableFactor::TableFunction { .. }
+            | TableFactor::JsonTable { .. }
+            | TableFactor::OpenJsonTable { .. }
+            | TableFactor::Pivot { .. }
+            | TableFactor::Unpivot { .. }
+            | TableFactor::MatchRecognize { .. }
+            | TableFactor::XmlTable { .. }
+            | TableFactor::SemanticView { .. } => self.refuse("this kind of FROM item"),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
+        match e {
+            Expr::Function(f) => self.function(&f.name),
+            Expr::BinaryOp { op, .. } => match op {
+                BinaryOperator::Custom(o) if !BUILTIN_OPERATORS.contains(&o.as_str()) => {
+                    self.refuse(&format!("operator {o} (not a built-in operator)"))
+                }
+                BinaryOperator::PGCustomBinaryOperator(parts)
+                    if parts.len() != 2 || parts[0] != "pg_catalog" =>
+                {
+                    self.refuse("an operator outside pg_catalog")
+                }
+                _ => ControlFlow::Continue(()),
+            },
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
