@@ -99,6 +99,8 @@ pub enum SessionError {
     AuditUnavailable,
     #[error("authentication failed upstream ({0})")]
     AuthFailed(String),
+    #[error("{0}")]
+    StartupRefused(String),
 }
 
 impl SessionError {
@@ -111,6 +113,7 @@ impl SessionError {
             SessionError::Refused(_) => Some("28000"),
             SessionError::AuditUnavailable => Some("58030"),
             SessionError::AuthFailed(_) => None,
+            SessionError::StartupRefused(_) => Some("42501"),
             SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => None,
         }
     }

@@ -22,7 +22,8 @@ use crate::protocol::{
     CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
 };
 use crate::schema::{
-    catalog_query, dependent_views_query, from_catalog_rows, protected_views_from_rows, SEARCH_PATH_QUERY,
+    catalog_query, dependent_views_query, from_catalog_rows, protected_views_from_rows,
+    SEARCH_PATH_QUERY,
 };
 
 /// True when the client has already sent bytes we have not read. After an
@@ -343,6 +344,13 @@ pub(super) async fn relay_auth(
                 } else {
                     Some(load_catalog(server, &mut sbuf, &policy, cap).await?)
                 };
+                if let Some(cat) = &catalog {
+                    if let Some(param) = unsafe_startup_param(packet, &policy, cat) {
+                        return Err(SessionError::StartupRefused(format!(
+                            "pgveil: the startup parameter `{param}` is not allowed for roles with restricted access to tagged columns"
+                        )));
+                    }
+                }
                 client.write_all(&frame).await?;
                 client.flush().await?;
                 return Ok(Authenticated {
@@ -363,6 +371,44 @@ pub(super) async fn relay_auth(
             client.flush().await?;
         }
     }
+}
+
+/// A startup parameter a restricted session may not set: each changes how
+/// the server parses or resolves SQL behind pgveil's analysis (or, for
+/// `replication`, bypasses SQL altogether).
+fn unsafe_startup_param<'a>(
+    packet: &'a StartupPacket,
+    policy: &crate::policy::Policy,
+    catalog: &Catalog,
+) -> Option<&'a str> {
+    let StartupPacket::Startup { params, .. } = packet else {
+        return None;
+    };
+    if !crate::sql::is_restricted(&policy.rules, &catalog.roles) {
+        return None;
+    }
+    params.iter().find_map(|(k, v)| {
+        let k_l = k.to_ascii_lowercase();
+        let bad = match k_l.as_str() {
+            "user"
+            | "database"
+            | "application_name"
+            | "datestyle"
+            | "timezone"
+            | "extra_float_digits"
+            | "intervalstyle"
+            | "geqo"
+            | "statement_timeout"
+            | "lock_timeout"
+            | "idle_in_transaction_session_timeout" => false,
+            "client_encoding" => !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "utf8" | "utf-8" | "unicode"
+            ),
+            _ => true,
+        };
+        bad.then_some(k.as_str())
+    })
 }
 
 /// Reads the session's effective roles (login role plus every role it is a
