@@ -738,3 +738,49 @@ async fn rules_hot_reload_on_file_change_keeps_old_rules_when_invalid() {
         .expect_err("denied after reload");
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
 }
+
+#[test]
+fn check_against_live_schema_reports_plaintext_left_behind() {
+    let env = setup("enc_check");
+    let c = cluster();
+    // One row written around pgveil, straight into the bytea column.
+    c.sql(&env.db, "INSERT INTO customers (full_name, email) VALUES ('Raw', 'raw-left-behind@example.com'::bytea)");
+    let run = |rules: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_pgveil"))
+            .args([
+                "check",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--upstream",
+                &c.url(),
+                "--keyring",
+            ])
+            .arg(&env.keyring)
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", c.pg.superuser_password())
+            .env("PGDATABASE", &env.db)
+            .output()
+            .expect("run check")
+    };
+    let out = run(&rules_dir());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("public.customers.email") && err.contains("1 of 1"),
+        "{err}"
+    );
+    assert!(!err.contains("raw-left-behind"), "value printed: {err}");
+
+    // A rule naming a column the table does not have, and a non-bytea encrypted column.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[column]]\ntable = \"public.customers\"\nname = \"nickname\"\ntype = \"text\"\n\n\
+         [[column]]\ntable = \"public.customers\"\nname = \"full_name\"\ntype = \"text\"\nencrypt = \"randomized\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nickname") && err.contains("bytea"), "{err}");
+}
