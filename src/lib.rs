@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod demo;
 pub mod mask;
 pub mod metrics;
 pub mod net;

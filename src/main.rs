@@ -39,6 +39,9 @@ enum Command {
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Start a throwaway PostgreSQL with sample customers and serve it through pgveil,
+    /// showing what each role sees.
+    Demo(pgveil::demo::DemoOptions),
 }
 
 #[derive(Args)]
@@ -432,5 +435,9 @@ fn main() -> Result<ExitCode> {
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
+        Command::Demo(o) => {
+            pgveil::demo::run(o)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
