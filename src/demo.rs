@@ -79,6 +79,7 @@ type Customer = (
     Option<&'static str>,
 );
 
+#[rustfmt::skip]
 const CUSTOMERS: [Customer; 20] = [
     ("Alice Smith", "alice@example.com", "123-45-6789", Some("+1-202-555-0143"), "1984-07-19", Some("4111 1111 1111 1111")),
     ("Bob Johnson", "bob.johnson@example.org", "987-65-4321", Some("+1-415-555-0198"), "1990-01-02", Some("5555 5555 5555 4444")),
@@ -128,7 +129,9 @@ impl Default for DemoOptions {
 
 #[derive(Debug, Error)]
 pub enum DemoError {
-    #[error("{0}\nOn Debian/Ubuntu, scripts/install-deps.sh (in the pgveil repository) installs them.")]
+    #[error(
+        "{0}\nOn Debian/Ubuntu, scripts/install-deps.sh (in the pgveil repository) installs them."
+    )]
     PostgresMissing(PgTempError),
     #[error("throwaway PostgreSQL: {0}")]
     Postgres(PgTempError),
@@ -179,7 +182,7 @@ fn client_err(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) 
     }
 }
 
-/// `SQLSTATE: message` for server errors, the client library's text otherwise.
+/// `SQLSTATE message` for server errors, the client library's text otherwise.
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} {}", db.code().code(), db.message()),
@@ -222,7 +225,12 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
     let pg = PgTemp::start(&PgTempOptions::default())?;
     let passwords: Vec<(&str, String)> = ROLES
         .iter()
-        .map(|r| (*r, format!("{r}-{}", hex::encode(rand::random::<[u8; 4]>()))))
+        .map(|r| {
+            (
+                *r,
+                format!("{r}-{}", hex::encode(rand::random::<[u8; 4]>())),
+            )
+        })
         .collect();
     for (role, pw) in &passwords {
         pg.create_login_role(role, pw, PasswordEncryption::Scram)?;
@@ -365,9 +373,14 @@ async fn show(
     grid.push(read_cells(&direct, id).await);
     let mut refusal = None;
     for role in ROLES {
-        let c = connect("127.0.0.1", proxy.port(), role, password_of(passwords, role))
-            .await
-            .map_err(client_err(format!("connecting to pgveil as {role}")))?;
+        let c = connect(
+            "127.0.0.1",
+            proxy.port(),
+            role,
+            password_of(passwords, role),
+        )
+        .await
+        .map_err(client_err(format!("connecting to pgveil as {role}")))?;
         grid.push(read_cells(&c, id).await);
         if role == "analyst" {
             refusal = c
@@ -494,7 +507,9 @@ fn render_grid(headers: &[&str], grid: &[Vec<String>]) -> String {
         .enumerate()
         .map(|(i, h)| {
             grid.get(i)
-                .map_or(0, |col| col.iter().map(|c| c.chars().count()).max().unwrap_or(0))
+                .map_or(0, |col| {
+                    col.iter().map(|c| c.chars().count()).max().unwrap_or(0)
+                })
                 .max(h.chars().count())
         })
         .collect();
@@ -587,19 +602,25 @@ fn print_instructions(
 }
 
 /// How the user runs this binary: its path when it is `pgveil`, else `pgveil`.
+/// (Linux appends " (deleted)" when the file was replaced while running, as
+/// a rebuild during `cargo run` does; the path still names the new binary.)
 fn pgveil_command() -> String {
-    std::env::current_exe()
-        .ok()
-        .filter(|p| p.file_name().is_some_and(|n| n == "pgveil"))
-        .map_or_else(
-            || "pgveil".to_string(),
-            |p| shell_quote(&p.display().to_string()),
-        )
+    let Ok(exe) = std::env::current_exe() else {
+        return "pgveil".to_string();
+    };
+    let shown = exe.display().to_string();
+    let shown = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+    if Path::new(shown).file_name().is_some_and(|n| n == "pgveil") {
+        shell_quote(shown)
+    } else {
+        "pgveil".to_string()
+    }
 }
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| std::fs::metadata(d.join(tool)).is_ok_and(|m| m.is_file()))
+        std::env::split_paths(&p)
+            .any(|d| std::fs::metadata(d.join(tool)).is_ok_and(|m| m.is_file()))
     })
 }
 
@@ -670,10 +691,16 @@ mod tests {
 
     #[test]
     fn insert_quotes_literals_and_nulls() {
-        let obrien = CUSTOMERS.iter().find(|c| c.0.contains('\'')).expect("a name with a quote");
+        let obrien = CUSTOMERS
+            .iter()
+            .find(|c| c.0.contains('\''))
+            .expect("a name with a quote");
         let sql = insert_sql(obrien);
         assert!(sql.contains("'Seán O''Brien'"), "{sql}");
-        let liam = CUSTOMERS.iter().find(|c| c.3.is_none()).expect("a customer without phone");
+        let liam = CUSTOMERS
+            .iter()
+            .find(|c| c.3.is_none())
+            .expect("a customer without phone");
         let sql = insert_sql(liam);
         assert!(sql.contains("', NULL, '"), "{sql}");
         assert!(!sql.contains("'NULL'"), "{sql}");
@@ -684,13 +711,28 @@ mod tests {
         let mut emails: Vec<&str> = CUSTOMERS.iter().map(|c| c.1).collect();
         emails.sort_unstable();
         emails.dedup();
-        assert_eq!(emails.len(), CUSTOMERS.len(), "emails must be unique (lookup by email)");
+        assert_eq!(
+            emails.len(),
+            CUSTOMERS.len(),
+            "emails must be unique (lookup by email)"
+        );
         for c in &CUSTOMERS {
             let ssn: Vec<usize> = c.2.split('-').map(str::len).collect();
             assert_eq!(ssn, [3, 2, 4], "{}", c.2);
             assert!(c.1.ends_with(".com") || c.1.ends_with(".org") || c.1.ends_with(".net"));
-            assert!(c.1.split('@').nth(1).is_some_and(|d| d.starts_with("example.")), "{}", c.1);
-            assert!(crate::values::canonical_text(crate::rules::LogicalType::Date, c.4.as_bytes()).is_ok(), "{}", c.4);
+            assert!(
+                c.1.split('@')
+                    .nth(1)
+                    .is_some_and(|d| d.starts_with("example.")),
+                "{}",
+                c.1
+            );
+            assert!(
+                crate::values::canonical_text(crate::rules::LogicalType::Date, c.4.as_bytes())
+                    .is_ok(),
+                "{}",
+                c.4
+            );
         }
     }
 
@@ -745,7 +787,11 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        assert_ne!(uncommented, text.replace('\r', ""), "expected commented keys");
+        assert_ne!(
+            uncommented,
+            text.replace('\r', ""),
+            "expected commented keys"
+        );
         let f: FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}"));
         assert!(f.workers.is_some() && f.tls.cert.is_some() && f.audit.chain_key_file.is_some());
     }

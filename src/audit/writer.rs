@@ -178,6 +178,23 @@ impl Audit {
         Ok(done)
     }
 
+    /// Enqueues a record, waiting for room in the queue but not for the
+    /// write: buffered durability's path. A full queue slows the session
+    /// down (backpressure) instead of losing the record.
+    pub async fn record_queued(&self, input: AuditRecordInput) -> Result<(), AuditError> {
+        validate_input(&input)?;
+        if !self.is_healthy() {
+            return Err(AuditError::Unavailable);
+        }
+        self.tx
+            .send(Msg::Record {
+                input: Box::new(input),
+                reply: None,
+            })
+            .await
+            .map_err(|_| AuditError::Unavailable)
+    }
+
     /// Enqueues a record without waiting (never blocks). Fails fast with
     /// `Unavailable` while the writer is unhealthy and `Overloaded` when the
     /// queue is full, whatever the backpressure policy. A record that fails

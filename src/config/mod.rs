@@ -38,6 +38,10 @@ pub struct FileConfig {
     pub shutdown_timeout_secs: Option<u64>,
     pub connect_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
+    /// How old a session's snapshot of role memberships and the catalog may
+    /// get before it is re-read at the next statement boundary (changes made
+    /// through pgveil apply at once). Default 1000 ms.
+    pub catalog_max_age_ms: Option<u64>,
     pub log_format: Option<String>,
     #[serde(default)]
     pub tls: TlsFileConfig,
@@ -154,6 +158,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub connect_timeout: Duration,
     pub workers: usize,
+    pub catalog_max_age: Duration,
     pub log_format: LogFormat,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -288,6 +293,7 @@ impl Config {
                 shutdown_timeout: Duration::from_secs(f.shutdown_timeout_secs.unwrap_or(30)),
                 connect_timeout: Duration::from_secs(f.connect_timeout_secs.unwrap_or(10)),
                 workers,
+                catalog_max_age: Duration::from_millis(f.catalog_max_age_ms.unwrap_or(1000)),
                 log_format,
                 tls_cert: f.tls.cert,
                 tls_key: f.tls.key,

@@ -84,6 +84,13 @@ impl Encryptor for Policy {
         c.encrypt(canonical).map_err(|e| e.to_string())
     }
 
+    fn live_versions(&self, rule: &ColumnRule) -> usize {
+        self.crypto
+            .as_ref()
+            .and_then(|c| c.cipher(&rule.table, &rule.name))
+            .map_or(1, |c| c.key_ids().len())
+    }
+
     fn encrypt_for_match(
         &self,
         rule: &ColumnRule,

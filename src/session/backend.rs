@@ -123,7 +123,9 @@ impl Records<'_> {
         if let (Some(rec), Some(a)) = (self.rec, a) {
             let outcome = a.refused.unwrap_or(outcome);
             let r = rec.record(a, outcome, rows, started, self.rules_version);
-            self.out.push((r, self.strict && a.tagged));
+            // A refused statement returned nothing to hold back.
+            self.out
+                .push((r, self.strict && a.tagged && a.refused.is_none()));
         }
     }
 }
@@ -409,6 +411,7 @@ pub(super) async fn backend(
             out: Vec::new(),
         };
         let hold;
+        let mut saw_copy_in = false;
         {
             let mut st = lock(state);
             let st = &mut *st;
@@ -416,6 +419,7 @@ pub(super) async fn backend(
                 .map_err(|_| SessionError::UpstreamLost)?
             {
                 let tag = buf[pos];
+                saw_copy_in |= matches!(tag, b'G' | b'W');
                 if let Some(Expect::Internal {
                     tx,
                     results,
@@ -508,7 +512,10 @@ pub(super) async fn backend(
                 }
                 pos += n;
             }
-            hold = strict && must_hold(st);
+            // While the server waits for COPY data, the client must see the
+            // CopyInResponse: the statement's record can only follow its end.
+            let copy_in = st.copy.as_ref().is_some_and(|c| c.dir == CopyDir::In) || saw_copy_in;
+            hold = strict && must_hold(st) && !copy_in;
         }
         let mut audit_failed = false;
         if let Some(a) = audit {
@@ -518,9 +525,10 @@ pub(super) async fn backend(
                         Ok(rx) => waits.push(rx),
                         Err(_) => audit_failed = true,
                     }
-                } else if a.record_nowait(r).is_err() {
-                    // Untagged statements are not held back for the audit.
-                    tracing::debug!("audit record for an untagged statement dropped");
+                } else if a.record_queued(r).await.is_err() {
+                    // Results that need no durable record are not withheld;
+                    // the writer counts the failure.
+                    tracing::debug!("audit record could not be queued");
                 }
             }
         }

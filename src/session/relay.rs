@@ -41,6 +41,8 @@ pub(super) struct State {
     /// The DDL epoch and rules version the catalog was read at.
     pub catalog_epoch: u64,
     pub catalog_version: String,
+    /// When the catalog was read.
+    pub catalog_at: Option<Instant>,
     /// Transaction status of the last ReadyForQuery.
     pub txn_status: u8,
     /// DDL went through this session; bump the epoch when it settles.
@@ -116,6 +118,7 @@ pub(super) async fn run(
         catalog: Arc::new(initial.catalog.unwrap_or_default()),
         catalog_loaded: initial.loaded,
         catalog_epoch: initial.epoch,
+        catalog_at: Some(Instant::now()),
         catalog_version: policy.rules.version.clone(),
         txn_status: b'I',
         ..State::default()
@@ -219,6 +222,9 @@ fn catalog_stale(st: &State, policy: &crate::policy::Policy, shared: &Shared) ->
         && st.expect.is_empty()
         && st.txn_status != b'E'
         && (!st.catalog_loaded
+            || st
+                .catalog_at
+                .is_none_or(|t| t.elapsed() > shared.config.catalog_max_age)
             || st.catalog_version != policy.rules.version
             || st.catalog_epoch != shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire))
 }
@@ -253,10 +259,15 @@ async fn refresh_catalog(
             st.catalog = Arc::new(c);
             st.catalog_loaded = true;
             st.catalog_epoch = epoch;
+            st.catalog_at = Some(Instant::now());
             st.catalog_version = policy.rules.version.clone();
             tracing::debug!("session catalog refreshed");
         }
-        None => tracing::warn!("could not refresh the session catalog; keeping the previous one"),
+        None => {
+            // Retry after the usual interval rather than on every statement.
+            st.catalog_at = Some(Instant::now());
+            tracing::warn!("could not refresh the session catalog; keeping the previous one")
+        }
     }
     Ok(())
 }

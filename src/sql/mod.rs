@@ -61,6 +61,12 @@ pub trait Encryptor {
         rule: &ColumnRule,
         canonical: &[u8],
     ) -> Result<Vec<Vec<u8>>, String>;
+    /// How many key versions may hold this column's values. Grouping by a
+    /// deterministic ciphertext equals grouping by the plaintext only while
+    /// this is 1 (no rotation in progress).
+    fn live_versions(&self, _rule: &ColumnRule) -> usize {
+        1
+    }
 }
 
 /// Value normaliser: canonical bytes of a literal for a logical type, or a

@@ -22,7 +22,7 @@ use sqlparser::ast::{
     SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Value,
 };
 
-use crate::rules::model::{ColumnRule, EncryptMode, TableName};
+use crate::rules::model::{Access, ColumnRule, EncryptMode, TableName};
 
 use super::refuse::{self, sensitive};
 use super::resolve::{fold, fold_name, ColRef, CteDef, OutCol, Relation, Resolver, Scope};
@@ -89,6 +89,27 @@ impl<'a, 'c> Analyzer<'a, 'c> {
 
     pub fn finish(self) -> (StatementPlan, bool) {
         (self.plan, self.touched)
+    }
+
+    /// `GROUP BY col` on a deterministic encrypted column is exact while one
+    /// key version is live: equal plaintexts have equal ciphertexts. The
+    /// session then decrypts (and masks, e.g. `hash`) the grouped column by
+    /// origin. Roles that get NULL or nothing may not group (it would reveal
+    /// which rows are equal).
+    fn groupable(&mut self, e: &Expr, scope: &Scope<'a, '_>) -> bool {
+        let Some(ColRef::Column(Some(r))) = self.colref(e, scope) else {
+            return false;
+        };
+        let ok = r.encrypt == Some(EncryptMode::Deterministic)
+            && matches!(
+                refuse::access(r, self.roles()),
+                Access::Plaintext | Access::Mask(_)
+            )
+            && self.ctx.encryptor.live_versions(r) == 1;
+        if ok {
+            self.use_col(r, ColumnAction::Match);
+        }
+        ok
     }
 
     pub fn roles(&self) -> &'a [String] {
@@ -388,6 +409,9 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         }
         if let GroupByExpr::Expressions(exprs, _) = &mut sel.group_by {
             for e in exprs.iter_mut() {
+                if self.groupable(e, &scope) {
+                    continue;
+                }
                 self.output_ref_check(e, &cols, "GROUP BY")?;
                 self.walk(e, &scope, "GROUP BY")?;
             }
