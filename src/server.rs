@@ -197,7 +197,11 @@ fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, active: Arc<Atom
                     accept_one(sock, peer, &shared, &active);
                 }
                 _ = draining.changed() => {
-                    if *draining.borrow() { break; }
+                    if *draining.borrow() {
+                        // Load balancers stop sending clients while we drain.
+                        metrics().ready.store(false, Ordering::Relaxed);
+                        break;
+                    }
                 }
             }
         }

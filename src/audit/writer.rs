@@ -23,6 +23,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -390,9 +391,12 @@ impl Writer {
     fn create_segment(&self, index: u64, start_seq: u64) -> Result<OpenSegment, AuditError> {
         let name = segment_file_name(index, start_seq);
         let path = self.dir.join(&name);
+        // The audit names who read which customers' data: owner-only, like
+        // the directory.
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_at(&path))?;
         sync_dir(&self.dir).map_err(io_at(&self.dir))?;

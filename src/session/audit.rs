@@ -74,10 +74,30 @@ fn split_column(q: &str) -> Option<(TableName, &str)> {
 }
 
 /// The record template of an analysed statement.
+/// Whether `word` occurs in the (lower-case, literal-free) fingerprint as
+/// an identifier.
+fn names(fingerprint: &str, word: &str) -> bool {
+    fingerprint
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .any(|w| w == word)
+}
+
 pub fn from_plan(plan: &StatementPlan, policy: &Policy, roles: &[String]) -> StmtAudit {
+    let fp = plan.fingerprint.to_lowercase();
+    let star = fp.contains('*');
     let columns = plan
         .columns
         .iter()
+        // A masked derived table serves every protected column of its table;
+        // the record names the ones the statement refers to (or all, for `*`).
+        .filter(|c| {
+            !matches!(c.action, ColumnAction::Masked | ColumnAction::Null)
+                || star
+                || c.column
+                    .rsplit('.')
+                    .next()
+                    .is_some_and(|col| names(&fp, col))
+        })
         .map(|c| {
             let (action, mask) = match c.action {
                 ColumnAction::Plaintext => (AuditAction::Plaintext, None),
@@ -131,12 +151,36 @@ pub fn passthrough(sql_text: &str) -> Vec<StmtAudit> {
 }
 
 /// The record of a refused statement.
-pub fn refused(sql_text: &str, sqlstate: &'static str) -> StmtAudit {
+/// The record of a refused statement. The analysis stopped at the refusal,
+/// so the tables and tagged columns are those the text names: each such
+/// column is recorded as denied.
+pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Policy) -> StmtAudit {
+    let fingerprint = sql::fingerprint(sql_text);
+    let fp = fingerprint.to_lowercase();
+    let mut tables: Vec<String> = Vec::new();
+    let mut columns = Vec::new();
+    for r in policy.rules.columns() {
+        if !names(&fp, &r.table.name) {
+            continue;
+        }
+        let t = r.table.to_string();
+        if !tables.contains(&t) {
+            tables.push(t);
+        }
+        if names(&fp, &r.name) || fp.contains('*') {
+            columns.push(TaggedColumn {
+                column: r.qualified(),
+                class: r.class.clone(),
+                action: AuditAction::Denied,
+                mask: None,
+            });
+        }
+    }
     StmtAudit {
         kind: kind_from_text(sql_text),
-        fingerprint: sql::fingerprint(sql_text),
-        tables: Vec::new(),
-        columns: Vec::new(),
+        fingerprint,
+        tables,
+        columns,
         tagged: true,
         refused: Some(sqlstate),
     }

@@ -551,6 +551,9 @@ pub(super) async fn backend(
                 }
             }
             if audit_failed {
+                if let Some(a) = audit {
+                    a.note_refused();
+                }
                 return Err(SessionError::AuditUnavailable);
             }
             m.bytes_to_clients.inc_by(held.len() as u64);
@@ -559,6 +562,9 @@ pub(super) async fn backend(
             held.clear();
         }
         if audit_failed {
+            if let Some(a) = audit {
+                a.note_refused();
+            }
             return Err(SessionError::AuditUnavailable);
         }
         if held.len() > MAX_HELD {

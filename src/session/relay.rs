@@ -348,6 +348,7 @@ async fn frontend(
                             audit_on: ctx.rec.is_some(),
                             audit_down,
                             audit_down_refuses_all: shared.audit_required_for_untagged,
+                            audit: shared.audit.as_ref(),
                         };
                         if let Action::Replace(new) =
                             an.frontend(frame, t0, &mut st.tracker, &mut st.expect)?

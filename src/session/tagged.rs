@@ -154,6 +154,16 @@ pub struct Analyzer<'a> {
     pub audit_down: bool,
     /// While the audit is down, refuse untagged statements too.
     pub audit_down_refuses_all: bool,
+    pub audit: Option<&'a crate::audit::Audit>,
+}
+
+impl Analyzer<'_> {
+    fn audit_refusal(&self) -> Refusal {
+        if let Some(a) = self.audit {
+            a.note_refused();
+        }
+        audit_refusal()
+    }
 }
 
 fn audit_refusal() -> Refusal {
@@ -226,7 +236,7 @@ impl Analyzer<'_> {
                     && (self.audit_down_refuses_all
                         || matches!(analysis, Analysis::Rewritten { .. }))
                 {
-                    analysis = Analysis::Refused(audit_refusal());
+                    analysis = Analysis::Refused(self.audit_refusal());
                 }
                 match analysis {
                     Analysis::Passthrough => {
@@ -265,7 +275,7 @@ impl Analyzer<'_> {
                     Analysis::Refused(r) => {
                         let out = refused_query(&r);
                         let audit = if self.audit_on {
-                            vec![super::audit::refused(text, r.sqlstate)]
+                            vec![super::audit::refused(text, r.sqlstate, self.policy)]
                         } else {
                             Vec::new()
                         };
@@ -282,7 +292,7 @@ impl Analyzer<'_> {
                     && (self.audit_down_refuses_all
                         || matches!(analysis, Analysis::Rewritten { .. }))
                 {
-                    analysis = Analysis::Refused(audit_refusal());
+                    analysis = Analysis::Refused(self.audit_refusal());
                 }
                 match analysis {
                     Analysis::Passthrough => {
@@ -391,7 +401,7 @@ impl Analyzer<'_> {
                 }
                 let mut action = Action::Forward;
                 if self.audit_down && stmt.plan.is_some() {
-                    let r = audit_refusal();
+                    let r = self.audit_refusal();
                     metrics().refused.with_label_values(&[r.sqlstate]).inc();
                     let mut out = BytesMut::new();
                     put_bind_to_missing(&mut out);
@@ -551,7 +561,7 @@ impl Analyzer<'_> {
         tracker.stmts.remove(parse.name.as_deref().unwrap_or(""));
         let audit = self
             .audit_on
-            .then(|| super::audit::refused(&parse.query, r.sqlstate));
+            .then(|| super::audit::refused(&parse.query, r.sqlstate, self.policy));
         expect.push_back(Expect::Parse {
             refusal: Some(r),
             audit,
