@@ -41,86 +41,11 @@ done
 
 scripts/install-deps.sh >&2
 
-# --- binaries --------------------------------------------------------------------------
-if [ -n "${PGVEIL_PG_BIN:-}" ]; then
-    PGBIN=$PGVEIL_PG_BIN
-else
-    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    [ -x "$PGBIN/initdb" ] || PGBIN=$(pg_config --bindir)
-fi
-PGBENCH="$PGBIN/pgbench"
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
-PSQL="$PGBIN/psql"
-[ -x "$PSQL" ] || PSQL=$(command -v psql)
-
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [ "$BUILD" = 1 ]; then
-    echo "building pgveil (release)..." >&2
-    cargo build --release --bin pgveil >&2
-fi
-[ -n "$PGVEIL" ] || PGVEIL="$TARGET_DIR/release/pgveil"
-[ -x "$PGVEIL" ] || { echo "no $PGVEIL; drop --no-build" >&2; exit 1; }
-
-# --- helpers ---------------------------------------------------------------------------
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (: </dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
-    done
-}
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2
-    return 1
-}
-if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || { echo "no postgres OS user; apt-get install postgresql" >&2; exit 1; }
-    AS_PG=(runuser -u postgres --)
-else
-    AS_PG=()
-fi
-
-WORK=$(mktemp -d /tmp/pgveil-audit-bench.XXXXXX)
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+SCALE=1
+. benches/lib.sh
 AUDIT_BASE=${AUDIT_BASE:-$WORK/audit}
 mkdir -p "$AUDIT_BASE"
-PGDATA="$WORK/data"
-PGPORT=$(free_port)
-PASSWORD="bench-$RANDOM$RANDOM"
-PIDS=()
 
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" stop -m fast -w >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-# --- PostgreSQL ------------------------------------------------------------------------
-echo "$PASSWORD" >"$WORK/pw"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK/pw"
-(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C -N \
-    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$WORK/pw" >/dev/null)
-cat >>"$PGDATA/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$WORK'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = 256MB
-max_connections = 100
-CONF
-(cd "$WORK" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w start >/dev/null)
-export PGPASSWORD="$PASSWORD" PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1
-unset PGSSLMODE PGSERVICE PGOPTIONS PGAPPNAME
 "$PSQL" -X -q -p "$PGPORT" -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE ROLE admin LOGIN PASSWORD '$PASSWORD';
 CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL,
@@ -142,7 +67,7 @@ for mode in off buffered strict; do
         args+=(--audit-dir "$AUDIT_BASE/$mode" --audit-durability "$mode")
     fi
     PGVEIL_LOG=warn "$PGVEIL" "${args[@]}" >"$WORK/pgveil-$mode.log" 2>&1 &
-    PIDS+=($!)
+    EXTRA_PIDS+=($!)
     wait_port "${PORT[$mode]}"
 done
 
@@ -193,7 +118,6 @@ for mode in buffered strict; do
 done
 
 # --- summary ---------------------------------------------------------------------------
-median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fs=$(df -T "$AUDIT_BASE" | awk 'NR == 2 {print $2}')
 echo
 echo "point lookup by encrypted email (admin, decrypts email+ssn), pgbench -M prepared, $CLIENTS clients,"

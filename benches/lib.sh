@@ -13,6 +13,8 @@ else
 fi
 PGBENCH="$PGBIN/pgbench"
 [ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
+PSQL="$PGBIN/psql"
+[ -x "$PSQL" ] || PSQL=$(command -v psql)
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ "$BUILD" = 1 ]; then
@@ -58,8 +60,11 @@ BOUNCER_PORT=$(free_port)
 PASSWORD="bench-$RANDOM$RANDOM"
 PROXY_PID=""
 BOUNCER_PID=""
+EXTRA_PIDS=()
 
 cleanup() {
+    local p
+    for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
     [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
     "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" stop -m fast -w >/dev/null 2>&1 || true
@@ -84,7 +89,7 @@ max_connections = 100
 CONF
 (cd "$WORK" && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w start >/dev/null)
 export PGPASSWORD="$PASSWORD" PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1
-unset PGSSLMODE PGSERVICE PGOPTIONS
+unset PGSSLMODE PGSERVICE PGOPTIONS PGAPPNAME
 echo "initializing pgbench scale $SCALE..." >&2
 "$PGBENCH" -i -q -s "$SCALE" -p "$PGPORT" >/dev/null 2>&1
 

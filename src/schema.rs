@@ -88,16 +88,22 @@ impl SchemaSnapshot {
     }
 }
 
+/// `('schema', 'table')` literals, quotes doubled; the names come from the
+/// DBA's rule files, not from clients.
+fn name_pairs<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> Vec<String> {
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    tables
+        .into_iter()
+        .map(|t| format!("({}, {})", lit(&t.schema), lit(&t.name)))
+        .collect()
+}
+
 /// The catalog query for the tables the rules name: one row per live column,
 /// `schema, table, table oid, relkind, column, attnum, type oid, type name`.
 /// Names are passed as literals escaped by doubling quotes; they come from the
 /// DBA's rule files, not from clients.
 pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> String {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let pairs: Vec<String> = tables
-        .into_iter()
-        .map(|t| format!("({}, {})", lit(&t.schema), lit(&t.name)))
-        .collect();
+    let pairs = name_pairs(tables);
     if pairs.is_empty() {
         return "SELECT NULL::text, NULL::text, NULL::oid, NULL::\"char\", NULL::text, NULL::int2, NULL::oid, NULL::text WHERE false".into();
     }
@@ -121,11 +127,7 @@ pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> St
 /// tables themselves are not listed. Fill [`SchemaSnapshot::protected_views`]
 /// from it. Names are escaped as in [`catalog_query`].
 pub fn dependent_views_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> String {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let pairs: Vec<String> = tables
-        .into_iter()
-        .map(|t| format!("({}, {})", lit(&t.schema), lit(&t.name)))
-        .collect();
+    let pairs = name_pairs(tables);
     if pairs.is_empty() {
         return "SELECT NULL::text, NULL::text WHERE false".into();
     }

@@ -69,9 +69,12 @@ impl Policy {
     }
 }
 
-/// Encrypts literals and parameters for the SQL layer with this snapshot's keys.
-impl Encryptor for Policy {
-    fn encrypt_for_write(&self, rule: &ColumnRule, canonical: &[u8]) -> Result<Vec<u8>, String> {
+impl Policy {
+    /// The column's cipher, counting the encryption about to happen.
+    fn encrypting_cipher(
+        &self,
+        rule: &ColumnRule,
+    ) -> Result<&Arc<crate::crypto::ColumnCipher>, String> {
         let c = self
             .crypto
             .as_ref()
@@ -81,7 +84,16 @@ impl Encryptor for Policy {
             .crypto_ops
             .with_label_values(&["encrypt", &rule.class])
             .inc();
-        c.encrypt(canonical).map_err(|e| e.to_string())
+        Ok(c)
+    }
+}
+
+/// Encrypts literals and parameters for the SQL layer with this snapshot's keys.
+impl Encryptor for Policy {
+    fn encrypt_for_write(&self, rule: &ColumnRule, canonical: &[u8]) -> Result<Vec<u8>, String> {
+        self.encrypting_cipher(rule)?
+            .encrypt(canonical)
+            .map_err(|e| e.to_string())
     }
 
     fn live_versions(&self, rule: &ColumnRule) -> usize {
@@ -96,16 +108,9 @@ impl Encryptor for Policy {
         rule: &ColumnRule,
         canonical: &[u8],
     ) -> Result<Vec<Vec<u8>>, String> {
-        let c = self
-            .crypto
-            .as_ref()
-            .and_then(|c| c.cipher(&rule.table, &rule.name))
-            .ok_or_else(|| format!("no key for {}", rule.qualified()))?;
-        metrics()
-            .crypto_ops
-            .with_label_values(&["encrypt", &rule.class])
-            .inc();
-        c.encrypt_all_versions(canonical).map_err(|e| e.to_string())
+        self.encrypting_cipher(rule)?
+            .encrypt_all_versions(canonical)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -169,34 +169,28 @@ impl CopyStream {
     /// Transforms one CopyData payload; returns a replacement CopyData frame
     /// (possibly empty payload → None) or marks the stream failed.
     pub fn data(&mut self, payload: &[u8], policy: &Policy) -> Option<BytesMut> {
-        if self.failed.is_some() {
-            return None;
-        }
-        let t = self.transformer.as_mut()?;
-        let mut f = field_fn(self.dir, &self.rules, &self.roles, policy);
-        let r = t.feed(payload, &mut f);
-        match r {
-            Ok(out) if out.is_empty() => None,
-            Ok(out) => Some(copy_data(&out)),
-            Err(e) => {
-                self.failed = Some(refusal(
-                    "22P04",
-                    format!("pgveil could not process COPY data: {e}"),
-                ));
-                None
-            }
-        }
+        self.step(policy, |t, f| t.feed(payload, f))
     }
 
     /// End of data: the last row, if it had no newline.
     pub fn finish(&mut self, policy: &Policy) -> Option<BytesMut> {
+        self.step(policy, |t, f| t.finish(f))
+    }
+
+    fn step(
+        &mut self,
+        policy: &Policy,
+        op: impl FnOnce(
+            &mut CopyTransformer,
+            &mut crate::copy::FieldFn<'_>,
+        ) -> Result<Vec<u8>, crate::copy::CopyError>,
+    ) -> Option<BytesMut> {
         if self.failed.is_some() {
             return None;
         }
         let t = self.transformer.as_mut()?;
         let mut f = field_fn(self.dir, &self.rules, &self.roles, policy);
-        let r = t.finish(&mut f);
-        match r {
+        match op(t, &mut f) {
             Ok(out) if out.is_empty() => None,
             Ok(out) => Some(copy_data(&out)),
             Err(e) => {

@@ -383,62 +383,24 @@ impl Analyzer<'_> {
                             tracker.stmts.insert(stmt_name.to_string(), fresh.clone());
                             stmt = fresh;
                         }
-                        Err(r) => {
-                            metrics().refused.with_label_values(&[r.sqlstate]).inc();
-                            let mut out = BytesMut::new();
-                            put_bind_to_missing(&mut out);
-                            let audit = stmt.audit.clone().map(|mut a| {
-                                a.refused = Some(r.sqlstate);
-                                a
-                            });
-                            expect.push_back(Expect::Parse {
-                                refusal: Some(r),
-                                audit,
-                            });
-                            return Ok(Action::Replace(out));
-                        }
+                        Err(r) => return Ok(refuse_bind(&stmt, r, expect)),
                     }
                 }
                 let mut action = Action::Forward;
                 if self.audit_down && stmt.plan.is_some() {
-                    let r = self.audit_refusal();
-                    metrics().refused.with_label_values(&[r.sqlstate]).inc();
-                    let mut out = BytesMut::new();
-                    put_bind_to_missing(&mut out);
-                    let audit = stmt.audit.clone().map(|mut a| {
-                        a.refused = Some(r.sqlstate);
-                        a
-                    });
-                    expect.push_back(Expect::Parse {
-                        refusal: Some(r),
-                        audit,
-                    });
-                    return Ok(Action::Replace(out));
+                    return Ok(refuse_bind(&stmt, self.audit_refusal(), expect));
                 }
                 if let Some(plan) = &stmt.plan {
                     match rows::encrypt_bind(frame, &plan.params, self.policy) {
                         Ok(Some(out)) => action = Action::Replace(out),
                         Ok(None) => {}
                         Err(e) => {
-                            // Refuse by making the server fail this Bind: a
-                            // Bind naming a statement that cannot exist.
                             let r = Refusal {
                                 sqlstate: e.sqlstate(),
                                 message: e.to_string(),
                                 hint: None,
                             };
-                            metrics().refused.with_label_values(&[r.sqlstate]).inc();
-                            let mut out = BytesMut::new();
-                            put_bind_to_missing(&mut out);
-                            let audit = stmt.audit.clone().map(|mut a| {
-                                a.refused = Some(r.sqlstate);
-                                a
-                            });
-                            expect.push_back(Expect::Parse {
-                                refusal: Some(r),
-                                audit,
-                            });
-                            return Ok(Action::Replace(out));
+                            return Ok(refuse_bind(&stmt, r, expect));
                         }
                     }
                 }
@@ -592,6 +554,23 @@ fn put_describe(out: &mut BytesMut, kind: u8, name: &str) {
     out.put_u8(kind);
     put_cstr(out, name);
     patch_len(out, start);
+}
+
+/// Refuses a Bind by making the server fail it (so the server skips to Sync
+/// exactly as for a real error); the backend swaps in the refusal.
+fn refuse_bind(stmt: &Stmt, r: Refusal, expect: &mut VecDeque<Expect>) -> Action {
+    metrics().refused.with_label_values(&[r.sqlstate]).inc();
+    let mut out = BytesMut::new();
+    put_bind_to_missing(&mut out);
+    let audit = stmt.audit.clone().map(|mut a| {
+        a.refused = Some(r.sqlstate);
+        a
+    });
+    expect.push_back(Expect::Parse {
+        refusal: Some(r),
+        audit,
+    });
+    Action::Replace(out)
 }
 
 /// A Bind the server must reject (its statement name cannot have been
