@@ -83,6 +83,8 @@ INI
     "${AS_PG[@]}" pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
     BOUNCER_PID=$!
     wait_port "$BOUNCER_PORT"
+    # As root, $! is runuser; account the CPU of pgbouncer itself.
+    BOUNCER_PID=$(pgrep -n -x pgbouncer || echo "$BOUNCER_PID")
 fi
 
 # --- runs ------------------------------------------------------------------------------
