@@ -1,8 +1,10 @@
 //! Equivalence of [`super::apply`] and [`super::sql_expr`] against a real
-//! Postgres 15, run only when `PGVEIL_MASK_PG_PORT` is set (skipped
-//! otherwise), through `psql` so that no async client is needed.
+//! Postgres 15, through `psql` so that no async client is needed. The test
+//! starts its own throwaway cluster ([`crate::pgtemp`]) unless
+//! `PGVEIL_MASK_PG_PORT` points it at an existing one; it is skipped, with a
+//! message, only when no PostgreSQL binaries are installed.
 //!
-//! Environment: `PGVEIL_MASK_PG_PORT` (required), `PGVEIL_MASK_PG_HOST`
+//! Environment: `PGVEIL_MASK_PG_PORT`, `PGVEIL_MASK_PG_HOST`
 //! (default `/tmp`), `PGVEIL_MASK_PG_USER` and `PGVEIL_MASK_PG_DB` (default
 //! `postgres`, a UTF-8 database),
 //! `PGVEIL_PSQL` (default the Debian Postgres 15 psql, else `psql`).
@@ -355,7 +357,35 @@ fn send_fn(ty: LogicalType) -> &'static str {
 
 /// Runs `script` through psql and returns the NUL-separated fields. With
 /// `stop_on_error` false, a failing statement just yields no row.
-fn psql(script: &str, port: &str, stop_on_error: bool) -> Vec<String> {
+struct Server {
+    host: String,
+    port: String,
+}
+
+/// Where to run: an existing server named by the environment, or a fresh
+/// throwaway cluster (kept alive by the returned guard).
+fn target() -> Option<(Server, Option<crate::pgtemp::PgTemp>)> {
+    if let Ok(port) = std::env::var("PGVEIL_MASK_PG_PORT") {
+        let host = std::env::var("PGVEIL_MASK_PG_HOST").unwrap_or_else(|_| "/tmp".into());
+        return Some((Server { host, port }, None));
+    }
+    match crate::pgtemp::PgTemp::start(&Default::default()) {
+        Ok(pg) => {
+            let server = Server {
+                host: pg.socket_dir().display().to_string(),
+                port: pg.port().to_string(),
+            };
+            Some((server, Some(pg)))
+        }
+        Err(e) => {
+            eprintln!("no PostgreSQL to compare against ({e}): skipping");
+            None
+        }
+    }
+}
+
+fn psql(script: &str, server: &Server, stop_on_error: bool) -> Vec<String> {
+    let (host, port) = (&server.host, &server.port);
     let psql = std::env::var("PGVEIL_PSQL").unwrap_or_else(|_| {
         let debian = "/usr/lib/postgresql/15/bin/psql";
         if std::path::Path::new(debian).exists() {
@@ -364,7 +394,6 @@ fn psql(script: &str, port: &str, stop_on_error: bool) -> Vec<String> {
             "psql".into()
         }
     });
-    let host = std::env::var("PGVEIL_MASK_PG_HOST").unwrap_or_else(|_| "/tmp".into());
     let user = std::env::var("PGVEIL_MASK_PG_USER").unwrap_or_else(|_| "postgres".into());
     let db = std::env::var("PGVEIL_MASK_PG_DB").unwrap_or_else(|_| "postgres".into());
     let mut child = Command::new(psql)
@@ -374,7 +403,7 @@ fn psql(script: &str, port: &str, stop_on_error: bool) -> Vec<String> {
         } else {
             "ON_ERROR_STOP=0"
         })
-        .args(["-h", &host, "-p", port, "-U", &user, "-d", &db])
+        .args(["-h", host, "-p", port, "-U", &user, "-d", &db])
         .env("PGCLIENTENCODING", "UTF8")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -404,8 +433,7 @@ fn psql(script: &str, port: &str, stop_on_error: bool) -> Vec<String> {
 
 #[test]
 fn sql_masks_equal_rust_masks_on_postgres() {
-    let Ok(port) = std::env::var("PGVEIL_MASK_PG_PORT") else {
-        eprintln!("PGVEIL_MASK_PG_PORT not set: skipping the Postgres equivalence test");
+    let Some((server, _pg)) = target() else {
         return;
     };
     let cases = cases();
@@ -467,7 +495,7 @@ fn sql_masks_equal_rust_masks_on_postgres() {
         ("text", &text_script, &expected_text),
         ("binary", &bin_script, &expected_bin),
     ] {
-        let fields = psql(script, &port, true);
+        let fields = psql(script, &server, true);
         let mut it = fields.chunks(2);
         let mut seen = 0;
         for rec in it.by_ref() {
@@ -503,8 +531,7 @@ fn sql_masks_equal_rust_masks_on_postgres() {
 /// documented refusals) and canonicalises to what Postgres prints.
 #[test]
 fn codec_agrees_with_postgres_input_functions() {
-    let Ok(port) = std::env::var("PGVEIL_MASK_PG_PORT") else {
-        eprintln!("PGVEIL_MASK_PG_PORT not set: skipping the Postgres codec test");
+    let Some((server, _pg)) = target() else {
         return;
     };
     use LogicalType::*;
@@ -640,7 +667,7 @@ fn codec_agrees_with_postgres_input_functions() {
             flat.push((*ty, input));
         }
     }
-    let fields = psql(&script, &port, false);
+    let fields = psql(&script, &server, false);
     let mut pg: Vec<Option<String>> = vec![None; flat.len()];
     for rec in fields.chunks(2) {
         if let [idx, val] = rec {
