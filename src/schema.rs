@@ -5,8 +5,12 @@
 //! straight from a table column, even through subqueries and views; mapping
 //! that pair to a rule is how the proxy verifies a value's origin before it
 //! decrypts or masks it. The snapshot is read from the catalog over the
-//! session's own upstream connection (no extra credentials) and cached per
-//! database; it is refreshed on rule reload and after DDL through the proxy.
+//! session's own upstream connection (no extra credentials, and exactly what
+//! that role can see), together with the role's memberships and search_path.
+//! It is kept per session rather than per database (a departure from the
+//! design guide): memberships and search_path are per role anyway, and the
+//! query is one round trip. It is re-read on rule reload, after DDL through
+//! any pgveil session, and once older than `catalog_max_age_ms`.
 
 use std::collections::{HashMap, HashSet};
 

@@ -101,6 +101,9 @@ pub enum SessionError {
     AuthFailed(String),
     #[error("{0}")]
     StartupRefused(String),
+    /// pgveil is draining (SIGTERM) and this session became idle.
+    #[error("pgveil is shutting down")]
+    Shutdown,
 }
 
 impl SessionError {
@@ -114,6 +117,7 @@ impl SessionError {
             SessionError::AuditUnavailable => Some("58030"),
             SessionError::AuthFailed(_) => None,
             SessionError::StartupRefused(_) => Some("42501"),
+            SessionError::Shutdown => Some("57P01"),
             SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => None,
         }
     }

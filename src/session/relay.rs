@@ -145,13 +145,13 @@ pub(super) async fn run(
         tokio::select! {
             r = fe => r,
             r = be => r,
-            () = drain => Err(SessionError::Refused("shutdown")),
+            () = drain => Err(SessionError::Shutdown),
         }
     };
     let mut out = BytesMut::new();
     match &outcome {
         Ok(()) => {}
-        Err(SessionError::Refused("shutdown")) => {
+        Err(SessionError::Shutdown) => {
             put_error(
                 &mut out,
                 Severity::Fatal,
@@ -200,7 +200,7 @@ pub(super) async fn run(
     let _ = cw.shutdown().await;
     let _ = sw.shutdown().await;
     match outcome {
-        Err(SessionError::Refused("shutdown")) => Ok(()),
+        Err(SessionError::Shutdown) => Ok(()),
         other => other,
     }
 }
