@@ -77,7 +77,7 @@ for round in $(seq 1 "$ROUNDS"); do
             plaintext-via-pgveil) port=$PROXY_PORT; pid=$PROXY_PID; file=customers_plain ;;
             plaintext-direct) port=$PGPORT; pid=""; file=customers_plain ;;
         esac
-        read -r tps cpu < <(PGUSER=admin run_pgbench "$port" "$pid" -M "$MODE" -c "$CLIENTS" -j 2 \
+        read -r tps cpu _ < <(PGUSER=admin run_pgbench "$port" "$pid" -M "$MODE" -c "$CLIENTS" -j 2 \
             -T "$DURATION" -f "$WORK/$file.sql")
         printf '%-6s %-22s %12s %14s\n' "$round" "$target" "$tps" "$cpu" >&2
         printf '%s\t%s\t%s\n' "$target" "$tps" "$cpu" >>"$RESULTS"

@@ -48,6 +48,7 @@ else
     AS_PG=()
 fi
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
 HZ=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
@@ -110,18 +111,22 @@ stop_pgveil() {
 
 median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# run_pgbench PORT PID-or-empty ARGS... -> prints "tps cpu_us_per_txn" (cpu of PID, "-" without)
+# run_pgbench PORT PID-or-empty ARGS... -> prints "tps cpu_us_per_txn user_us_per_txn": the
+# CPU of PID (user+system, which includes the kernel's loopback TCP work charged to the
+# sender; and user space alone), "-" without a PID.
 run_pgbench() {
-    local port=$1 pid=$2 before after out tps txns cpu="-"
+    local port=$1 pid=$2 before after ubefore uafter out tps txns cpu="-" ucpu="-"
     shift 2
-    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid") && ubefore=$(user_ticks "$pid")
     out=$("$PGBENCH" -n -p "$port" "$@" 2>&1) || { echo "$out" >&2; return 1; }
     tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
     txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
     if [ -n "$pid" ]; then
         after=$(cpu_ticks "$pid")
-        cpu=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$txns" \
-            'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6; else print "-" }')
+        uafter=$(user_ticks "$pid")
+        per() { awk -v d="$1" -v hz="$HZ" -v n="$txns" 'BEGIN { if (n > 0) printf "%.1f", d / hz / n * 1e6; else print "-" }'; }
+        cpu=$(per $((after - before)))
+        ucpu=$(per $((uafter - ubefore)))
     fi
-    echo "$tps $cpu"
+    echo "$tps $cpu $ucpu"
 }

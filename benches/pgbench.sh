@@ -92,7 +92,7 @@ TARGETS="direct pgveil"
 [ "$BOUNCER" = 1 ] && TARGETS="$TARGETS pgbouncer"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-printf '%-6s %-9s %-10s %12s %14s\n' round mode target tps "cpu_us/stmt" >&2
+printf '%-6s %-9s %-10s %12s %12s %12s\n' round mode target tps "cpu_us/stmt" "user_us/stmt" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         for target in $TARGETS; do
@@ -104,9 +104,9 @@ for round in $(seq 1 "$ROUNDS"); do
             pid=""
             [ "$target" = pgveil ] && pid=$PROXY_PID
             [ "$target" = pgbouncer ] && pid=$BOUNCER_PID
-            read -r tps cpu < <(run_pgbench "$port" "$pid" -S -M "$mode" -c "$CLIENTS" -j 2 -T "$DURATION")
-            printf '%-6s %-9s %-10s %12s %14s\n' "$round" "$mode" "$target" "$tps" "$cpu" >&2
-            printf '%s\t%s\t%s\t%s\n' "$mode" "$target" "$tps" "$cpu" >>"$RESULTS"
+            read -r tps cpu ucpu < <(run_pgbench "$port" "$pid" -S -M "$mode" -c "$CLIENTS" -j 2 -T "$DURATION")
+            printf '%-6s %-9s %-10s %12s %12s %12s\n' "$round" "$mode" "$target" "$tps" "$cpu" "$ucpu" >&2
+            printf '%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$tps" "$cpu" "$ucpu" >>"$RESULTS"
         done
     done
 done
@@ -114,18 +114,13 @@ done
 # --- summary ---------------------------------------------------------------------------
 echo
 echo "pgbench -S, $CLIENTS clients, $ROUNDS x ${DURATION}s per target, scale $SCALE, $(nproc) CPUs"
-printf '%-9s %12s %12s %8s %12s' mode direct_tps pgveil_tps ratio "cpu_us/stmt"
-[ "$BOUNCER" = 1 ] && printf ' %14s %8s' pgbouncer_tps ratio
-echo
+printf '%-9s %-10s %12s %14s %12s %13s\n' mode target tps "ratio/direct" "cpu_us/stmt" "user_us/stmt"
 for mode in $MODES; do
     d=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "direct" {print $3}' "$RESULTS" | median)
-    p=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgveil" {print $3}' "$RESULTS" | median)
-    c=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgveil" {print $4}' "$RESULTS" | median)
-    printf '%-9s %12.0f %12.0f %8.3f %12s' "$mode" "$d" "$p" "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')" "$c"
-    if [ "$BOUNCER" = 1 ]; then
-        b=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgbouncer" {print $3}' "$RESULTS" | median)
-        bc=$(awk -F'\t' -v m="$mode" '$1 == m && $2 == "pgbouncer" {print $4}' "$RESULTS" | median)
-        printf ' %14.0f %8.3f %12s' "$b" "$(awk -v a="$b" -v d="$d" 'BEGIN {print a / d}')" "$bc"
-    fi
-    echo
+    for target in $TARGETS; do
+        col() { awk -F'\t' -v m="$mode" -v t="$target" -v c="$1" '$1 == m && $2 == t {print $c}' "$RESULTS" | median; }
+        t=$(col 3)
+        printf '%-9s %-10s %12.0f %14.3f %12s %13s\n' "$mode" "$target" "$t" \
+            "$(awk -v a="$t" -v b="$d" 'BEGIN {print a / b}')" "$(col 4)" "$(col 5)"
+    done
 done
