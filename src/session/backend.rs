@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::audit::{RecordCtx, StmtAudit};
@@ -533,15 +533,17 @@ pub(super) async fn backend(
             }
         }
         if pos > 0 {
-            let chunk = asm.finish(&mut buf, pos);
+            let assembled = asm.finish(&buf, pos);
+            let chunk = assembled.as_deref().unwrap_or(&buf[..pos]);
             if hold || !held.is_empty() || !waits.is_empty() {
-                held.extend_from_slice(&chunk);
+                held.extend_from_slice(chunk);
             } else {
                 m.bytes_to_clients.inc_by(chunk.len() as u64);
-                cw.write_all(&chunk).await?;
+                cw.write_all(chunk).await?;
                 cw.flush().await?;
                 m.proxy_latency.observe(t0.elapsed().as_secs_f64());
             }
+            buf.advance(pos);
         }
         if !hold && (!held.is_empty() || !waits.is_empty()) {
             // Release results only once every record they depend on is durable.

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::backend::backend;
@@ -91,14 +91,15 @@ impl Assembler {
         self.copied_to = end;
     }
 
-    /// The bytes to write for `buf[..end]`, consuming them from `buf`.
-    pub fn finish(mut self, buf: &mut BytesMut, end: usize) -> BytesMut {
-        let chunk = buf.split_to(end);
+    /// The bytes to write for `buf[..end]`: None when nothing changed (write
+    /// `&buf[..end]` itself, then `advance`, so the passthrough path neither
+    /// copies nor splits the buffer).
+    pub fn finish(mut self, buf: &[u8], end: usize) -> Option<BytesMut> {
         if !self.touched {
-            return chunk;
+            return None;
         }
-        self.out.extend_from_slice(&chunk[self.copied_to..]);
-        self.out
+        self.out.extend_from_slice(&buf[self.copied_to..end]);
+        Some(self.out)
     }
 }
 
@@ -377,11 +378,13 @@ async fn frontend(
             }
         }
         if pos > 0 {
-            let chunk = asm.finish(&mut buf, pos);
+            let assembled = asm.finish(&buf, pos);
+            let chunk = assembled.as_deref().unwrap_or(&buf[..pos]);
             m.bytes_from_clients.inc_by(chunk.len() as u64);
-            sw.write_all(&chunk)
+            sw.write_all(chunk)
                 .await
                 .map_err(|_| SessionError::UpstreamLost)?;
+            buf.advance(pos);
             sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
             m.proxy_latency.observe(t0.elapsed().as_secs_f64());
         }
