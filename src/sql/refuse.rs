@@ -202,7 +202,10 @@ pub fn needs_schema(table: &str, what: &str) -> Refusal {
             "pgveil: {what} on table {table} needs its column list, which is unknown without the live schema; \
              the statement was not sent"
         ),
-        hint: Some("Name the columns explicitly.".into()),
+        hint: Some(
+            "With pgveil explain, add --upstream URL so the live schema is read; in a session this means              the catalog could not be read."
+                .into(),
+        ),
     }
 }
 
