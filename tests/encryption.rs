@@ -784,3 +784,56 @@ fn check_against_live_schema_reports_plaintext_left_behind() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("nickname") && err.contains("bytea"), "{err}");
 }
+
+#[test]
+fn explain_offline_and_with_live_schema() {
+    let env = setup("enc_explain");
+    let c = cluster();
+    let explain = |role: &str, sql: &str, live: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgveil"));
+        cmd.args([
+            "explain",
+            "--rules",
+            rules_dir().to_str().unwrap(),
+            "--role",
+            role,
+        ]);
+        if live {
+            cmd.args(["--upstream", &c.url()])
+                .env("PGUSER", "postgres")
+                .env("PGPASSWORD", c.pg.superuser_password())
+                .env("PGDATABASE", &env.db);
+        }
+        let out = cmd.arg(sql).output().expect("run explain");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Offline: the rules' verdict per tagged column, and no literal echoed.
+    let off = explain(
+        SUPPORT,
+        "SELECT full_name FROM customers WHERE email = 'secret@example.com'",
+        false,
+    );
+    assert!(
+        off.contains("partial(1,0)") && off.contains("full_name"),
+        "{off}"
+    );
+    assert!(!off.contains("secret@example.com"), "{off}");
+    // With the live schema: support's statement is rewritten into the masked derived table.
+    let live = explain(SUPPORT, "SELECT full_name FROM customers", true);
+    assert!(!live.contains("REFUSED"), "{live}");
+    assert!(live.to_lowercase().contains("masked"), "{live}");
+    // analyst reading ssn is refused, with the reason.
+    let denied = explain(ANALYST, "SELECT ssn FROM customers", true);
+    assert!(
+        denied.contains("REFUSED") && denied.contains("42501"),
+        "{denied}"
+    );
+    // admin: forwarded as is.
+    let admin = explain(ADMIN, "SELECT full_name FROM customers", true);
+    assert!(admin.contains("unrestricted"), "{admin}");
+}
