@@ -188,7 +188,7 @@ fn offline_access(rules: &RuleSet, roles: &[String], sql: &str) -> String {
     tables.sort();
     for t in tables
         .into_iter()
-        .filter(|t| words.iter().any(|w| *w == t.name))
+        .filter(|t| words.contains(&t.name))
     {
         let _ = writeln!(
             out,

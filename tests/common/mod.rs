@@ -8,6 +8,7 @@
 //! Tests that stop or reconfigure the server start a private cluster with `Cluster::start`.
 #![allow(dead_code)]
 
+pub mod customers;
 pub mod wire;
 
 use std::io::{Read, Write};

@@ -1,0 +1,106 @@
+//! The `customers` fixture shared by the encryption and rules/CLI tests: the
+//! example rules, roles admin/support/analyst, a fresh keyring, the table
+//! (encrypted columns bytea) and a proxy started with them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::*;
+use pgveil::pgtemp::PasswordEncryption;
+
+pub const ADMIN: &str = "admin";
+pub const SUPPORT: &str = "support";
+pub const ANALYST: &str = "analyst";
+pub const PW: &str = "Role-Pa55word";
+
+pub const TABLE: &str =
+    "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
+     email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea); \
+     GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst;";
+
+pub fn rules_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+}
+
+pub fn pgveil(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(args)
+        .output()
+        .expect("run pgveil")
+}
+
+/// Cluster-wide roles, created once per test binary.
+pub fn cluster() -> &'static Cluster {
+    static ROLES: OnceLock<()> = OnceLock::new();
+    let c = shared();
+    ROLES.get_or_init(|| {
+        for r in [ADMIN, SUPPORT, ANALYST] {
+            c.pg.create_login_role(r, PW, PasswordEncryption::Scram)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+    c
+}
+
+pub struct Env {
+    pub db: String,
+    pub proxy: Proxy,
+    pub keyring: PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn setup(tag: &str) -> Env {
+    let c = cluster();
+    let db = c.fresh_db(tag);
+    c.sql(&db, TABLE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = dir.path().join("keyring.toml");
+    let out = pgveil(&["keygen", "--out", keyring.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proxy = Proxy::start(
+        &c.url(),
+        &[
+            "--rules",
+            rules_dir().to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+    );
+    Env {
+        db,
+        proxy,
+        keyring,
+        _dir: dir,
+    }
+}
+
+pub async fn as_role(env: &Env, role: &str) -> tokio_postgres::Client {
+    connect(env.proxy.port, &env.db, role, PW)
+        .await
+        .unwrap_or_else(|e| panic!("connect as {role}: {e}\n{}", env.proxy.log()))
+}
+
+pub const ALICE: (&str, &str, &str, &str, &str) = (
+    "alice@example.com",
+    "123-45-6789",
+    "+1-202-555-0143",
+    "1984-07-19",
+    "4111 1111 1111 1111",
+);
+
+pub async fn insert_alice(c: &tokio_postgres::Client) {
+    let bd = chrono::NaiveDate::parse_from_str(ALICE.3, "%Y-%m-%d").unwrap();
+    let n = c
+        .execute(
+            "INSERT INTO customers (full_name, email, ssn, phone, birth_date, card_number) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&"Alice Smith", &ALICE.0, &ALICE.1, &ALICE.2, &bd, &ALICE.4],
+        )
+        .await
+        .expect("insert through the proxy");
+    assert_eq!(n, 1);
+}
