@@ -186,10 +186,7 @@ fn offline_access(rules: &RuleSet, roles: &[String], sql: &str) -> String {
     let mut out = String::new();
     let mut tables: Vec<&crate::rules::TableName> = rules.tables().collect();
     tables.sort();
-    for t in tables
-        .into_iter()
-        .filter(|t| words.contains(&t.name))
-    {
+    for t in tables.into_iter().filter(|t| words.contains(&t.name)) {
         let _ = writeln!(
             out,
             "rules for {} on {t} (offline; --upstream adds the live schema):",

@@ -3,48 +3,14 @@
 
 pub use std::path::{Path, PathBuf};
 pub use std::process::Command;
-use std::sync::OnceLock;
 pub use std::time::Duration;
 
 pub use crate::common::*;
-use pgveil::pgtemp::PasswordEncryption;
 pub use serde_json::Value;
 
-pub const ADMIN: &str = "admin";
-pub const SUPPORT: &str = "support";
-pub const ANALYST: &str = "analyst";
-/// No access entry in the rules: `default = "deny"` applies to every column.
-pub const OUTSIDER: &str = "auditoutsider";
-pub const PW: &str = "Role-Pa55word";
-
-pub const TABLE: &str =
-    "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
-     email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea); \
-     GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst, auditoutsider;";
-
-pub fn rules_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-}
-
-pub fn pgveil(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pgveil"))
-        .args(args)
-        .output()
-        .expect("run pgveil")
-}
-
-/// Cluster-wide roles, created once per test binary.
-pub fn cluster() -> &'static Cluster {
-    static ROLES: OnceLock<()> = OnceLock::new();
-    let c = shared();
-    ROLES.get_or_init(|| {
-        for r in [ADMIN, SUPPORT, ANALYST, OUTSIDER] {
-            c.pg.create_login_role(r, PW, PasswordEncryption::Scram)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    });
-    c
-}
+pub use crate::common::customers::{
+    cluster, pgveil, rules_dir, ADMIN, ANALYST, OUTSIDER, PW, SUPPORT, TABLE,
+};
 
 /// A database with `public.customers`, a keyring, and a proxy auditing to `audit`.
 pub struct Env {

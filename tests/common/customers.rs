@@ -12,12 +12,14 @@ use pgveil::pgtemp::PasswordEncryption;
 pub const ADMIN: &str = "admin";
 pub const SUPPORT: &str = "support";
 pub const ANALYST: &str = "analyst";
+/// No access entry in the rules: `default = "deny"` applies to every column.
+pub const OUTSIDER: &str = "auditoutsider";
 pub const PW: &str = "Role-Pa55word";
 
 pub const TABLE: &str =
     "CREATE TABLE public.customers (id bigserial PRIMARY KEY, full_name text NOT NULL, \
      email bytea, ssn bytea, phone bytea, birth_date bytea, card_number bytea); \
-     GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst;";
+     GRANT ALL ON public.customers, public.customers_id_seq TO admin, support, analyst, auditoutsider;";
 
 pub fn rules_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
@@ -35,7 +37,7 @@ pub fn cluster() -> &'static Cluster {
     static ROLES: OnceLock<()> = OnceLock::new();
     let c = shared();
     ROLES.get_or_init(|| {
-        for r in [ADMIN, SUPPORT, ANALYST] {
+        for r in [ADMIN, SUPPORT, ANALYST, OUTSIDER] {
             c.pg.create_login_role(r, PW, PasswordEncryption::Scram)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
