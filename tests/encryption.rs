@@ -523,3 +523,40 @@ fn pgbench_custom_script_on_encrypted_table() {
     );
     assert!(leaked.trim().ends_with('0'), "{leaked}");
 }
+
+#[tokio::test]
+async fn malformed_extended_messages_in_a_session_under_rules() {
+    // Under rules pgveil decodes Parse and Bind itself; a malformed one must
+    // end that session with FATAL 08P01, never a panic or an effect elsewhere.
+    let env = setup("enc_malformed");
+    let admin = as_role(&env, ADMIN).await;
+    let mut parse_body = b"s1\0SELECT 1\0".to_vec();
+    parse_body.extend_from_slice(&5i16.to_be_bytes()); // claims 5 type OIDs, sends none
+    let mut bind_body = b"\0s1\0".to_vec();
+    bind_body.extend_from_slice(&0i16.to_be_bytes());
+    bind_body.extend_from_slice(&1i16.to_be_bytes());
+    bind_body.extend_from_slice(&1000i32.to_be_bytes()); // a 1000-byte parameter that is not there
+    for (what, frame) in [
+        ("short Parse", wire::msg(b'P', &parse_body)),
+        ("short Bind", wire::msg(b'B', &bind_body)),
+        ("Describe without kind", wire::msg(b'D', b"")),
+    ] {
+        let mut s = wire::login_trust(env.proxy.port, TRUST_USER, &env.db).await;
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&frame).await.unwrap();
+        s.write_all(&wire::msg(b'S', b"")).await.unwrap();
+        let (msgs, closed) = wire::read_until_close(&mut s, Duration::from_secs(5)).await;
+        assert!(closed, "{what}: not closed");
+        assert!(
+            wire::has_fatal(&msgs, "08P01"),
+            "{what}: {:?}",
+            wire::error_codes(&msgs)
+        );
+        assert!(env.proxy.is_alive(), "{what}: proxy died");
+        assert_eq!(
+            admin.query("SELECT 1", &[]).await.unwrap().len(),
+            1,
+            "{what}"
+        );
+    }
+}

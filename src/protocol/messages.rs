@@ -7,24 +7,62 @@
 //! frame as produced by [`super::next_frame`].
 
 use bytes::{BufMut, BytesMut};
-use pgwire::messages::data::{ParameterDescription, RowDescription};
+use pgwire::messages::data::{FieldDescription, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{Bind, Parse};
-use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+use pgwire::messages::Message;
 
 use super::{patch_len, put_cstr, take_cstr, ProtocolError};
 
-fn ctx() -> DecodeContext {
-    let mut c = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
-    c.awaiting_frontend_ssl = false;
-    c.awaiting_frontend_startup = false;
-    c
+/// A bounds-checked reader over one message body. pgwire's own decoders
+/// assume well-formed input (they panic on a short buffer), so pgveil
+/// validates every byte itself and uses pgwire's types only as containers.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
 }
 
-fn decode<M: Message>(frame: &[u8], what: &'static str) -> Result<M, ProtocolError> {
-    let mut b = BytesMut::from(frame);
-    match M::decode(&mut b, &ctx()) {
-        Ok(Some(m)) if b.is_empty() => Ok(m),
-        _ => Err(ProtocolError::Malformed(what)),
+impl<'a> Reader<'a> {
+    fn new(frame: &'a [u8], what: &'static str) -> Result<Self, ProtocolError> {
+        let buf = frame.get(5..).ok_or(ProtocolError::Malformed(what))?;
+        Ok(Reader { buf, what })
+    }
+    fn err(&self) -> ProtocolError {
+        ProtocolError::Malformed(self.what)
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.buf.len() < n {
+            return Err(self.err());
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn i16(&mut self) -> Result<i16, ProtocolError> {
+        let b = self.bytes(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Result<i32, ProtocolError> {
+        let b = self.bytes(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn count(&mut self) -> Result<usize, ProtocolError> {
+        usize::try_from(self.i16()?).map_err(|_| self.err())
+    }
+    fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
+        let (s, rest) = take_cstr(self.buf).ok_or(self.err())?;
+        self.buf = rest;
+        Ok(s)
+    }
+    fn opt_cstr(&mut self) -> Result<Option<String>, ProtocolError> {
+        let s = self.cstr()?;
+        Ok((!s.is_empty()).then(|| s.to_string()))
+    }
+    fn end(&self) -> Result<(), ProtocolError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err())
+        }
     }
 }
 
@@ -50,7 +88,16 @@ pub fn put_query(out: &mut BytesMut, sql: &str) {
 }
 
 pub fn decode_parse(frame: &[u8]) -> Result<Parse, ProtocolError> {
-    decode(frame, "Parse")
+    let mut r = Reader::new(frame, "Parse")?;
+    let name = r.opt_cstr()?;
+    let query = r.cstr()?.to_string();
+    let n = r.count()?;
+    let mut oids = Vec::with_capacity(n.min(r.buf.len() / 4));
+    for _ in 0..n {
+        oids.push(r.i32()? as u32);
+    }
+    r.end()?;
+    Ok(Parse::new(name, query, oids))
 }
 
 pub fn encode_parse(p: &Parse, out: &mut BytesMut) -> Result<(), ProtocolError> {
@@ -58,7 +105,55 @@ pub fn encode_parse(p: &Parse, out: &mut BytesMut) -> Result<(), ProtocolError> 
 }
 
 pub fn decode_bind(frame: &[u8]) -> Result<Bind, ProtocolError> {
-    decode(frame, "Bind")
+    let mut r = Reader::new(frame, "Bind")?;
+    let portal = r.opt_cstr()?;
+    let stmt = r.opt_cstr()?;
+    let nf = r.count()?;
+    let mut formats = Vec::with_capacity(nf.min(r.buf.len() / 2));
+    for _ in 0..nf {
+        formats.push(r.i16()?);
+    }
+    let np = r.count()?;
+    let mut params = Vec::with_capacity(np.min(r.buf.len() / 4));
+    for _ in 0..np {
+        let len = r.i32()?;
+        params.push(match len {
+            -1 => None,
+            l if l >= 0 => Some(bytes::Bytes::copy_from_slice(r.bytes(l as usize)?)),
+            _ => return Err(r.err()),
+        });
+    }
+    let nr = r.count()?;
+    let mut results = Vec::with_capacity(nr.min(r.buf.len() / 2));
+    for _ in 0..nr {
+        results.push(r.i16()?);
+    }
+    r.end()?;
+    Ok(Bind::new(portal, stmt, formats, params, results))
+}
+
+/// Result-column format codes of a Bind, without copying its parameters.
+pub fn bind_result_formats(frame: &[u8]) -> Result<Vec<i16>, ProtocolError> {
+    let mut r = Reader::new(frame, "Bind")?;
+    r.cstr()?;
+    r.cstr()?;
+    let nf = r.count()?;
+    r.bytes(nf * 2)?;
+    for _ in 0..r.count()? {
+        let len = r.i32()?;
+        if len > 0 {
+            r.bytes(len as usize)?;
+        } else if len < -1 {
+            return Err(r.err());
+        }
+    }
+    let nr = r.count()?;
+    let mut results = Vec::with_capacity(nr.min(r.buf.len() / 2));
+    for _ in 0..nr {
+        results.push(r.i16()?);
+    }
+    r.end()?;
+    Ok(results)
 }
 
 pub fn encode_bind(b: &Bind, out: &mut BytesMut) -> Result<(), ProtocolError> {
@@ -66,7 +161,23 @@ pub fn encode_bind(b: &Bind, out: &mut BytesMut) -> Result<(), ProtocolError> {
 }
 
 pub fn decode_row_description(frame: &[u8]) -> Result<RowDescription, ProtocolError> {
-    decode(frame, "RowDescription")
+    let mut r = Reader::new(frame, "RowDescription")?;
+    let n = r.count()?;
+    let mut fields = Vec::with_capacity(n.min(r.buf.len() / 19));
+    for _ in 0..n {
+        let name = r.cstr()?.to_string();
+        let table = r.i32()?;
+        let attnum = r.i16()?;
+        let ty = r.i32()? as u32;
+        let size = r.i16()?;
+        let modifier = r.i32()?;
+        let format = r.i16()?;
+        fields.push(FieldDescription::new(
+            name, table, attnum, ty, size, modifier, format,
+        ));
+    }
+    r.end()?;
+    Ok(RowDescription::new(fields))
 }
 
 pub fn encode_row_description(r: &RowDescription, out: &mut BytesMut) -> Result<(), ProtocolError> {
@@ -74,7 +185,14 @@ pub fn encode_row_description(r: &RowDescription, out: &mut BytesMut) -> Result<
 }
 
 pub fn decode_parameter_description(frame: &[u8]) -> Result<ParameterDescription, ProtocolError> {
-    decode(frame, "ParameterDescription")
+    let mut r = Reader::new(frame, "ParameterDescription")?;
+    let n = r.count()?;
+    let mut types = Vec::with_capacity(n.min(r.buf.len() / 4));
+    for _ in 0..n {
+        types.push(r.i32()? as u32);
+    }
+    r.end()?;
+    Ok(ParameterDescription::new(types))
 }
 
 pub fn encode_parameter_description(

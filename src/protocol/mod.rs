@@ -9,6 +9,8 @@
 //! message types where they fit, see [`messages`]).
 
 pub mod messages;
+#[cfg(test)]
+mod proptests;
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;

@@ -596,7 +596,7 @@ fn bind_names(frame: &[u8]) -> Result<(&str, &str), ProtocolError> {
 }
 
 fn bind_result_formats(frame: &[u8]) -> Result<Vec<i16>, ProtocolError> {
-    Ok(crate::protocol::messages::decode_bind(frame)?.result_column_format_codes)
+    crate::protocol::messages::bind_result_formats(frame)
 }
 
 /// Replaces a server error about our stand-in statement with the refusal.
