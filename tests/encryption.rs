@@ -528,7 +528,7 @@ fn pgbench_custom_script_on_encrypted_table() {
 async fn malformed_extended_messages_in_a_session_under_rules() {
     // Under rules pgveil decodes Parse and Bind itself; a malformed one must
     // end that session with FATAL 08P01, never a panic or an effect elsewhere.
-    let env = setup("enc_malformed");
+    let mut env = setup("enc_malformed");
     let admin = as_role(&env, ADMIN).await;
     let mut parse_body = b"s1\0SELECT 1\0".to_vec();
     parse_body.extend_from_slice(&5i16.to_be_bytes()); // claims 5 type OIDs, sends none
