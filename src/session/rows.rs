@@ -56,6 +56,9 @@ pub struct ColPlan {
     pub rule: Arc<ColumnRule>,
     pub access: Access,
     pub hash_key: Option<Arc<HashKey>>,
+    /// Metric children resolved once per plan, not per value.
+    decrypted: prometheus::IntCounter,
+    acted: prometheus::IntCounter,
 }
 
 /// Per result column: `Some` for columns whose origin is an encrypted rule.
@@ -82,11 +85,7 @@ impl RowPlan {
                 Some(match r {
                     Some(r) => col_plan(r, policy, roles),
                     // The rule is gone: the value stays ciphertext, never revealed.
-                    None => ColPlan {
-                        rule: c.rule.clone(),
-                        access: Access::Deny,
-                        hash_key: None,
-                    },
+                    None => col_plan_with(&c.rule, policy, Access::Deny),
                 })
             })
             .collect();
@@ -98,8 +97,24 @@ impl RowPlan {
 }
 
 fn col_plan(r: &ColumnRule, policy: &Policy, roles: &[String]) -> ColPlan {
+    col_plan_with(r, policy, r.access_for(roles.iter().map(String::as_str)))
+}
+
+fn col_plan_with(r: &ColumnRule, policy: &Policy, access: Access) -> ColPlan {
+    let action = match access {
+        Access::Null => "null",
+        Access::Deny => "denied",
+        Access::Mask(_) => "masked",
+        Access::Plaintext => "plaintext",
+    };
     ColPlan {
-        access: r.access_for(roles.iter().map(String::as_str)),
+        access,
+        decrypted: metrics()
+            .crypto_ops
+            .with_label_values(&["decrypt", &r.class]),
+        acted: metrics()
+            .masked_values
+            .with_label_values(&[action, &r.class]),
         hash_key: policy
             .crypto
             .as_ref()
@@ -204,17 +219,11 @@ fn reveal(
     let q = || rule.qualified();
     match cp.access {
         Access::Null => {
-            metrics()
-                .masked_values
-                .with_label_values(&["null", &rule.class])
-                .inc();
+            cp.acted.inc();
             return Ok(None);
         }
         Access::Deny => {
-            metrics()
-                .masked_values
-                .with_label_values(&["denied", &rule.class])
-                .inc();
+            cp.acted.inc();
             return Err(RowError::Denied(
                 q(),
                 format!("{}:{}", rule.source.file, rule.source.line),
@@ -233,17 +242,11 @@ fn reveal(
         .and_then(|c| c.cipher(&rule.table, &rule.name))
         .ok_or_else(|| RowError::Decrypt(q()))?;
     let plain = cipher.decrypt(&raw).map_err(|_| RowError::Decrypt(q()))?;
-    metrics()
-        .crypto_ops
-        .with_label_values(&["decrypt", &rule.class])
-        .inc();
+    cp.decrypted.inc();
     let text = match cp.access {
         Access::Mask(m) => {
             let key = cp.hash_key.as_ref().map(|k| k.material()).unwrap_or(&[]);
-            metrics()
-                .masked_values
-                .with_label_values(&["masked", &rule.class])
-                .inc();
+            cp.acted.inc();
             crate::mask::apply(m, rule.ty, &plain, key)
                 .map_err(|e| RowError::Value(q(), e.to_string()))?
         }
