@@ -796,9 +796,8 @@ mod tests {
         assert!(f.workers.is_some() && f.tls.cert.is_some() && f.audit.chain_key_file.is_some());
     }
 
-    /// End to end against real PostgreSQL: `cargo test --lib demo -- --ignored`.
+    /// End to end against real PostgreSQL: what `scripts/demo.sh` runs.
     #[test]
-    #[ignore = "starts PostgreSQL and the proxy; run manually"]
     fn demo_runs_end_to_end() {
         run(DemoOptions {
             port: 0,
