@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
@@ -113,10 +111,6 @@ extern "C" fn kill_proxy() {
     }
 }
 
-fn rules_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-}
-
 /// Cluster, roles, table, proxy and seed, once per binary. Seeding goes through the proxy as
 /// admin (prepared statements, so the proxy encrypts), from a plain thread with its own runtime
 /// because the caller is already inside a tokio runtime.
@@ -135,21 +129,8 @@ fn env() -> &'static Env {
         let db = c.fresh_db("masking");
         c.sql(&db, TABLE);
         let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = dir.path().join("keyring.toml");
-        let out = Command::new(env!("CARGO_BIN_EXE_pgveil"))
-            .args(["keygen", "--out", keyring.to_str().expect("utf8 path")])
-            .output()
-            .expect("run pgveil keygen");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let proxy = Proxy::start(
-            &c.url(),
-            &[
-                "--rules",
-                rules_dir().to_str().expect("utf8 path"),
-                "--keyring",
-                keyring.to_str().expect("utf8 path"),
-            ],
-        );
+        let keyring = crate::common::customers::keygen(dir.path());
+        let proxy = crate::common::customers::proxy_with_rules(c, &keyring, &[]);
         let port = proxy.port;
         PROXY_PID.store(proxy.pid(), Ordering::SeqCst);
         // SAFETY: registers a plain extern "C" fn that kills our own child at exit.

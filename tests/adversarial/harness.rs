@@ -5,8 +5,6 @@
 //! test is what the proxy lets through after login, not authentication.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -162,22 +160,8 @@ pub fn env() -> &'static Env {
             ),
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = dir.path().join("keyring.toml");
-        let out = Command::new(env!("CARGO_BIN_EXE_pgveil"))
-            .args(["keygen", "--out", keyring.to_str().expect("utf8 path")])
-            .output()
-            .expect("run pgveil keygen");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
-        let proxy = Proxy::start(
-            &c.url(),
-            &[
-                "--rules",
-                rules.to_str().expect("utf8 path"),
-                "--keyring",
-                keyring.to_str().expect("utf8 path"),
-            ],
-        );
+        let keyring = crate::common::customers::keygen(dir.path());
+        let proxy = crate::common::customers::proxy_with_rules(c, &keyring, &[]);
         let port = proxy.port;
         PROXY_PID.store(proxy.pid(), Ordering::SeqCst);
         // SAFETY: registers a plain extern "C" fn that kills our own child at exit.

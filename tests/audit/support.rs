@@ -9,7 +9,7 @@ pub use crate::common::*;
 pub use serde_json::Value;
 
 pub use crate::common::customers::{
-    cluster, pgveil, rules_dir, ADMIN, ANALYST, OUTSIDER, PW, SUPPORT, TABLE,
+    cluster, keygen, pgveil, proxy_with_rules, ADMIN, ANALYST, OUTSIDER, PW, SUPPORT, TABLE,
 };
 
 /// A database with `public.customers`, a keyring, and a proxy auditing to `audit`.
@@ -27,22 +27,9 @@ pub fn setup(tag: &str, audit_dir: Option<PathBuf>, config: Option<&str>, flags:
     let db = c.fresh_db(tag);
     c.sql(&db, TABLE);
     let dir = tempfile::tempdir().expect("tempdir");
-    let keyring = dir.path().join("keyring.toml");
-    let out = pgveil(&["keygen", "--out", keyring.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let keyring = keygen(dir.path());
     let audit = audit_dir.unwrap_or_else(|| dir.path().join("audit"));
-    let mut args: Vec<String> = vec![
-        "--rules".into(),
-        rules_dir().display().to_string(),
-        "--keyring".into(),
-        keyring.display().to_string(),
-        "--audit-dir".into(),
-        audit.display().to_string(),
-    ];
+    let mut args: Vec<String> = vec!["--audit-dir".into(), audit.display().to_string()];
     if let Some(body) = config {
         let path = dir.path().join("pgveil.toml");
         std::fs::write(&path, format!("[audit]\n{body}\n")).unwrap();
@@ -51,7 +38,7 @@ pub fn setup(tag: &str, audit_dir: Option<PathBuf>, config: Option<&str>, flags:
     }
     args.extend(flags.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Proxy::start(&c.url(), &refs);
+    let proxy = proxy_with_rules(c, &keyring, &refs);
     Env {
         db,
         proxy,

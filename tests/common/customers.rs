@@ -52,27 +52,38 @@ pub struct Env {
     pub _dir: tempfile::TempDir,
 }
 
-pub fn setup(tag: &str) -> Env {
-    let c = cluster();
-    let db = c.fresh_db(tag);
-    c.sql(&db, TABLE);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keyring = dir.path().join("keyring.toml");
-    let out = pgveil(&["keygen", "--out", keyring.to_str().unwrap()]);
+/// A fresh keyring in `dir` (made by `pgveil keygen`, as an operator would).
+pub fn keygen(dir: &std::path::Path) -> PathBuf {
+    let keyring = dir.join("keyring.toml");
+    let out = pgveil(&["keygen", "--out", keyring.to_str().expect("utf8 path")]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let proxy = Proxy::start(
-        &c.url(),
-        &[
-            "--rules",
-            rules_dir().to_str().unwrap(),
-            "--keyring",
-            keyring.to_str().unwrap(),
-        ],
-    );
+    keyring
+}
+
+/// The proxy under the repository's example rules with `keyring`, plus `extra` flags.
+pub fn proxy_with_rules(c: &Cluster, keyring: &std::path::Path, extra: &[&str]) -> Proxy {
+    let rules = rules_dir();
+    let mut args = vec![
+        "--rules",
+        rules.to_str().expect("utf8 path"),
+        "--keyring",
+        keyring.to_str().expect("utf8 path"),
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&c.url(), &args)
+}
+
+pub fn setup(tag: &str) -> Env {
+    let c = cluster();
+    let db = c.fresh_db(tag);
+    c.sql(&db, TABLE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = keygen(dir.path());
+    let proxy = proxy_with_rules(c, &keyring, &[]);
     Env {
         db,
         proxy,
