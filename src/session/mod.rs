@@ -152,10 +152,9 @@ pub struct SessionInfo {
 pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    // Every log line of the session (refusals, errors) carries its id and peer.
     let span = tracing::info_span!("session", id, peer = %peer);
-    let _g = span.enter();
-    drop(_g);
-    let result = run(client, peer, id, &shared).await;
+    let result = tracing::Instrument::instrument(run(client, peer, id, &shared), span).await;
     if let Err(e) = result {
         match &e {
             SessionError::Io(_) => tracing::debug!(session = id, error = %e, "session closed"),
