@@ -520,3 +520,35 @@ async fn buffered_mode_records_every_tagged_statement_under_load() {
         "{served} statements served, {got} recorded (records_lost_total {lost}, overloaded_total {overloaded})"
     );
 }
+
+/// `--audit-stdout`: every record is also one JSON line on standard output
+/// (for container log collection), identical to the one in the segment.
+#[tokio::test]
+async fn records_also_go_to_stdout_when_asked() {
+    let env = setup("audit_stdout", None, None, &["--audit-stdout"]);
+    let c = connect_app(&env, ADMIN, "stdout-app").await;
+    c.simple_query("SELECT email FROM customers WHERE email = 'nobody-stdout@example.com'")
+        .await
+        .unwrap();
+    let on_disk = records_of(&env.audit, "stdout-app", "statement");
+    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+    let hash = on_disk[0]["hash"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || env.proxy.log().contains(&hash)),
+        "record {hash} not on stdout:\n{}",
+        env.proxy.log()
+    );
+    let line = env
+        .proxy
+        .log()
+        .lines()
+        .find(|l| l.contains(&hash))
+        .map(str::to_string)
+        .unwrap();
+    let parsed: Value = serde_json::from_str(&line).expect("one JSON record per line");
+    assert_eq!(parsed, on_disk[0]);
+    assert!(
+        !env.proxy.log().contains("nobody-stdout"),
+        "a literal reached stdout"
+    );
+}
