@@ -223,3 +223,49 @@ fn explain_offline_and_with_live_schema() {
     let admin = explain(ADMIN, "SELECT full_name FROM customers", true);
     assert!(admin.contains("unrestricted"), "{admin}");
 }
+
+#[test]
+fn serve_refuses_a_readable_or_malformed_keyring() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = keygen(dir.path());
+    let serve = |k: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_pgveil"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+                "--upstream",
+                &c.url(),
+            ])
+            .arg("--rules")
+            .arg(rules_dir())
+            .arg("--keyring")
+            .arg(k)
+            .output()
+            .expect("run serve")
+    };
+    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = serve(&keyring);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a world-readable keyring"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "format = 1\nactive = 1\n[[key]]\nid = 1\nmaterial = \"zz\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = serve(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a malformed keyring");
+    assert!(err.contains("bad.toml") && !err.contains("\"zz\""), "{err}");
+}

@@ -552,3 +552,31 @@ async fn records_also_go_to_stdout_when_asked() {
         "a literal reached stdout"
     );
 }
+
+/// A key rotation picked up by a reload is an audit record of its own.
+#[tokio::test]
+async fn key_rotation_is_recorded() {
+    let mut env = setup("audit_rotation", None, None, &[]);
+    let keyring = env.dir.path().join("keyring.toml");
+    let out = pgveil(&["keygen", "--rotate", keyring.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.proxy.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || read_records(&env.audit)
+            .iter()
+            .any(|r| r["kind"] == "key_rotation")),
+        "{}",
+        env.proxy.log()
+    );
+    let rot: Vec<Value> = read_records(&env.audit)
+        .into_iter()
+        .filter(|r| r["kind"] == "key_rotation")
+        .collect();
+    assert_eq!(rot.len(), 1, "{rot:?}");
+    assert_eq!(rot[0]["detail"], "active key id 2");
+    assert!(!serde_json::to_string(&rot[0]).unwrap().contains("material"));
+}
