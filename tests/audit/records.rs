@@ -556,7 +556,7 @@ async fn records_also_go_to_stdout_when_asked() {
 /// A key rotation picked up by a reload is an audit record of its own.
 #[tokio::test]
 async fn key_rotation_is_recorded() {
-    let mut env = setup("audit_rotation", None, None, &[]);
+    let env = setup("audit_rotation", None, None, &[]);
     let keyring = env.dir.path().join("keyring.toml");
     let out = pgveil(&["keygen", "--rotate", keyring.to_str().unwrap()]);
     assert!(
