@@ -238,6 +238,16 @@ async fn key_rotation_keeps_old_rows_readable_and_findable() {
             "{email}"
         );
     }
+    // Column-to-column equality and GROUP BY compare stored ciphertexts: with
+    // two live key versions they would silently miss or split rows, so they
+    // are refused until the rotation is finished.
+    for sql in [
+        "SELECT a.id FROM customers a JOIN customers b ON a.email = b.email",
+        "SELECT email, count(*) FROM customers GROUP BY email",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{sql}: {e}");
+    }
 }
 
 #[test]

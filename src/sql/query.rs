@@ -96,20 +96,22 @@ impl<'a, 'c> Analyzer<'a, 'c> {
     /// session then decrypts (and masks, e.g. `hash`) the grouped column by
     /// origin. Roles that get NULL or nothing may not group (it would reveal
     /// which rows are equal).
-    fn groupable(&mut self, e: &Expr, scope: &Scope<'a, '_>) -> bool {
+    fn groupable(&mut self, e: &Expr, scope: &Scope<'a, '_>) -> R<bool> {
         let Some(ColRef::Column(Some(r))) = self.colref(e, scope) else {
-            return false;
+            return Ok(false);
         };
         let ok = r.encrypt == Some(EncryptMode::Deterministic)
             && matches!(
                 refuse::access(r, self.roles()),
                 Access::Plaintext | Access::Mask(_)
-            )
-            && self.ctx.encryptor.live_versions(r) == 1;
+            );
+        if ok && self.ctx.encryptor.live_versions(r) > 1 {
+            return Err(refuse::rotation_in_progress(r, "GROUP BY"));
+        }
         if ok {
             self.use_col(r, ColumnAction::Match);
         }
-        ok
+        Ok(ok)
     }
 
     pub fn roles(&self) -> &'a [String] {
@@ -409,7 +411,7 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         }
         if let GroupByExpr::Expressions(exprs, _) = &mut sel.group_by {
             for e in exprs.iter_mut() {
-                if self.groupable(e, &scope) {
+                if self.groupable(e, &scope)? {
                     continue;
                 }
                 self.output_ref_check(e, &cols, "GROUP BY")?;
@@ -613,6 +615,15 @@ impl<'a, 'c> Analyzer<'a, 'c> {
                 if same_rule(x, y) && x.encrypt == Some(EncryptMode::Deterministic) =>
             {
                 refuse::check_predicate(x, roles)?;
+                // Column-to-column equality compares stored ciphertexts: exact
+                // only while one key version is live (rows written under two
+                // keys would silently fail to match).
+                if self.ctx.encryptor.live_versions(x) > 1 {
+                    return Err(refuse::rotation_in_progress(
+                        x,
+                        "a join or comparison between two columns",
+                    ));
+                }
                 self.use_col(x, ColumnAction::Match);
                 Ok(())
             }

@@ -195,6 +195,25 @@ pub fn unsupported_statement(what: &str, table: &str) -> Refusal {
     }
 }
 
+/// Equality between two stored ciphertexts while several key versions are
+/// live would miss rows written under different keys.
+pub fn rotation_in_progress(rule: &ColumnRule, what: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: {what} on {} (rule {}:{}) is not exact while a key rotation is in progress; the statement was not sent",
+            rule.qualified(),
+            rule.source.file,
+            rule.source.line
+        ),
+        hint: Some(
+            "Equality against literals and parameters still matches every key version. \
+             Finish the rotation (re-encrypt under the active key, then retire the old key) to join again."
+                .into(),
+        ),
+    }
+}
+
 pub fn needs_schema(table: &str, what: &str) -> Refusal {
     Refusal {
         sqlstate: FEATURE_NOT_SUPPORTED,
