@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 use chrono::NaiveDate;
@@ -99,18 +98,6 @@ struct Env {
     port: u16,
 }
 
-static PROXY_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn kill_proxy() {
-    let pid = PROXY_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: plain syscall on the pid of the proxy this binary started.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-}
-
 /// Cluster, roles, table, proxy and seed, once per binary. Seeding goes through the proxy as
 /// admin (prepared statements, so the proxy encrypts), from a plain thread with its own runtime
 /// because the caller is already inside a tokio runtime.
@@ -128,18 +115,7 @@ fn env() -> &'static Env {
         );
         let db = c.fresh_db("masking");
         c.sql(&db, TABLE);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = crate::common::customers::keygen(dir.path());
-        let proxy = crate::common::customers::proxy_with_rules(c, &keyring, &[]);
-        let port = proxy.port;
-        PROXY_PID.store(proxy.pid(), Ordering::SeqCst);
-        // SAFETY: registers a plain extern "C" fn that kills our own child at exit.
-        unsafe {
-            libc::atexit(kill_proxy);
-        }
-        // The proxy and its temp dir (keyring) must outlive every test: leak them on purpose.
-        std::mem::forget(proxy);
-        std::mem::forget(dir);
+        let port = crate::common::customers::proxy_for_binary(c);
         let db2 = db.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

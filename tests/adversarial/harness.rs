@@ -5,7 +5,6 @@
 //! test is what the proxy lets through after login, not authentication.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -74,18 +73,6 @@ pub struct Env {
     pub md5s: Vec<String>,
     /// OID of `public.f_first()`, for FunctionCall.
     pub f_first_oid: u32,
-}
-
-static PROXY_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn kill_proxy() {
-    let pid = PROXY_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: plain syscall on the pid of the proxy this binary started.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
 }
 
 fn lit(s: &str) -> String {
@@ -159,17 +146,7 @@ pub fn env() -> &'static Env {
                  ALTER TABLE analyst_s.customers OWNER TO analyst_s;"
             ),
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let keyring = crate::common::customers::keygen(dir.path());
-        let proxy = crate::common::customers::proxy_with_rules(c, &keyring, &[]);
-        let port = proxy.port;
-        PROXY_PID.store(proxy.pid(), Ordering::SeqCst);
-        // SAFETY: registers a plain extern "C" fn that kills our own child at exit.
-        unsafe {
-            libc::atexit(kill_proxy);
-        }
-        std::mem::forget(proxy);
-        std::mem::forget(dir);
+        let port = crate::common::customers::proxy_for_binary(c);
         // Seed through the proxy as admin, with literals (the simple protocol encrypts them).
         let mut sql = String::from("SET client_min_messages = warning;\n");
         for s in &SEEDS {

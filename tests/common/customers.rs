@@ -117,3 +117,33 @@ pub async fn insert_alice(c: &tokio_postgres::Client) {
         .expect("insert through the proxy");
     assert_eq!(n, 1);
 }
+
+static BINARY_PROXY_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn kill_binary_proxy() {
+    let pid = BINARY_PROXY_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: plain syscall on the pid of the proxy this binary started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// One proxy under the example rules (fresh keyring) shared by every test of
+/// a binary: it and its keyring outlive the tests, and it is killed at exit.
+/// Returns its port.
+pub fn proxy_for_binary(c: &Cluster) -> u16 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = keygen(dir.path());
+    let proxy = proxy_with_rules(c, &keyring, &[]);
+    let port = proxy.port;
+    BINARY_PROXY_PID.store(proxy.pid(), std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: registers a plain extern "C" fn that kills our own child at exit.
+    unsafe {
+        libc::atexit(kill_binary_proxy);
+    }
+    std::mem::forget(proxy);
+    std::mem::forget(dir);
+    port
+}
