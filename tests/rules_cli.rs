@@ -59,16 +59,10 @@ async fn rules_hot_reload_on_file_change_keeps_old_rules_when_invalid() {
         original.replace("type = \"date\"", "type = \"dat\""),
     )
     .unwrap();
-    let failures = || {
-        let (_, body) = http_get(env.proxy.metrics_port, "/metrics");
-        body.lines()
-            .find(|l| l.starts_with("pgveil_rules_reload_failures_total"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     assert!(
-        wait_until(Duration::from_secs(10), || failures() >= 1.0),
+        wait_until(Duration::from_secs(10), || {
+            metric(env.proxy.metrics_port, "pgveil_rules_reload_failures_total") >= 1.0
+        }),
         "{}",
         env.proxy.log()
     );

@@ -364,21 +364,6 @@ pub fn snippet(tag: u8, body: &[u8]) -> String {
 
 // ---- raw protocol client --------------------------------------------------------------------
 
-/// A StartupMessage with arbitrary parameters.
-pub fn startup_with(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = 196_608_i32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    m.extend(body);
-    m
-}
-
 fn cstr(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(s.as_bytes());
     b.push(0);
@@ -472,7 +457,10 @@ pub async fn login(
     };
     let mut params = vec![("user", role), ("database", e.db.as_str())];
     params.extend_from_slice(extra);
-    if let Err(err) = s.write_all(&startup_with(&params)).await {
+    if let Err(err) = s
+        .write_all(&crate::common::wire::startup_with(&params))
+        .await
+    {
         return Err((format!("send startup: {err}"), Vec::new()));
     }
     let mut msgs = Vec::new();

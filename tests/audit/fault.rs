@@ -82,30 +82,65 @@ async fn tagged_stmt(c: &tokio_postgres::Client, i: usize) -> Outcome {
     }
 }
 
-/// Issue 5 proof, failure bullet: the audit directory fills up mid-run.
-#[tokio::test]
-async fn audit_disk_full_refuses_tagged_statements_and_recovers_by_itself() {
+/// A proxy whose audit directory sits on a 256 KiB tmpfs (to be filled), and a
+/// seeded customer. None, after saying so, where no tmpfs can be mounted.
+/// Callers bind every field: the mount and temp dir must live as long as the test.
+struct FaultEnv {
+    env: Env,
+    seed: tokio_postgres::Client,
+    _mount: TmpfsMount,
+    mnt: PathBuf,
+    _base: tempfile::TempDir,
+}
+
+async fn fault_env(tag: &str, app: &str, test: &str) -> Option<FaultEnv> {
     let base = tempfile::tempdir().unwrap();
     let mnt = base.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let _mount = match TmpfsMount::mount(&mnt, "256k") {
+    let mount = match TmpfsMount::mount(&mnt, "256k") {
         Ok(m) => m,
         Err(why) => {
             eprintln!(
-                "SKIPPED audit_disk_full_refuses_tagged_statements_and_recovers_by_itself: \
-                 cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
+                "SKIPPED {test}: cannot mount a tmpfs to fill ({why}); needs root or CAP_SYS_ADMIN"
             );
-            return;
+            return None;
         }
     };
-    let env = setup("audit_fault", Some(mnt.join("audit")), None, &[]);
-    let seed = connect_app(&env, ADMIN, "f-seed").await;
+    let env = setup(tag, Some(mnt.join("audit")), None, &[]);
+    let seed = connect_app(&env, ADMIN, app).await;
     seed.execute(
         "INSERT INTO customers (full_name, email) VALUES ($1, $2)",
         &[&"Zelda", &ZELDA_EMAIL],
     )
     .await
     .unwrap();
+    Some(FaultEnv {
+        env,
+        seed,
+        _mount: mount,
+        mnt,
+        _base: base,
+    })
+}
+
+/// Issue 5 proof, failure bullet: the audit directory fills up mid-run.
+#[tokio::test]
+async fn audit_disk_full_refuses_tagged_statements_and_recovers_by_itself() {
+    let Some(FaultEnv {
+        env,
+        mnt,
+        seed,
+        _mount,
+        _base,
+    }) = fault_env(
+        "audit_fault",
+        "f-seed",
+        "audit_disk_full_refuses_tagged_statements_and_recovers_by_itself",
+    )
+    .await
+    else {
+        return;
+    };
     let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
     let mut c = connect_app(&env, ADMIN, "f-client").await;
     let mut i = 0;
@@ -274,27 +309,21 @@ async fn audit_disk_full_refuses_tagged_statements_and_recovers_by_itself() {
 /// (the issue: "Statements that touch nothing tagged may continue").
 #[tokio::test]
 async fn refusal_while_audit_is_down_keeps_the_session() {
-    let base = tempfile::tempdir().unwrap();
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let _mount = match TmpfsMount::mount(&mnt, "256k") {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED refusal_while_audit_is_down_keeps_the_session: cannot mount a tmpfs \
-                 to fill ({why}); needs root or CAP_SYS_ADMIN"
-            );
-            return;
-        }
-    };
-    let env = setup("audit_fault_session", Some(mnt.join("audit")), None, &[]);
-    let seed = connect_app(&env, ADMIN, "fs-seed").await;
-    seed.execute(
-        "INSERT INTO customers (full_name, email) VALUES ($1, $2)",
-        &[&"Zelda", &ZELDA_EMAIL],
+    let Some(FaultEnv {
+        env,
+        mnt,
+        seed,
+        _mount,
+        _base,
+    }) = fault_env(
+        "audit_fault_session",
+        "fs-seed",
+        "refusal_while_audit_is_down_keeps_the_session",
     )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     drop(seed);
     fill_up(&mnt.join("filler"));
     // Trip the writer: statements go through until the segment's last page is full.

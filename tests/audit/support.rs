@@ -338,15 +338,3 @@ pub fn verify_cli(dir: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
-
-/// A metric's value from the proxy's /metrics (0 when absent).
-pub fn metric(port: u16, name: &str) -> f64 {
-    let (_, text) = http_get(port, "/metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .filter(|rest| rest.starts_with(' '))
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}

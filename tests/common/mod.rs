@@ -553,3 +553,15 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn tmp_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// The value of an unlabelled metric on pgveil's /metrics (0 when absent).
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}

@@ -8,8 +8,13 @@ use tokio::net::TcpStream;
 
 /// Protocol 3.0 StartupMessage.
 pub fn startup(user: &str, db: &str) -> Vec<u8> {
+    startup_with(&[("user", user), ("database", db)])
+}
+
+/// A StartupMessage with arbitrary parameters.
+pub fn startup_with(params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = 196_608_i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", db)] {
+    for (k, v) in params {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
