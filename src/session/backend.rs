@@ -401,7 +401,7 @@ pub(super) async fn backend(
         let tracked = ctx.tracked(&policy);
         let restricted = tracked && {
             let st = lock(state);
-            crate::sql::is_restricted(&policy.rules, &st.catalog.roles)
+            st.catalog.restricted(&policy)
         };
         let mut recs = Records {
             restricted,

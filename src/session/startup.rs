@@ -384,7 +384,7 @@ fn unsafe_startup_param<'a>(
     let StartupPacket::Startup { params, .. } = packet else {
         return None;
     };
-    if !crate::sql::is_restricted(&policy.rules, &catalog.roles) {
+    if !catalog.restricted(policy) {
         return None;
     }
     params.iter().find_map(|(k, v)| {
@@ -483,10 +483,7 @@ pub(super) fn catalog_from_results(
         .unwrap_or_default();
     let mut schema = from_catalog_rows(&sp, &results[2]);
     schema.protected_views = protected_views_from_rows(&results[3]);
-    Some(Catalog {
-        roles,
-        schema: std::sync::Arc::new(schema),
-    })
+    Some(Catalog::new(roles, schema))
 }
 
 fn backend_key_of(frame: &[u8]) -> Result<(i32, Vec<u8>), SessionError> {

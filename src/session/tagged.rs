@@ -119,6 +119,32 @@ impl Expect {
 pub struct Catalog {
     pub roles: Vec<String>,
     pub schema: Arc<SchemaSnapshot>,
+    /// Whether these roles are restricted, memoised per rules version: it is
+    /// asked for every statement and every batch of replies.
+    restricted: std::sync::OnceLock<(String, bool)>,
+}
+
+impl Catalog {
+    pub fn new(roles: Vec<String>, schema: SchemaSnapshot) -> Self {
+        Catalog {
+            roles,
+            schema: Arc::new(schema),
+            restricted: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// See [`sql::is_restricted`].
+    pub fn restricted(&self, policy: &Policy) -> bool {
+        match self.restricted.get() {
+            Some((v, r)) if *v == policy.rules.version => *r,
+            Some(_) => sql::is_restricted(&policy.rules, &self.roles),
+            None => {
+                let r = sql::is_restricted(&policy.rules, &self.roles);
+                let _ = self.restricted.set((policy.rules.version.clone(), r));
+                r
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -197,7 +223,7 @@ impl Analyzer<'_> {
         }
         // A restricted session has every statement analysed: a statement that
         // names no tagged table can still reach one (functions, views, DO).
-        let restricted = sql::is_restricted(&self.policy.rules, &self.catalog.roles);
+        let restricted = self.catalog.restricted(self.policy);
         if !restricted && !sql::mentions_tagged(&self.policy.names, sql_text) {
             return Analysis::Passthrough;
         }
@@ -443,9 +469,7 @@ impl Analyzer<'_> {
                 Ok(Action::Forward)
             }
             b'F' => {
-                if !self.policy.is_empty()
-                    && sql::is_restricted(&self.policy.rules, &self.catalog.roles)
-                {
+                if !self.policy.is_empty() && self.catalog.restricted(self.policy) {
                     // FunctionCall bypasses SQL entirely: nothing to analyse.
                     let r = Refusal {
                         sqlstate: "42501",
