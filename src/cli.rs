@@ -23,7 +23,7 @@ pub enum CliError {
     #[error("crypto: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
     #[error("{0}")]
-    Policy(String),
+    Snapshot(String),
 }
 
 /// How many stored values per encrypted column `check` samples.
@@ -149,8 +149,8 @@ pub async fn explain(
         Some(p) => Keyring::load_file(p)?,
         None => Keyring::generate()?,
     };
-    let policy = crate::policy::Policy::build(rules, Some(&ring))
-        .map_err(|e| CliError::Policy(e.to_string()))?;
+    let policy = crate::snapshot::Snapshot::build(rules, Some(&ring))
+        .map_err(|e| CliError::Snapshot(e.to_string()))?;
     let crypto = policy.crypto.as_ref();
     let hash_key_hex = |r: &crate::rules::ColumnRule| {
         crypto
@@ -162,9 +162,9 @@ pub async fn explain(
         schema: schema.as_ref(),
         roles: &roles,
         encryptor: &policy,
-        canonicalize: &crate::policy::canonicalize,
+        canonicalize: &crate::snapshot::canonicalize,
         sql_prepared: None,
-        restricted: crate::sql::is_restricted(&policy.rules, &roles),
+        restricted: crate::policy::is_restricted(&policy.rules, &roles),
         hash_key_hex: &hash_key_hex,
     };
     let mut report = crate::sql::explain(sql, &ctx);
@@ -201,7 +201,7 @@ fn offline_access(rules: &RuleSet, roles: &[String], sql: &str) -> String {
                 out,
                 "  {:<14} {:<22} {:<24} rule {}:{}",
                 c.name,
-                c.access_for(roles.iter().map(String::as_str)).to_string(),
+                crate::policy::access(c, &roles).to_string(),
                 enc,
                 c.source.file,
                 c.source.line

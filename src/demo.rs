@@ -28,8 +28,8 @@ use crate::crypto::{Keyring, KeyringError};
 use crate::pgtemp::{
     quote_literal, PasswordEncryption, PgTemp, PgTempError, PgTempOptions, SUPERUSER,
 };
-use crate::policy::{PolicyError, PolicySource, PolicyStore};
 use crate::server::{Server, ServerError};
+use crate::snapshot::{SnapshotError, SnapshotSource, SnapshotStore};
 
 /// The repository's example rules, embedded so the demo works from any
 /// directory and from an installed binary.
@@ -148,7 +148,7 @@ pub enum DemoError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("rules: {0}")]
-    Policy(#[from] PolicyError),
+    Snapshot(#[from] SnapshotError),
     #[error("audit: {0}")]
     Audit(#[from] AuditError),
     #[error("proxy: {0}")]
@@ -263,7 +263,7 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
         ..FileConfig::default()
     })?;
     let audit_cfg = config.audit.clone();
-    let policy = Arc::new(PolicyStore::new(PolicySource {
+    let policy = Arc::new(SnapshotStore::new(SnapshotSource {
         rules_dir: Some(rules_dir.clone()),
         keyring_file: Some(keyring_path.clone()),
     })?);
@@ -453,7 +453,9 @@ async fn read_cells(c: &tokio_postgres::Client, id: i64) -> Vec<String> {
                 None => "(no row)".into(),
             },
             Err(e) => match e.as_db_error() {
-                Some(db) if db.code().code() == "42501" => "refused (42501)".into(),
+                Some(db) if db.code().code() == crate::error::sqlstate::INSUFFICIENT_PRIVILEGE => {
+                    format!("refused ({})", db.code().code())
+                }
                 Some(db) => format!("error ({})", db.code().code()),
                 None => "error".into(),
             },

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pgveil::config::{Config, FileConfig, LogFormat};
-use pgveil::policy::{PolicySource, PolicyStore};
 use pgveil::server::Server;
+use pgveil::snapshot::{SnapshotSource, SnapshotStore};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -239,11 +239,11 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let config = Config::from_file(f)?;
     init_logging(config.log_format);
-    let source = PolicySource {
+    let source = SnapshotSource {
         rules_dir: config.rules.clone(),
         keyring_file: config.keyring.clone(),
     };
-    let policy = Arc::new(PolicyStore::new(source).context("loading rules and keys")?);
+    let policy = Arc::new(SnapshotStore::new(source).context("loading rules and keys")?);
     tracing::info!(rules_version = %policy.load().rules.version, tagged_columns = policy.load().rules.columns().len(), "rules loaded");
     let audit = match &config.audit {
         Some(a) => Some(

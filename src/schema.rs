@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::rules::model::TableName;
+use crate::ident::TableName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {

@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::metrics::{metrics, serve_http};
 use crate::net;
-use crate::policy::PolicyStore;
 use crate::protocol::{put_error, Severity};
 use crate::session::{self, Shared};
+use crate::snapshot::SnapshotStore;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -60,7 +60,7 @@ pub struct Server {
 impl Server {
     pub fn bind(
         config: Config,
-        policy: Arc<PolicyStore>,
+        policy: Arc<SnapshotStore>,
         audit: Option<crate::audit::Audit>,
     ) -> Result<Self, ServerError> {
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -232,7 +232,7 @@ fn accept_one(
             put_error(
                 &mut out,
                 Severity::Fatal,
-                "53300",
+                crate::error::sqlstate::TOO_MANY_CONNECTIONS,
                 "sorry, too many clients already (pgveil connection limit)",
                 None,
             );

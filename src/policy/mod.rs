@@ -1,277 +1,149 @@
-//! The policy snapshot every statement is judged against: rules, the keys
-//! derived for them, and the cheap name matcher that lets statements which
-//! touch no tagged table skip parsing altogether.
+//! The policy: who a session is, and what it may get from each tagged
+//! column. A pure module: no I/O, no clock, no keys. Every decision is a
+//! function of the rules and the session's effective roles, so it can be
+//! tested exhaustively and the same answer comes out wherever it is asked
+//! (result rows, COPY, masked derived tables, audit records, `explain`).
 //!
-//! A snapshot is immutable. Reload (SIGHUP, or a change in the rules
-//! directory) builds a complete new one, validates it, and swaps it in with
-//! one atomic pointer store; a statement keeps the snapshot it started with.
-//! An invalid edit leaves the old snapshot in place.
+//! - **Role resolution**: the login role plus every role it is a member of,
+//!   directly or not ([`RoleSet::resolve`]).
+//! - **Access decision**: per column, the most revealing access among the
+//!   listed roles wins; the column's `default` applies only when none of the
+//!   session's roles is listed ([`access`]).
+//! - **Classification**: a session is restricted when some tagged column is
+//!   not plaintext for it ([`is_restricted`]); restricted sessions get every
+//!   statement analysed and the restricted-session checks.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use crate::rules::model::{Access, ColumnRule, RuleSet, TableName};
 
-use arc_swap::ArcSwap;
-use thiserror::Error;
+#[cfg(test)]
+mod tests;
 
-use crate::crypto::{CryptoError, CryptoSnapshot, Keyring, KeyringError};
-use crate::metrics::metrics;
-use crate::rules::{load_dir, render_report, ColumnRule, Diagnostic, LogicalType, RuleSet};
-use crate::sql::{Encryptor, TaggedNames};
+/// A session's effective roles: the login role first, then every role it is
+/// a member of, each once. Role names are compared exactly as PostgreSQL
+/// stores them (case-sensitive, already folded by the server).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleSet(Vec<String>);
 
-#[derive(Debug, Error)]
-pub enum PolicyError {
-    #[error("invalid rules:\n{}", render_report(.0))]
-    Rules(Vec<Diagnostic>),
-    #[error("{0}")]
-    Keyring(#[from] KeyringError),
-    #[error("{0}")]
-    Crypto(#[from] CryptoError),
-    #[error("the rules encrypt {0} but no keyring is configured: pass --keyring FILE (made by `pgveil keygen`) or set PGVEIL_KEYRING")]
-    NoKeyring(String),
-}
-
-pub struct Policy {
-    pub rules: Arc<RuleSet>,
-    pub crypto: Option<CryptoSnapshot>,
-    pub names: TaggedNames,
-}
-
-impl Policy {
-    pub fn empty() -> Self {
-        let rules = Arc::new(RuleSet::default());
-        Policy {
-            names: TaggedNames::new(&rules),
-            rules,
-            crypto: None,
+impl RoleSet {
+    /// The roles of a session whose login role is `login` and which the
+    /// catalog says is a member of `member_of` (in any order, possibly with
+    /// the login role itself and duplicates, as `pg_has_role` lists them).
+    pub fn resolve<I, S>(login: &str, member_of: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut roles = Vec::new();
+        if !login.is_empty() {
+            roles.push(login.to_string());
         }
-    }
-
-    pub fn build(rules: RuleSet, keyring: Option<&Keyring>) -> Result<Self, PolicyError> {
-        let crypto = match keyring {
-            Some(k) => Some(CryptoSnapshot::new(k, &rules)?),
-            None => {
-                if let Some(c) = rules.columns().iter().find(|c| c.encrypt.is_some()) {
-                    return Err(PolicyError::NoKeyring(c.qualified()));
-                }
-                None
-            }
-        };
-        Ok(Policy {
-            names: TaggedNames::new(&rules),
-            rules: Arc::new(rules),
-            crypto,
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-}
-
-impl Policy {
-    /// The column's cipher, counting the encryption about to happen.
-    fn encrypting_cipher(
-        &self,
-        rule: &ColumnRule,
-    ) -> Result<&Arc<crate::crypto::ColumnCipher>, String> {
-        let c = self
-            .crypto
-            .as_ref()
-            .and_then(|c| c.cipher(&rule.table, &rule.name))
-            .ok_or_else(|| format!("no key for {}", rule.qualified()))?;
-        metrics()
-            .crypto_ops
-            .with_label_values(&["encrypt", &rule.class])
-            .inc();
-        Ok(c)
-    }
-}
-
-/// Encrypts literals and parameters for the SQL layer with this snapshot's keys.
-impl Encryptor for Policy {
-    fn encrypt_for_write(&self, rule: &ColumnRule, canonical: &[u8]) -> Result<Vec<u8>, String> {
-        self.encrypting_cipher(rule)?
-            .encrypt(canonical)
-            .map_err(|e| e.to_string())
-    }
-
-    fn live_versions(&self, rule: &ColumnRule) -> usize {
-        self.crypto
-            .as_ref()
-            .and_then(|c| c.cipher(&rule.table, &rule.name))
-            .map_or(1, |c| c.key_ids().len())
-    }
-
-    fn encrypt_for_match(
-        &self,
-        rule: &ColumnRule,
-        canonical: &[u8],
-    ) -> Result<Vec<Vec<u8>>, String> {
-        self.encrypting_cipher(rule)?
-            .encrypt_all_versions(canonical)
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// Value normaliser handed to the SQL layer.
-pub fn canonicalize(ty: LogicalType, v: &[u8]) -> Result<Vec<u8>, String> {
-    crate::values::canonical_text(ty, v).map_err(|e| e.to_string())
-}
-
-/// Where the policy comes from, so it can be rebuilt.
-#[derive(Debug, Clone, Default)]
-pub struct PolicySource {
-    pub rules_dir: Option<PathBuf>,
-    pub keyring_file: Option<PathBuf>,
-}
-
-impl PolicySource {
-    pub fn load(&self) -> Result<Policy, PolicyError> {
-        let rules = match &self.rules_dir {
-            Some(d) => load_dir(d).map_err(PolicyError::Rules)?,
-            None => RuleSet::default(),
-        };
-        let keyring = match &self.keyring_file {
-            Some(p) => Some(Keyring::load_file(p)?),
-            None => Keyring::from_env()?,
-        };
-        Policy::build(rules, keyring.as_ref())
-    }
-
-    /// Newest modification time among the rules files and keyring: a cheap
-    /// change detector that needs no inotify dependency.
-    fn stamp(&self) -> Option<SystemTime> {
-        let mut newest: Option<SystemTime> = None;
-        let mut see = |p: &Path| {
-            if let Ok(t) = std::fs::metadata(p).and_then(|m| m.modified()) {
-                newest = Some(newest.map_or(t, |n| n.max(t)));
-            }
-        };
-        if let Some(d) = &self.rules_dir {
-            see(d);
-            if let Ok(rd) = std::fs::read_dir(d) {
-                for e in rd.flatten() {
-                    see(&e.path());
-                }
+        for r in member_of {
+            let r = r.into();
+            if !r.is_empty() && !roles.contains(&r) {
+                roles.push(r);
             }
         }
-        if let Some(k) = &self.keyring_file {
-            see(k);
-        }
-        newest
+        RoleSet(roles)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
     }
 }
 
-/// The live policy, swapped atomically on reload.
-pub struct PolicyStore {
-    current: ArcSwap<Policy>,
-    source: PolicySource,
-    /// Reloads and key rotations are audit records too.
-    audit: std::sync::OnceLock<Option<crate::audit::Audit>>,
+/// What `roles` get from `rule`'s column: the most revealing access among
+/// the listed roles; the column's default when none is listed.
+///
+/// Why the default does not compete with listed roles: a DBA who lists
+/// `support = "partial(0,4)"` under `default = "plaintext"` means support
+/// sees the mask. Letting the default win would hand support the plaintext.
+pub fn access(rule: &ColumnRule, roles: &[String]) -> Access {
+    access_by(rule, roles.iter().map(String::as_str))
 }
 
-impl PolicyStore {
-    pub fn new(source: PolicySource) -> Result<Self, PolicyError> {
-        let p = source.load()?;
-        Ok(PolicyStore {
-            current: ArcSwap::from_pointee(p),
-            source,
-            audit: std::sync::OnceLock::new(),
-        })
-    }
-
-    pub fn fixed(p: Policy) -> Self {
-        PolicyStore {
-            current: ArcSwap::from_pointee(p),
-            source: PolicySource::default(),
-            audit: std::sync::OnceLock::new(),
+/// [`access`] over any iterator of role names.
+///
+/// The answer does not depend on the order of `roles`: candidates are
+/// visited in the rule's role-name order, and a tie between equally
+/// revealing accesses goes to the first role name. Otherwise two replicas
+/// reading memberships in different catalog orders could serve one session
+/// two different masks.
+pub fn access_by<'a, I: IntoIterator<Item = &'a str>>(rule: &ColumnRule, roles: I) -> Access {
+    let roles: Vec<&str> = roles.into_iter().collect();
+    let mut best: Option<Access> = None;
+    for (name, a) in &rule.access {
+        if !roles.contains(&name.as_str()) {
+            continue;
+        }
+        if best.is_none_or(|b| reveal_key(*a) > reveal_key(b)) {
+            best = Some(*a);
         }
     }
+    best.unwrap_or(rule.default)
+}
 
-    pub fn set_audit(&self, audit: Option<crate::audit::Audit>) {
-        let _ = self.audit.set(audit);
-    }
+/// Orders accesses by how much they reveal: plaintext above every mask,
+/// masks above `null`, `null` above `deny`; between masks of one kind, the
+/// one keeping more of the value (more characters kept by `partial`, a
+/// finer `round`).
+pub fn reveal_key(a: Access) -> (u8, i64) {
+    use crate::rules::model::Mask;
+    let detail = match a {
+        Access::Mask(Mask::Partial { first, last }) => i64::from(first) + i64::from(last),
+        Access::Mask(Mask::Round(n)) => n.checked_neg().unwrap_or(i64::MIN),
+        _ => 0,
+    };
+    (a.revealing_rank(), detail)
+}
 
-    fn audit_event(
-        &self,
-        kind: crate::audit::RecordKind,
-        outcome: &str,
-        version: &str,
-        detail: String,
-    ) {
-        if let Some(Some(a)) = self.audit.get() {
-            let mut r = crate::audit::AuditRecordInput::new(kind, SystemTime::now());
-            r.outcome = outcome.to_string();
-            r.rules_version = Some(version.to_string());
-            r.detail = Some(detail);
-            let _ = a.record_nowait(r);
-        }
-    }
+/// The first rule (in rule-file order) that gives these roles less than
+/// plaintext: what makes the session restricted, named in refusals.
+pub fn restricting_rule<'r>(rules: &'r RuleSet, roles: &[String]) -> Option<&'r ColumnRule> {
+    rules
+        .columns()
+        .iter()
+        .find(|c| access(c, roles) != Access::Plaintext)
+}
 
-    pub fn load(&self) -> Arc<Policy> {
-        self.current.load_full()
-    }
+/// A session is restricted when its roles have any non-plaintext access on
+/// any tagged column. Such a session gets every statement analysed (no
+/// pre-filter), masked derived tables, and the restricted-session refusals.
+pub fn is_restricted(rules: &RuleSet, roles: &[String]) -> bool {
+    restricting_rule(rules, roles).is_some()
+}
 
-    /// Validates, then swaps. On error the old policy stays.
-    pub fn reload(&self) -> Result<(), PolicyError> {
-        match self.source.load() {
-            Ok(p) => {
-                let version = p.rules.version.clone();
-                let old_key = self
-                    .current
-                    .load()
-                    .crypto
-                    .as_ref()
-                    .map(|c| c.active_key_id());
-                let new_key = p.crypto.as_ref().map(|c| c.active_key_id());
-                self.current.store(Arc::new(p));
-                metrics().rules_reloads.inc();
-                tracing::info!(rules_version = %version, "rules reloaded");
-                use crate::audit::RecordKind;
-                self.audit_event(
-                    RecordKind::RulesReload,
-                    "ok",
-                    &version,
-                    format!("rules version {version}"),
-                );
-                if old_key != new_key {
-                    if let Some(k) = new_key {
-                        self.audit_event(
-                            RecordKind::KeyRotation,
-                            "ok",
-                            &version,
-                            format!("active key id {k}"),
-                        );
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                metrics().rules_reload_failures.inc();
-                tracing::error!(error = %e, "rules reload rejected; keeping the previous rules");
-                let version = self.current.load().rules.version.clone();
-                self.audit_event(
-                    crate::audit::RecordKind::RulesReload,
-                    "F0000",
-                    &version,
-                    "rejected: the new rules or keyring are invalid; previous rules kept".into(),
-                );
-                Err(e)
-            }
-        }
-    }
+/// Whether `t` has a plaintext-at-rest column these roles may not read in
+/// plaintext: every reference to it is replaced by the masked derived table.
+pub fn protected_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
+    rules
+        .table_columns(t)
+        .any(|c| c.encrypt.is_none() && access(c, roles) != Access::Plaintext)
+}
 
-    /// Polls the rules directory and keyring for changes and reloads.
-    pub async fn watch(self: Arc<Self>, every: Duration) {
-        let mut last = self.source.stamp();
-        loop {
-            tokio::time::sleep(every).await;
-            let now = self.source.stamp();
-            if now != last {
-                last = now;
-                let _ = self.reload();
-            }
-        }
+/// Whether any tagged column of `t` is not plaintext for these roles.
+pub fn restricted_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
+    rules
+        .table_columns(t)
+        .any(|c| access(c, roles) != Access::Plaintext)
+}
+
+/// Whether the analysis must track the column: encrypted at rest, or not
+/// readable in plaintext by these roles.
+pub fn sensitive(rule: &ColumnRule, roles: &[String]) -> bool {
+    rule.encrypt.is_some() || access(rule, roles) != Access::Plaintext
+}
+
+/// What the session does with a value of an encrypted column it is about
+/// to send. `rule` is `None` when the column's rule disappeared in a reload
+/// after the statement was prepared: the value stays ciphertext and is
+/// never revealed.
+pub fn read_access(rule: Option<&ColumnRule>, roles: &[String]) -> Access {
+    match rule {
+        Some(r) if r.encrypt.is_some() => access(r, roles),
+        _ => Access::Deny,
     }
 }

@@ -9,29 +9,12 @@
 
 use std::collections::HashSet;
 
+use super::diagnostic::Diagnostic;
 use super::model::{ColumnRule, LogicalType, RuleSet};
-use super::parse::Diagnostic;
 use crate::schema::{ColumnInfo, SchemaSnapshot};
 
 /// Postgres OID of `bytea`, the at-rest type of every encrypted column.
 const BYTEA_OID: u32 = 17;
-
-/// All diagnostics, one per paragraph, then a count line. Empty input gives
-/// an empty string, so the caller chooses its own success message (see
-/// [`render_ok`]).
-pub fn render_report(diags: &[Diagnostic]) -> String {
-    if diags.is_empty() {
-        return String::new();
-    }
-    let mut out = String::new();
-    for d in diags {
-        out.push_str(&d.to_string());
-        out.push('\n');
-    }
-    let n = diags.len();
-    out.push_str(&format!("{n} error{}\n", if n == 1 { "" } else { "s" }));
-    out
-}
 
 /// One line for a successful check, e.g.
 /// `ok: 6 tagged columns (5 encrypted) in 1 table, rules version 3f2a…`.
@@ -232,6 +215,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::rules::diagnostic::render_report;
     use crate::rules::model::TableName;
     use crate::rules::parse::parse_str;
     use crate::schema::TableInfo;

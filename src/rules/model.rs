@@ -244,19 +244,7 @@ impl fmt::Display for Access {
     }
 }
 
-/// A schema-qualified table name, already folded the way Postgres folds
-/// unquoted identifiers (lower case) by the rule parser.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableName {
-    pub schema: String,
-    pub name: String,
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
+pub use crate::ident::TableName;
 
 /// Where a rule came from, for DBA-facing messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -284,21 +272,6 @@ impl ColumnRule {
     /// `schema.table.column`, the name used in errors, audit and metrics.
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.table, self.name)
-    }
-
-    /// The effective access for a session whose login role is a member of
-    /// `roles` (including itself): the most revealing listed access wins; the
-    /// default applies only when no role is listed.
-    pub fn access_for<'a, I: IntoIterator<Item = &'a str>>(&self, roles: I) -> Access {
-        let mut best: Option<Access> = None;
-        for r in roles {
-            if let Some(a) = self.access.get(r) {
-                if best.is_none_or(|b| a.revealing_rank() > b.revealing_rank()) {
-                    best = Some(*a);
-                }
-            }
-        }
-        best.unwrap_or(self.default)
     }
 }
 
@@ -378,33 +351,5 @@ mod tests {
         ] {
             assert_eq!(Access::parse(s).map(|a| a.to_string()), Ok(s.to_string()));
         }
-    }
-
-    #[test]
-    fn most_revealing_role_wins_and_default_only_when_unlisted() {
-        let mut access = BTreeMap::new();
-        access.insert("support".to_string(), Access::Mask(Mask::Email));
-        access.insert("admin".to_string(), Access::Plaintext);
-        access.insert("analyst".to_string(), Access::Null);
-        let c = ColumnRule {
-            table: TableName {
-                schema: "public".into(),
-                name: "customers".into(),
-            },
-            name: "email".into(),
-            ty: LogicalType::Text,
-            encrypt: None,
-            class: "contact".into(),
-            access,
-            default: Access::Deny,
-            source: SourceLoc::default(),
-        };
-        assert_eq!(
-            c.access_for(["analyst", "support"]),
-            Access::Mask(Mask::Email)
-        );
-        assert_eq!(c.access_for(["support", "admin"]), Access::Plaintext);
-        assert_eq!(c.access_for(["nobody"]), Access::Deny);
-        assert_eq!(c.access_for(["analyst"]), Access::Null);
     }
 }

@@ -8,13 +8,13 @@
 //! a security boundary, and a half-loaded set would silently deny or reveal.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::diagnostic::Diagnostic;
 use super::model::{
     Access, ColumnRule, EncryptMode, LogicalType, Mask, RuleSet, SourceLoc, TableName,
 };
@@ -26,63 +26,6 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 
 const COLUMN_KEYS: &[&str] = &["table", "name", "type", "encrypt", "class", "access"];
 const DEFAULT_CLASS: &str = "unclassified";
-
-/// One problem in a rule file, as shown to the DBA.
-///
-/// `line` is 1-based; 0 means the problem concerns the whole file or
-/// directory (unreadable, missing). Messages quote rule-file text only,
-/// never database values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl Diagnostic {
-    pub fn new(file: impl Into<String>, line: usize, message: impl Into<String>) -> Self {
-        Diagnostic {
-            file: file.into(),
-            line,
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: error: {}", self.file, self.message)?;
-        } else {
-            write!(f, "{}:{}: error: {}", self.file, self.line, self.message)?;
-        }
-        if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Diagnostic {}
-
-/// All diagnostics of a failed load, as one error value for callers that
-/// propagate errors (startup, reload logging).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", super::check::render_report(.0))]
-pub struct RuleErrors(pub Vec<Diagnostic>);
-
-impl From<Vec<Diagnostic>> for RuleErrors {
-    fn from(v: Vec<Diagnostic>) -> Self {
-        RuleErrors(v)
-    }
-}
 
 /// Loads every `*.toml` file directly in `dir` (sorted by name; dot-files,
 /// other files and subdirectories ignored) into one rule set. An empty

@@ -9,8 +9,8 @@ use crate::audit::{
     AuditRecordInput, ColumnAction as AuditAction, RecordKind, StatementKind as AuditKind,
     TaggedColumn,
 };
-use crate::policy::Policy;
 use crate::rules::{Access, TableName};
+use crate::snapshot::Snapshot;
 use crate::sql::{self, ColumnAction, StatementKind, StatementPlan};
 
 use super::SessionInfo;
@@ -82,7 +82,7 @@ fn names(fingerprint: &str, word: &str) -> bool {
         .any(|w| w == word)
 }
 
-pub fn from_plan(plan: &StatementPlan, policy: &Policy, roles: &[String]) -> StmtAudit {
+pub fn from_plan(plan: &StatementPlan, policy: &Snapshot, roles: &[String]) -> StmtAudit {
     let fp = plan.fingerprint.to_lowercase();
     let star = fp.contains('*');
     let columns = plan
@@ -108,7 +108,7 @@ pub fn from_plan(plan: &StatementPlan, policy: &Policy, roles: &[String]) -> Stm
                 ColumnAction::Masked => {
                     let mask = split_column(&c.column)
                         .and_then(|(t, col)| policy.rules.column(&t, col))
-                        .map(|r| r.access_for(roles.iter().map(String::as_str)))
+                        .map(|r| crate::policy::access(r, roles))
                         .and_then(|a| match a {
                             Access::Mask(m) => Some(m.to_string()),
                             _ => None,
@@ -154,7 +154,7 @@ pub fn passthrough(sql_text: &str) -> Vec<StmtAudit> {
 /// The record of a refused statement. The analysis stopped at the refusal,
 /// so the tables and tagged columns are those the text names: each such
 /// column is recorded as denied.
-pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Policy) -> StmtAudit {
+pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> StmtAudit {
     let fingerprint = sql::fingerprint(sql_text);
     let fp = fingerprint.to_lowercase();
     let mut tables: Vec<String> = Vec::new();

@@ -17,9 +17,9 @@ use super::{SessionCtx, SessionError, Shared};
 use crate::audit::AuditRecordInput;
 use crate::metrics::metrics;
 use crate::net::Stream;
-use crate::policy::Policy;
 use crate::protocol::messages::{command_rows, put_query, ready_status};
 use crate::protocol::{next_frame, put_error, Direction, ProtocolError, Severity};
+use crate::snapshot::Snapshot;
 use crate::sql::Refusal;
 
 /// Refuses statements that name tagged tables in a session that has no
@@ -27,7 +27,7 @@ use crate::sql::Refusal;
 pub(super) fn refuse_without_catalog(
     frame: &[u8],
     start: Instant,
-    policy: &Policy,
+    policy: &Snapshot,
     expect: &mut std::collections::VecDeque<Expect>,
 ) -> Result<Option<BytesMut>, ProtocolError> {
     if frame[0] != b'Q' {
@@ -71,7 +71,7 @@ fn error_frame(code: &str, msg: &str) -> BytesMut {
 fn current_row(
     tr: &Tracker,
     head: Option<&Expect>,
-    policy: &Policy,
+    policy: &Snapshot,
     roles: &[String],
 ) -> Option<(Arc<RowPlan>, Vec<i16>)> {
     if let Some(r) = &tr.row {
@@ -175,7 +175,7 @@ fn must_hold(st: &State) -> bool {
 fn tagged_frame(
     frame: &[u8],
     st: &mut State,
-    policy: &Policy,
+    policy: &Snapshot,
     catalog: &Catalog,
     recs: &mut Records<'_>,
 ) -> BAction {

@@ -15,9 +15,9 @@ use crate::copy::{
     bytea_hex, parse_bytea_text, CopyFormat as WireFormat, CopyOptions, CopyTransformer,
 };
 use crate::metrics::metrics;
-use crate::policy::Policy;
 use crate::protocol::patch_len;
 use crate::rules::{Access, ColumnRule};
+use crate::snapshot::Snapshot;
 use crate::sql::{CopyFormat, CopyPlan, Encryptor, Refusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ fn field_fn<'a>(
     dir: CopyDir,
     rules: &'a [Option<Arc<ColumnRule>>],
     roles: &'a [String],
-    policy: &'a Policy,
+    policy: &'a Snapshot,
 ) -> impl FnMut(usize, Option<&[u8]>) -> Result<Option<Vec<u8>>, String> + 'a {
     move |i, v| {
         let Some(rule) = rules.get(i).and_then(|r| r.as_ref()) else {
@@ -119,7 +119,7 @@ fn field_fn<'a>(
                 Ok(Some(bytea_hex(&ct)))
             }
             CopyDir::Out => {
-                let access = rule.access_for(roles.iter().map(String::as_str));
+                let access = crate::policy::access(rule, roles);
                 if access == Access::Null {
                     return Ok(None);
                 }
@@ -168,18 +168,18 @@ fn field_fn<'a>(
 impl CopyStream {
     /// Transforms one CopyData payload; returns a replacement CopyData frame
     /// (possibly empty payload → None) or marks the stream failed.
-    pub fn data(&mut self, payload: &[u8], policy: &Policy) -> Option<BytesMut> {
+    pub fn data(&mut self, payload: &[u8], policy: &Snapshot) -> Option<BytesMut> {
         self.step(policy, |t, f| t.feed(payload, f))
     }
 
     /// End of data: the last row, if it had no newline.
-    pub fn finish(&mut self, policy: &Policy) -> Option<BytesMut> {
+    pub fn finish(&mut self, policy: &Snapshot) -> Option<BytesMut> {
         self.step(policy, |t, f| t.finish(f))
     }
 
     fn step(
         &mut self,
-        policy: &Policy,
+        policy: &Snapshot,
         op: impl FnOnce(
             &mut CopyTransformer,
             &mut crate::copy::FieldFn<'_>,

@@ -29,8 +29,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 use crate::metrics::metrics;
-use crate::policy::PolicyStore;
 use crate::protocol::{put_error, ProtocolError, Severity};
+use crate::snapshot::SnapshotStore;
 
 /// Server-wide state every session reads.
 pub struct Shared {
@@ -44,7 +44,7 @@ pub struct Shared {
     /// Flips to true on SIGTERM: sessions close once idle.
     pub draining: watch::Receiver<bool>,
     /// Rules and keys, swapped atomically on reload.
-    pub policy: Arc<PolicyStore>,
+    pub policy: Arc<SnapshotStore>,
     /// The audit stream, when configured.
     pub audit: Option<crate::audit::Audit>,
     /// Refuse statements on untagged tables too while the audit is down.
@@ -61,7 +61,7 @@ impl Shared {
         tls: Option<TlsAcceptor>,
         upstream_tls: Option<TlsConnector>,
         draining: watch::Receiver<bool>,
-        policy: Arc<PolicyStore>,
+        policy: Arc<SnapshotStore>,
         audit: Option<crate::audit::Audit>,
     ) -> Self {
         Shared {
@@ -131,7 +131,7 @@ pub struct SessionCtx {
 impl SessionCtx {
     /// Sessions are tracked (statements and portals followed) when rules
     /// exist or the audit needs per-statement records.
-    pub fn tracked(&self, policy: &crate::policy::Policy) -> bool {
+    pub fn tracked(&self, policy: &crate::snapshot::Snapshot) -> bool {
         !policy.is_empty() || self.rec.is_some()
     }
 }

@@ -218,7 +218,7 @@ pub(super) struct InitialCatalog {
 /// appeared after the session started. Only checked between statements,
 /// with nothing in flight, so pgveil's own query never interleaves with the
 /// client's.
-fn catalog_stale(st: &State, policy: &crate::policy::Policy, shared: &Shared) -> bool {
+fn catalog_stale(st: &State, policy: &crate::snapshot::Snapshot, shared: &Shared) -> bool {
     !policy.is_empty()
         && st.expect.is_empty()
         && st.txn_status != b'E'
@@ -233,7 +233,7 @@ fn catalog_stale(st: &State, policy: &crate::policy::Policy, shared: &Shared) ->
 async fn refresh_catalog(
     sw: &mut WriteHalf<Stream>,
     state: &Mutex<State>,
-    policy: &crate::policy::Policy,
+    policy: &crate::snapshot::Snapshot,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
@@ -398,7 +398,11 @@ async fn frontend(
 }
 
 /// Client CopyData/CopyDone/CopyFail during a transformed COPY FROM STDIN.
-fn copy_frontend(st: &mut State, frame: &[u8], policy: &crate::policy::Policy) -> Option<BytesMut> {
+fn copy_frontend(
+    st: &mut State,
+    frame: &[u8],
+    policy: &crate::snapshot::Snapshot,
+) -> Option<BytesMut> {
     use super::copy::{copy_fail, CopyDir};
     let cs = st.copy.as_mut().filter(|c| c.dir == CopyDir::In)?;
     if cs.fail_sent {

@@ -14,7 +14,6 @@ use thiserror::Error;
 
 use crate::crypto::HashKey;
 use crate::metrics::metrics;
-use crate::policy::Policy;
 use crate::protocol::messages::{
     decode_bind, decode_parameter_description, decode_row_description, encode_bind,
     encode_parameter_description, encode_row_description,
@@ -22,6 +21,7 @@ use crate::protocol::messages::{
 use crate::protocol::{patch_len, ProtocolError};
 use crate::rules::{Access, ColumnRule, LogicalType};
 use crate::schema::SchemaSnapshot;
+use crate::snapshot::Snapshot;
 use crate::sql::{ParamPlan, ParamUse};
 
 #[derive(Debug, Error)]
@@ -72,7 +72,7 @@ pub struct RowPlan {
 impl RowPlan {
     /// The same columns judged under the current rules: a statement prepared
     /// before a reload follows the new rules from its next execution.
-    pub fn under(&self, policy: &Policy, roles: &[String]) -> RowPlan {
+    pub fn under(&self, policy: &Snapshot, roles: &[String]) -> RowPlan {
         let cols = self
             .cols
             .iter()
@@ -96,11 +96,11 @@ impl RowPlan {
     }
 }
 
-fn col_plan(r: &ColumnRule, policy: &Policy, roles: &[String]) -> ColPlan {
-    col_plan_with(r, policy, r.access_for(roles.iter().map(String::as_str)))
+fn col_plan(r: &ColumnRule, policy: &Snapshot, roles: &[String]) -> ColPlan {
+    col_plan_with(r, policy, crate::policy::access(r, roles))
 }
 
-fn col_plan_with(r: &ColumnRule, policy: &Policy, access: Access) -> ColPlan {
+fn col_plan_with(r: &ColumnRule, policy: &Snapshot, access: Access) -> ColPlan {
     let action = match access {
         Access::Null => "null",
         Access::Deny => "denied",
@@ -138,7 +138,7 @@ fn type_size(ty: LogicalType) -> i16 {
 pub fn plan_row_description(
     frame: &[u8],
     schema: &SchemaSnapshot,
-    policy: &Policy,
+    policy: &Snapshot,
     roles: &[String],
 ) -> Result<Option<(RowPlan, BytesMut, Vec<i16>)>, RowError> {
     let mut rd: RowDescription = decode_row_description(frame)?;
@@ -211,7 +211,7 @@ fn parse_bytea_text(v: &[u8]) -> Option<Vec<u8>> {
 /// Decrypts (then masks / nulls) one stored value into what the client gets.
 fn reveal(
     cp: &ColPlan,
-    policy: &Policy,
+    policy: &Snapshot,
     stored: &[u8],
     format: i16,
 ) -> Result<Option<Vec<u8>>, RowError> {
@@ -266,7 +266,7 @@ pub fn transform_data_row(
     frame: &[u8],
     plan: &RowPlan,
     formats: &[i16],
-    policy: &Policy,
+    policy: &Snapshot,
 ) -> Result<BytesMut, RowError> {
     let bad = || RowError::Protocol(ProtocolError::Malformed("DataRow"));
     let body = frame.get(5..).ok_or_else(bad)?;
@@ -322,7 +322,7 @@ pub fn transform_data_row(
 pub fn encrypt_bind(
     frame: &[u8],
     params: &[ParamPlan],
-    policy: &Policy,
+    policy: &Snapshot,
 ) -> Result<Option<BytesMut>, RowError> {
     if !params
         .iter()

@@ -378,7 +378,7 @@ pub(super) async fn relay_auth(
 /// `replication`, bypasses SQL altogether).
 fn unsafe_startup_param<'a>(
     packet: &'a StartupPacket,
-    policy: &crate::policy::Policy,
+    policy: &crate::snapshot::Snapshot,
     catalog: &Catalog,
 ) -> Option<&'a str> {
     let StartupPacket::Startup { params, .. } = packet else {
@@ -418,7 +418,7 @@ fn unsafe_startup_param<'a>(
 pub(super) async fn load_catalog(
     server: &mut Stream,
     sbuf: &mut BytesMut,
-    policy: &crate::policy::Policy,
+    policy: &crate::snapshot::Snapshot,
     cap: usize,
 ) -> Result<Catalog, SessionError> {
     let mut q = BytesMut::new();
@@ -456,7 +456,7 @@ pub(super) async fn load_catalog(
 /// The catalog query: the session's effective roles (login role plus every
 /// role it is a member of, directly or not), its search_path, and the
 /// catalog entries of the tagged tables, and the views that depend on them.
-pub(super) fn catalog_sql(policy: &crate::policy::Policy) -> String {
+pub(super) fn catalog_sql(policy: &crate::snapshot::Snapshot) -> String {
     format!(
         "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{};\n{}",
         SEARCH_PATH_QUERY,

@@ -20,12 +20,12 @@ use pgwire::messages::extendedquery::Parse;
 use super::audit::StmtAudit;
 use super::rows::{self, RowPlan};
 use crate::metrics::metrics;
-use crate::policy::{canonicalize, Policy};
 use crate::protocol::messages::{
     decode_parse, describe_or_close, encode_parse, execute_portal, put_query, query_text,
 };
 use crate::protocol::{patch_len, put_cstr, put_error, ProtocolError, Severity};
 use crate::schema::SchemaSnapshot;
+use crate::snapshot::{canonicalize, Snapshot};
 use crate::sql::{self, Analysis, ParamPlan, ParamUse, Refusal, StatementPlan};
 
 /// SQL that fails at parse time, whatever the schema or transaction state:
@@ -134,7 +134,7 @@ impl Catalog {
     }
 
     /// See [`sql::is_restricted`].
-    pub fn restricted(&self, policy: &Policy) -> bool {
+    pub fn restricted(&self, policy: &Snapshot) -> bool {
         match self.restricted.get() {
             Some((v, r)) if *v == policy.rules.version => *r,
             Some(_) => sql::is_restricted(&policy.rules, &self.roles),
@@ -173,7 +173,7 @@ fn refused_query(r: &Refusal) -> BytesMut {
 }
 
 pub struct Analyzer<'a> {
-    pub policy: &'a Policy,
+    pub policy: &'a Snapshot,
     pub catalog: &'a Catalog,
     pub audit_on: bool,
     /// Statements on tagged tables are refused (the audit cannot record them).

@@ -43,10 +43,10 @@ use sqlparser::parser::Parser;
 use crate::rules::model::{ColumnRule, LogicalType, RuleSet, TableName};
 use crate::schema::SchemaSnapshot;
 
+pub use crate::policy::{is_restricted, restricting_rule};
 pub use explain::explain;
 pub use fingerprint::fingerprint;
 pub use lex::{mentions_tagged, split_statements, TaggedNames};
-pub use restrict::{is_restricted, restricting_rule};
 
 /// Supplies ciphertext for literals found in statements. Implemented by the
 /// crypto layer; a fake in tests.

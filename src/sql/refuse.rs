@@ -10,9 +10,9 @@ use crate::rules::model::{Access, ColumnRule, EncryptMode, RuleSet, TableName};
 use super::lex::{fold_into, Lexer};
 use super::{ColumnAction, Refusal};
 
-pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
-pub const SYNTAX_ERROR: &str = "42601";
+pub use crate::error::sqlstate::{
+    FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, SYNTAX_ERROR,
+};
 
 fn loc(rule: &ColumnRule) -> String {
     if rule.source.file.is_empty() {
@@ -42,13 +42,7 @@ pub const SUPPORTED: &str = "On an encrypted column pgveil supports: selecting t
 
 /// Whether the column is something the analysis must track: encrypted at
 /// rest, or not readable in plaintext by this session.
-pub fn sensitive(rule: &ColumnRule, roles: &[String]) -> bool {
-    rule.encrypt.is_some() || access(rule, roles) != Access::Plaintext
-}
-
-pub fn access(rule: &ColumnRule, roles: &[String]) -> Access {
-    rule.access_for(roles.iter().map(String::as_str))
-}
+pub use crate::policy::{access, sensitive};
 
 /// A column in the output the client receives, as a plain reference with a
 /// verified origin: the action the session applies, or a refusal.
@@ -276,7 +270,7 @@ pub fn unparsable_restricted() -> Refusal {
 
 pub fn encrypt_failed(rule: &ColumnRule, why: &str) -> Refusal {
     Refusal {
-        sqlstate: "22023",
+        sqlstate: INVALID_PARAMETER_VALUE,
         message: format!(
             "pgveil: a value for column {} could not be prepared for encryption: {why}",
             loc(rule)

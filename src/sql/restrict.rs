@@ -33,44 +33,13 @@ use sqlparser::ast::{
     BinaryOperator, CopySource, Expr, ObjectName, Statement, TableFactor, Visit, Visitor,
 };
 
-use crate::rules::model::{Access, ColumnRule, RuleSet, TableName};
-
 use super::builtins::{builtin_allowed, BUILTIN_OPERATORS};
 use super::lex::{fold_into, Lexer, Tok};
 use super::refuse::{self, access};
 use super::resolve::{fold_name, Resolver};
 use super::{Context, Refusal};
 
-/// The first rule (in rule-file order) that gives these roles less than
-/// plaintext: what makes the session restricted, named in refusals.
-pub fn restricting_rule<'r>(rules: &'r RuleSet, roles: &[String]) -> Option<&'r ColumnRule> {
-    rules
-        .columns()
-        .iter()
-        .find(|c| access(c, roles) != Access::Plaintext)
-}
-
-/// A session is restricted when its roles have any non-plaintext access on
-/// any tagged column. Such a session gets every statement analysed (no
-/// pre-filter), masked derived tables, and the refusals of this module.
-pub fn is_restricted(rules: &RuleSet, roles: &[String]) -> bool {
-    restricting_rule(rules, roles).is_some()
-}
-
-/// Whether `t` has a plaintext-at-rest column these roles may not read in
-/// plaintext: every reference to it is replaced by the masked derived table.
-pub fn protected_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
-    rules
-        .table_columns(t)
-        .any(|c| c.encrypt.is_none() && access(c, roles) != Access::Plaintext)
-}
-
-/// Whether any tagged column of `t` is not plaintext for these roles.
-fn restricted_table(rules: &RuleSet, t: &TableName, roles: &[String]) -> bool {
-    rules
-        .table_columns(t)
-        .any(|c| access(c, roles) != Access::Plaintext)
-}
+pub use crate::policy::{is_restricted, protected_table, restricted_table, restricting_rule};
 
 /// The refusal for a restricted session, naming the rule that restricts it.
 pub fn refusal(ctx: &Context, what: &str) -> Refusal {
