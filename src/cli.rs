@@ -201,7 +201,7 @@ fn offline_access(rules: &RuleSet, roles: &[String], sql: &str) -> String {
                 out,
                 "  {:<14} {:<22} {:<24} rule {}:{}",
                 c.name,
-                crate::policy::access(c, &roles).to_string(),
+                crate::policy::access(c, roles).to_string(),
                 enc,
                 c.source.file,
                 c.source.line

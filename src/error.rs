@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(crate::protocol::error_code(&out).as_deref(), Some("42501"));
         let text = String::from_utf8_lossy(&out);
         assert!(
-            text.contains("Mnope\0") && text.contains("Dask\0"),
+            text.contains("Mnope\0") && text.contains("Hask\0"),
             "{text:?}"
         );
         assert!(text.contains("SERROR\0"), "{text:?}");

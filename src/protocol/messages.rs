@@ -202,6 +202,15 @@ pub fn encode_parameter_description(
     encode(p, out, "ParameterDescription")
 }
 
+/// (portal, statement) names of a Bind ('B') frame, without decoding the
+/// parameters.
+pub fn bind_names(frame: &[u8]) -> Result<(&str, &str), ProtocolError> {
+    let mut r = Reader::new(frame, "Bind")?;
+    let portal = r.cstr()?;
+    let stmt = r.cstr()?;
+    Ok((portal, stmt))
+}
+
 /// (kind, name) of a Describe ('D') or Close ('C') frame; kind is b'S' or b'P'.
 pub fn describe_or_close(frame: &[u8]) -> Result<(u8, &str), ProtocolError> {
     let kind = *frame

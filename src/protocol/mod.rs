@@ -11,6 +11,7 @@
 pub mod messages;
 #[cfg(test)]
 mod proptests;
+pub mod rows;
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;

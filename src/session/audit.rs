@@ -13,7 +13,7 @@ use crate::rules::{Access, TableName};
 use crate::snapshot::Snapshot;
 use crate::sql::{self, ColumnAction, StatementKind, StatementPlan};
 
-use super::SessionInfo;
+use super::context::SessionInfo;
 
 /// What one statement's audit record will say, minus its outcome.
 #[derive(Debug, Clone)]
@@ -40,25 +40,6 @@ fn kind_of(k: StatementKind) -> AuditKind {
     }
 }
 
-/// Statement kind from the first keyword, for statements pgveil did not parse.
-pub fn kind_from_text(sql: &str) -> AuditKind {
-    let first = sql
-        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match first.as_str() {
-        "select" | "with" | "values" | "table" | "show" | "fetch" => AuditKind::Select,
-        "insert" => AuditKind::Insert,
-        "update" => AuditKind::Update,
-        "delete" => AuditKind::Delete,
-        "copy" => AuditKind::Copy,
-        "create" | "alter" | "drop" | "truncate" | "grant" | "revoke" | "comment" => AuditKind::Ddl,
-        _ => AuditKind::Other,
-    }
-}
-
 fn split_column(q: &str) -> Option<(TableName, &str)> {
     let mut it = q.rsplitn(3, '.');
     let col = it.next()?;
@@ -73,7 +54,6 @@ fn split_column(q: &str) -> Option<(TableName, &str)> {
     ))
 }
 
-/// The record template of an analysed statement.
 /// Whether `word` occurs in the (lower-case, literal-free) fingerprint as
 /// an identifier.
 fn names(fingerprint: &str, word: &str) -> bool {
@@ -82,6 +62,7 @@ fn names(fingerprint: &str, word: &str) -> bool {
         .any(|w| w == word)
 }
 
+/// The record template of an analysed statement.
 pub fn from_plan(plan: &StatementPlan, policy: &Snapshot, roles: &[String]) -> StmtAudit {
     let fp = plan.fingerprint.to_lowercase();
     let star = fp.contains('*');
@@ -134,13 +115,14 @@ pub fn from_plan(plan: &StatementPlan, policy: &Snapshot, roles: &[String]) -> S
     }
 }
 
-/// Record templates for a Query pgveil forwards without analysis.
-pub fn passthrough(sql_text: &str) -> Vec<StmtAudit> {
-    sql::split_statements(sql_text)
-        .into_iter()
+/// Record templates for a Query pgveil forwards without analysis, from
+/// its statements as split once by the frontend.
+pub fn passthrough(chunks: &[&str]) -> Vec<StmtAudit> {
+    chunks
+        .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| StmtAudit {
-            kind: kind_from_text(s),
+            kind: kind_of(sql::statement_kind(s)),
             fingerprint: sql::fingerprint(s),
             tables: Vec::new(),
             columns: Vec::new(),
@@ -150,7 +132,6 @@ pub fn passthrough(sql_text: &str) -> Vec<StmtAudit> {
         .collect()
 }
 
-/// The record of a refused statement.
 /// The record of a refused statement. The analysis stopped at the refusal,
 /// so the tables and tagged columns are those the text names: each such
 /// column is recorded as denied.
@@ -177,7 +158,7 @@ pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> Stm
         }
     }
     StmtAudit {
-        kind: kind_from_text(sql_text),
+        kind: kind_of(sql::statement_kind(sql_text)),
         fingerprint,
         tables,
         columns,

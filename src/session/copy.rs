@@ -9,16 +9,16 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::copy::{
     bytea_hex, parse_bytea_text, CopyFormat as WireFormat, CopyOptions, CopyTransformer,
 };
 use crate::metrics::metrics;
-use crate::protocol::patch_len;
+use crate::protocol::rows::copy_data;
 use crate::rules::{Access, ColumnRule};
 use crate::snapshot::Snapshot;
-use crate::sql::{CopyFormat, CopyPlan, Encryptor, Refusal};
+use crate::sql::{refuse, CopyFormat, CopyPlan, Encryptor, Refusal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyDir {
@@ -60,14 +60,6 @@ fn options(plan: &CopyPlan) -> CopyOptions {
     o
 }
 
-fn refusal(code: &'static str, message: String) -> Refusal {
-    Refusal {
-        sqlstate: code,
-        message,
-        hint: None,
-    }
-}
-
 impl CopyStream {
     /// A stream that failed to open: its data is refused.
     pub fn failed(dir: CopyDir, r: Refusal) -> Self {
@@ -84,7 +76,7 @@ impl CopyStream {
     pub fn open(dir: CopyDir, plan: &CopyPlan, roles: Arc<Vec<String>>) -> Result<Self, Refusal> {
         let fields: Vec<bool> = plan.fields.iter().map(Option::is_some).collect();
         let transformer = CopyTransformer::new(options(plan), fields)
-            .map_err(|e| refusal("0A000", format!("pgveil cannot process this COPY: {e}")))?;
+            .map_err(|e| refuse::copy_unsupported(&e.to_string()))?;
         Ok(CopyStream {
             dir,
             transformer: Some(transformer),
@@ -194,32 +186,9 @@ impl CopyStream {
             Ok(out) if out.is_empty() => None,
             Ok(out) => Some(copy_data(&out)),
             Err(e) => {
-                self.failed = Some(refusal(
-                    "22P04",
-                    format!("pgveil could not process COPY data: {e}"),
-                ));
+                self.failed = Some(refuse::copy_data_failed(&e.to_string()));
                 None
             }
         }
     }
-}
-
-pub fn copy_data(payload: &[u8]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(payload.len() + 5);
-    out.put_u8(b'd');
-    out.put_i32(0);
-    out.extend_from_slice(payload);
-    patch_len(&mut out, 0);
-    out
-}
-
-/// A CopyFail carrying pgveil's reason (the server answers with an error,
-/// which the backend loop replaces with the refusal).
-pub fn copy_fail(message: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    out.put_u8(b'f');
-    out.put_i32(0);
-    crate::protocol::put_cstr(&mut out, message);
-    patch_len(&mut out, 0);
-    out
 }

@@ -5,146 +5,45 @@
 //! (client → server) and backend loop (server → client) run as two futures
 //! inside that task, so they progress independently (no deadlock when both
 //! peers write at once) without ever handing a message to another thread.
+//!
+//! Layout (each file imports only files listed before it, never back):
+//! - `context`: server-wide [`Shared`] state, [`SessionError`] and its
+//!   one mapping to what the client reads.
+//! - `io`: buffered reads and the batch [`io::Assembler`].
+//! - `catalog`: the session's roles and schema snapshot, one reader for the
+//!   first load and every refresh.
+//! - `audit`, `rows`, `copy`: record templates, value transforms on result
+//!   rows and Bind parameters, and COPY data in flight.
+//! - `state`: the replies owed, statements and portals known.
+//! - `refusal`: stand-ins that keep a refused message in step with the server.
+//! - `frontend`, `backend`: one handler per message kind, per direction.
+//! - `startup`: TLS negotiation, upstream connection, relayed authentication.
+//! - `relay`: the two loops of one session and the drain.
 
 mod audit;
 mod backend;
+mod catalog;
+mod context;
 mod copy;
+mod frontend;
+mod io;
+mod refusal;
 mod relay;
 mod rows;
 mod startup;
-mod tagged;
+mod state;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use dashmap::DashMap;
-use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::Config;
+pub use context::{SessionCtx, SessionError, SessionInfo, Shared};
+
 use crate::metrics::metrics;
-use crate::protocol::{put_error, ProtocolError, Severity};
-use crate::snapshot::SnapshotStore;
-
-/// Server-wide state every session reads.
-pub struct Shared {
-    pub config: Config,
-    pub tls: Option<TlsAcceptor>,
-    pub upstream_tls: Option<TlsConnector>,
-    /// BackendKeyData of live sessions: a CancelRequest is only forwarded
-    /// for a key the proxy has seen, so the proxy cannot be used to spray
-    /// cancels at arbitrary backends.
-    pub cancel_keys: DashMap<(i32, Vec<u8>), ()>,
-    /// Flips to true on SIGTERM: sessions close once idle.
-    pub draining: watch::Receiver<bool>,
-    /// Rules and keys, swapped atomically on reload.
-    pub policy: Arc<SnapshotStore>,
-    /// The audit stream, when configured.
-    pub audit: Option<crate::audit::Audit>,
-    /// Refuse statements on untagged tables too while the audit is down.
-    pub audit_required_for_untagged: bool,
-    /// Bumped after DDL through any session: catalog snapshots read before
-    /// it are stale.
-    pub ddl_epoch: AtomicU64,
-    next_session: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(
-        config: Config,
-        tls: Option<TlsAcceptor>,
-        upstream_tls: Option<TlsConnector>,
-        draining: watch::Receiver<bool>,
-        policy: Arc<SnapshotStore>,
-        audit: Option<crate::audit::Audit>,
-    ) -> Self {
-        Shared {
-            tls,
-            upstream_tls,
-            cancel_keys: DashMap::new(),
-            draining,
-            policy,
-            audit_required_for_untagged: config.audit_required_for_untagged,
-            ddl_epoch: AtomicU64::new(0),
-            audit,
-            config,
-            next_session: AtomicU64::new(1),
-        }
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum SessionError {
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("protocol violation: {0}")]
-    Protocol(#[from] ProtocolError),
-    #[error("cannot connect to the upstream database: {0}")]
-    UpstreamConnect(String),
-    #[error("lost the connection to the upstream database")]
-    UpstreamLost,
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
-    #[error("{0}")]
-    Refused(&'static str),
-    #[error("timed out waiting for the client")]
-    ClientTimeout,
-    #[error("the audit record of a statement could not be written; its results were withheld")]
-    AuditUnavailable,
-    #[error("authentication failed upstream ({0})")]
-    AuthFailed(String),
-    #[error("{0}")]
-    StartupRefused(String),
-    /// pgveil is draining (SIGTERM) and this session became idle.
-    #[error("pgveil is shutting down")]
-    Shutdown,
-}
-
-impl SessionError {
-    /// The SQLSTATE sent to the client for this failure, if any.
-    pub fn sqlstate(&self) -> Option<&'static str> {
-        match self {
-            SessionError::Protocol(_) => Some("08P01"),
-            SessionError::UpstreamConnect(_) => Some("08001"),
-            SessionError::UpstreamLost => Some("08006"),
-            SessionError::Refused(_) => Some("28000"),
-            SessionError::AuditUnavailable => Some("58030"),
-            SessionError::AuthFailed(_) => None,
-            SessionError::StartupRefused(_) => Some("42501"),
-            SessionError::Shutdown => Some("57P01"),
-            SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => None,
-        }
-    }
-}
-
-/// What a session knows after authentication, fixed for its lifetime.
-pub struct SessionCtx {
-    pub rec: Option<audit::RecordCtx>,
-}
-
-impl SessionCtx {
-    /// Sessions are tracked (statements and portals followed) when rules
-    /// exist or the audit needs per-statement records.
-    pub fn tracked(&self, policy: &crate::snapshot::Snapshot) -> bool {
-        !policy.is_empty() || self.rec.is_some()
-    }
-}
-
-/// Facts about the session that policy and audit need later.
-#[derive(Debug, Clone, Default)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub peer: Option<SocketAddr>,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-}
 
 /// Runs one client connection to completion. Never panics on client input;
 /// every failure ends in a clean close (with an ErrorResponse when the
@@ -199,16 +98,7 @@ async fn run(
         Err(e) => {
             metrics().upstream_connect_errors.inc();
             tracing::warn!(session = id, error = %e, "upstream connect failed");
-            let mut out = BytesMut::new();
-            put_error(
-                &mut out,
-                Severity::Fatal,
-                "08001",
-                "pgveil could not connect to the upstream database server",
-                Some("the database may be down or unreachable from the proxy; retry later"),
-            );
-            let _ = client.write_all(&out).await;
-            let _ = client.shutdown().await;
+            fatal_and_close(&mut client, &e).await;
             return Err(e);
         }
     };
@@ -228,33 +118,27 @@ async fn run(
             return Err(e);
         }
     };
+    let roles = key
+        .catalog
+        .as_ref()
+        .map(|c| c.roles.clone())
+        .unwrap_or_default();
     auth_record(
         shared,
         &info,
-        key.catalog
-            .as_ref()
-            .map(|c| c.roles.as_slice())
-            .unwrap_or(&[]),
+        &roles,
         crate::audit::RecordKind::AuthOk,
         "ok",
     );
     tracing::debug!(session = id, user = %info.user, database = %info.database, "authenticated");
     let rec = shared.audit.as_ref().map(|_| audit::RecordCtx {
         info: info.clone(),
-        roles: Arc::new(
-            key.catalog
-                .as_ref()
-                .map(|c| c.roles.clone())
-                .unwrap_or_default(),
-        ),
+        roles: Arc::new(roles),
     });
     let ctx = SessionCtx { rec };
-    let initial = relay::InitialCatalog {
-        loaded: key.catalog.is_some(),
-        catalog: key.catalog,
-        epoch: key.epoch,
-    };
-    let result = relay::run(client, server, key.leftover, &ctx, initial, shared).await;
+    let version = shared.policy.load().rules.version.clone();
+    let catalog = catalog::SessionCatalog::new(key.catalog, key.epoch, version);
+    let result = relay::run(client, server, key.leftover, &ctx, catalog, shared).await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);
     }
@@ -283,15 +167,7 @@ fn auth_record(
 }
 
 async fn fatal_and_close(client: &mut crate::net::Stream, e: &SessionError) {
-    if let Some(code) = e.sqlstate() {
-        let mut out = BytesMut::new();
-        let msg = match e {
-            SessionError::UpstreamConnect(_) | SessionError::UpstreamLost => {
-                "pgveil lost the connection to the upstream database server".to_string()
-            }
-            other => other.to_string(),
-        };
-        put_error(&mut out, Severity::Fatal, code, &msg, None);
+    if let Some(out) = e.response() {
         let _ = client.write_all(&out).await;
     }
     let _ = client.shutdown().await;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pgwire::messages::data::RowDescription;
 use thiserror::Error;
 
@@ -18,7 +18,8 @@ use crate::protocol::messages::{
     decode_bind, decode_parameter_description, decode_row_description, encode_bind,
     encode_parameter_description, encode_row_description,
 };
-use crate::protocol::{patch_len, ProtocolError};
+use crate::protocol::rows::{data_row_values, DataRowWriter};
+use crate::protocol::ProtocolError;
 use crate::rules::{Access, ColumnRule, LogicalType};
 use crate::schema::SchemaSnapshot;
 use crate::snapshot::Snapshot;
@@ -38,14 +39,15 @@ pub enum RowError {
     Param(usize, String, String),
 }
 
-impl RowError {
-    pub fn sqlstate(&self) -> &'static str {
+impl crate::error::ClientError for RowError {
+    fn sqlstate(&self) -> &'static str {
+        use crate::error::sqlstate::*;
         match self {
-            RowError::Protocol(_) => "08P01",
-            RowError::Decrypt(_) => "XX001",
-            RowError::Value(..) => "22000",
-            RowError::Denied(..) => "42501",
-            RowError::Param(..) => "22P02",
+            RowError::Protocol(_) => PROTOCOL_VIOLATION,
+            RowError::Decrypt(_) => DATA_CORRUPTED,
+            RowError::Value(..) => DATA_EXCEPTION,
+            RowError::Denied(..) => INSUFFICIENT_PRIVILEGE,
+            RowError::Param(..) => INVALID_TEXT_REPRESENTATION,
         }
     }
 }
@@ -85,7 +87,7 @@ impl RowPlan {
                 Some(match r {
                     Some(r) => col_plan(r, policy, roles),
                     // The rule is gone: the value stays ciphertext, never revealed.
-                    None => col_plan_with(&c.rule, policy, Access::Deny),
+                    None => col_plan_with(&c.rule, policy, crate::policy::read_access(None, roles)),
                 })
             })
             .collect();
@@ -268,34 +270,10 @@ pub fn transform_data_row(
     formats: &[i16],
     policy: &Snapshot,
 ) -> Result<BytesMut, RowError> {
-    let bad = || RowError::Protocol(ProtocolError::Malformed("DataRow"));
-    let body = frame.get(5..).ok_or_else(bad)?;
-    if body.len() < 2 {
-        return Err(bad());
-    }
-    let n = i16::from_be_bytes([body[0], body[1]]);
-    let mut out = BytesMut::with_capacity(frame.len() + 64);
-    out.put_u8(b'D');
-    out.put_i32(0);
-    out.put_i16(n);
-    let mut rest = &body[2..];
-    for i in 0..n.max(0) as usize {
-        if rest.len() < 4 {
-            return Err(bad());
-        }
-        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        rest = &rest[4..];
-        let value = if len < 0 {
-            None
-        } else {
-            let l = len as usize;
-            if rest.len() < l {
-                return Err(bad());
-            }
-            let v = &rest[..l];
-            rest = &rest[l..];
-            Some(v)
-        };
+    let values = data_row_values(frame)?;
+    let mut out = DataRowWriter::new(values.len(), frame.len() + 64);
+    for (i, value) in values.enumerate() {
+        let value = value?;
         let new = match (plan.cols.get(i).and_then(|c| c.as_ref()), value) {
             (Some(cp), Some(v)) => reveal(cp, policy, v, format_of(formats, i))?,
             (Some(cp), None) if cp.access == Access::Deny => {
@@ -304,18 +282,14 @@ pub fn transform_data_row(
                     format!("{}:{}", cp.rule.source.file, cp.rule.source.line),
                 ))
             }
-            (_, v) => v.map(<[u8]>::to_vec),
-        };
-        match new {
-            None => out.put_i32(-1),
-            Some(v) => {
-                out.put_i32(v.len() as i32);
-                out.extend_from_slice(&v);
+            (_, v) => {
+                out.push(v);
+                continue;
             }
-        }
+        };
+        out.push(new.as_deref());
     }
-    patch_len(&mut out, 0);
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// Encrypts the parameters of a Bind whose statement plan asks for it.
@@ -373,33 +347,4 @@ pub fn encrypt_bind(
     let mut out = BytesMut::with_capacity(frame.len() + 64);
     encode_bind(&b, &mut out)?;
     Ok(Some(out))
-}
-
-/// Reads a text-format DataRow into strings (for the proxy's own catalog
-/// queries).
-pub fn text_row(frame: &[u8]) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let Some(body) = frame.get(5..) else {
-        return out;
-    };
-    if body.len() < 2 {
-        return out;
-    }
-    let n = i16::from_be_bytes([body[0], body[1]]).max(0) as usize;
-    let mut rest = &body[2..];
-    for _ in 0..n {
-        if rest.len() < 4 {
-            break;
-        }
-        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        rest = &rest[4..];
-        if len < 0 {
-            out.push(None);
-        } else {
-            let l = (len as usize).min(rest.len());
-            out.push(Some(String::from_utf8_lossy(&rest[..l]).into_owned()));
-            rest = &rest[l..];
-        }
-    }
-    out
 }

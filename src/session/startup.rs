@@ -11,19 +11,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::rows::text_row;
-use super::tagged::Catalog;
-use super::{SessionError, Shared};
+use super::catalog::{catalog_sql, Catalog, CatalogReply};
+use super::context::{SessionError, Shared};
+use super::io::read_frame;
 use crate::metrics::metrics;
 use crate::net::{server_name, SslMode, Stream};
 use crate::protocol::messages::{auth_code, backend_key, put_query, strip_sasl_plus};
 use crate::protocol::{
-    next_frame, parse_startup, put_error, startup_len, Direction, Severity, StartupPacket,
-    CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
-};
-use crate::schema::{
-    catalog_query, dependent_views_query, from_catalog_rows, protected_views_from_rows,
-    SEARCH_PATH_QUERY,
+    parse_startup, startup_len, Direction, StartupPacket, CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
 };
 
 /// True when the client has already sent bytes we have not read. After an
@@ -54,12 +49,22 @@ async fn read_startup<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Sessio
     Ok(raw)
 }
 
-async fn refuse(client: &mut Stream, code: &str, msg: &str) -> Result<(), SessionError> {
-    let mut out = BytesMut::new();
-    put_error(&mut out, Severity::Fatal, code, msg, None);
-    client.write_all(&out).await?;
+/// Tells the client why its connection is refused, then closes it.
+async fn refuse(client: &mut Stream, e: &SessionError) -> Result<(), SessionError> {
+    if let Some(out) = e.response() {
+        client.write_all(&out).await?;
+    }
     client.shutdown().await?;
     Ok(())
+}
+
+/// What one pre-startup packet led to.
+enum Step {
+    /// Keep reading packets on this (possibly now TLS) stream.
+    Again(Stream),
+    /// Fully handled here (cancel, refused).
+    Done,
+    Startup(Stream, StartupPacket),
 }
 
 /// Handles SSLRequest / GSSENCRequest / CancelRequest until a real
@@ -71,104 +76,94 @@ pub(super) async fn negotiate(
 ) -> Result<Option<(Stream, StartupPacket, BytesMut)>, SessionError> {
     let mut client = Stream::Plain(tcp);
     loop {
-        let raw = match read_startup(&mut client).await {
-            Ok(r) => r,
-            Err(SessionError::Protocol(e)) => {
+        let packet = match read_startup(&mut client)
+            .await
+            .and_then(|raw| Ok(parse_startup(&raw)?))
+        {
+            Ok(p) => p,
+            Err(e @ SessionError::Protocol(_)) => {
                 metrics().protocol_errors.inc();
-                refuse(
-                    &mut client,
-                    "08P01",
-                    &format!("invalid startup packet: {e}"),
-                )
-                .await?;
-                return Err(SessionError::Protocol(e));
+                refuse(&mut client, &e).await?;
+                return Err(e);
             }
             Err(e) => return Err(e),
         };
-        let packet = match parse_startup(&raw) {
-            Ok(p) => p,
-            Err(e) => {
-                metrics().protocol_errors.inc();
-                let code = if matches!(e, crate::protocol::ProtocolError::UnsupportedVersion { .. })
-                {
-                    "0A000"
-                } else {
-                    "08P01"
-                };
-                refuse(&mut client, code, &e.to_string()).await?;
-                return Err(e.into());
-            }
-        };
-        match packet {
-            StartupPacket::Ssl => {
-                let Stream::Plain(tcp) = client else {
-                    metrics().protocol_errors.inc();
-                    refuse(&mut client, "08P01", "SSLRequest received twice").await?;
-                    return Ok(None);
-                };
-                if has_pending_bytes(&tcp) {
-                    metrics().protocol_errors.inc();
-                    let mut c = Stream::Plain(tcp);
-                    refuse(
-                        &mut c,
-                        "08P01",
-                        "received unencrypted data after SSL request",
-                    )
-                    .await?;
-                    return Ok(None);
-                }
-                match &shared.tls {
-                    Some(acceptor) => {
-                        let mut tcp = tcp;
-                        tcp.write_all(b"S").await?;
-                        let tls = acceptor
-                            .accept(tcp)
-                            .await
-                            .map_err(|e| SessionError::Tls(e.to_string()))?;
-                        client = Stream::ServerTls(Box::new(tls));
-                    }
-                    None => {
-                        let mut tcp = tcp;
-                        tcp.write_all(b"N").await?;
-                        client = Stream::Plain(tcp);
-                    }
-                }
-            }
+        let step = match packet {
+            StartupPacket::Ssl => ssl_request(client, shared).await?,
             StartupPacket::GssEnc => {
                 client.write_all(b"N").await?;
+                Step::Again(client)
             }
             StartupPacket::Cancel { pid, secret } => {
                 metrics().cancel_requests.inc();
                 forward_cancel(shared, pid, secret).await;
-                return Ok(None);
+                Step::Done
             }
-            p @ StartupPacket::Startup { .. } => {
-                if shared.config.require_client_tls && !client.is_tls() {
-                    metrics()
-                        .connections_rejected
-                        .with_label_values(&["tls_required"])
-                        .inc();
-                    refuse(
-                        &mut client,
-                        "28000",
-                        "pgveil requires TLS from clients; connect with sslmode=require or stronger",
-                    )
-                    .await?;
-                    return Ok(None);
-                }
-                if p.param("user").is_none_or(|u| u.is_empty()) {
-                    refuse(
-                        &mut client,
-                        "28000",
-                        "no PostgreSQL user name specified in startup packet",
-                    )
-                    .await?;
-                    return Ok(None);
-                }
-                return Ok(Some((client, p, BytesMut::new())));
-            }
+            p @ StartupPacket::Startup { .. } => startup_message(client, p, shared).await?,
+        };
+        match step {
+            Step::Again(c) => client = c,
+            Step::Done => return Ok(None),
+            Step::Startup(c, p) => return Ok(Some((c, p, BytesMut::new()))),
         }
     }
+}
+
+/// SSLRequest: answer S and hand the socket to TLS, or N.
+async fn ssl_request(client: Stream, shared: &Shared) -> Result<Step, SessionError> {
+    let Stream::Plain(mut tcp) = client else {
+        metrics().protocol_errors.inc();
+        let mut client = client;
+        refuse(
+            &mut client,
+            &SessionError::BadStartup("SSLRequest received twice"),
+        )
+        .await?;
+        return Ok(Step::Done);
+    };
+    if has_pending_bytes(&tcp) {
+        metrics().protocol_errors.inc();
+        let mut c = Stream::Plain(tcp);
+        let e = SessionError::BadStartup("received unencrypted data after SSL request");
+        refuse(&mut c, &e).await?;
+        return Ok(Step::Done);
+    }
+    let Some(acceptor) = &shared.tls else {
+        tcp.write_all(b"N").await?;
+        return Ok(Step::Again(Stream::Plain(tcp)));
+    };
+    tcp.write_all(b"S").await?;
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| SessionError::Tls(e.to_string()))?;
+    Ok(Step::Again(Stream::ServerTls(Box::new(tls))))
+}
+
+/// A StartupMessage: the connection proceeds unless it breaks a rule that
+/// needs no database to judge.
+async fn startup_message(
+    mut client: Stream,
+    p: StartupPacket,
+    shared: &Shared,
+) -> Result<Step, SessionError> {
+    if shared.config.require_client_tls && !client.is_tls() {
+        metrics()
+            .connections_rejected
+            .with_label_values(&["tls_required"])
+            .inc();
+        let e = SessionError::Refused(
+            "pgveil requires TLS from clients; connect with sslmode=require or stronger",
+        );
+        refuse(&mut client, &e).await?;
+        return Ok(Step::Done);
+    }
+    if p.param("user").is_none_or(|u| u.is_empty()) {
+        let e = SessionError::Refused("no PostgreSQL user name specified in startup packet");
+        refuse(&mut client, &e).await?;
+        return Ok(Step::Done);
+    }
+    Ok(Step::Startup(client, p))
 }
 
 /// Forwards a CancelRequest for a backend this proxy opened.
@@ -242,27 +237,6 @@ pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionE
     }
 }
 
-/// Reads one complete frame, buffering across reads.
-pub(super) async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    dir: Direction,
-    cap: usize,
-) -> Result<BytesMut, SessionError> {
-    loop {
-        if let Some(n) = next_frame(buf, dir, cap)? {
-            return Ok(buf.split_to(n));
-        }
-        buf.reserve(8192);
-        if r.read_buf(buf).await? == 0 {
-            return Err(match dir {
-                Direction::Backend => SessionError::UpstreamLost,
-                Direction::Frontend => SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()),
-            });
-        }
-    }
-}
-
 /// What authentication left behind for the relay.
 pub(super) struct Authenticated {
     pub backend_key: Option<(i32, Vec<u8>)>,
@@ -295,39 +269,13 @@ pub(super) async fn relay_auth(
     loop {
         let frame = read_frame(server, &mut sbuf, Direction::Backend, cap).await?;
         match frame[0] {
-            b'R' => {
-                let code = auth_code(&frame)?;
-                match code {
-                    0 => client.write_all(&frame).await?,
-                    10 => match strip_sasl_plus(&frame)? {
-                        Some(f) => client.write_all(&f).await?,
-                        None => {
-                            return Err(SessionError::Refused(
-                                "the server offers only SCRAM channel binding, which cannot cross a TLS-terminating proxy",
-                            ))
-                        }
-                    },
-                    3 | 5 | 11 | 12 => client.write_all(&frame).await?,
-                    _ => return Err(SessionError::Refused("unsupported authentication method requested by the server")),
-                }
-                if matches!(code, 3 | 5 | 10 | 11) {
-                    let resp = read_frame(client, &mut cbuf, Direction::Frontend, cap).await?;
-                    if resp[0] != b'p' {
-                        return Err(
-                            crate::protocol::ProtocolError::Malformed("password message").into(),
-                        );
-                    }
-                    server
-                        .write_all(&resp)
-                        .await
-                        .map_err(|_| SessionError::UpstreamLost)?;
-                }
-            }
+            b'R' => auth_request(&frame, client, server, &mut cbuf, cap).await?,
             b'E' => {
                 metrics().auth_failures.inc();
                 client.write_all(&frame).await?;
                 let _ = client.shutdown().await;
-                let code = crate::protocol::error_code(&frame).unwrap_or_else(|| "28000".into());
+                let code = crate::protocol::error_code(&frame)
+                    .unwrap_or_else(|| crate::error::sqlstate::INVALID_AUTHORIZATION.into());
                 return Err(SessionError::AuthFailed(code));
             }
             b'K' => {
@@ -337,20 +285,7 @@ pub(super) async fn relay_auth(
                 client.write_all(&frame).await?;
             }
             b'Z' => {
-                let policy = shared.policy.load();
-                let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
-                let catalog = if policy.is_empty() {
-                    None
-                } else {
-                    Some(load_catalog(server, &mut sbuf, &policy, cap).await?)
-                };
-                if let Some(cat) = &catalog {
-                    if let Some(param) = unsafe_startup_param(packet, &policy, cat) {
-                        return Err(SessionError::StartupRefused(format!(
-                            "pgveil: the startup parameter `{param}` is not allowed for roles with restricted access to tagged columns"
-                        )));
-                    }
-                }
+                let (catalog, epoch) = session_catalog(server, &mut sbuf, packet, shared).await?;
                 client.write_all(&frame).await?;
                 client.flush().await?;
                 return Ok(Authenticated {
@@ -373,20 +308,79 @@ pub(super) async fn relay_auth(
     }
 }
 
+/// One AuthenticationRequest: relayed to the client, and the client's answer
+/// relayed back when the method expects one.
+async fn auth_request(
+    frame: &[u8],
+    client: &mut Stream,
+    server: &mut Stream,
+    cbuf: &mut BytesMut,
+    cap: usize,
+) -> Result<(), SessionError> {
+    let code = auth_code(frame)?;
+    match code {
+        0 | 3 | 5 | 11 | 12 => client.write_all(frame).await?,
+        10 => match strip_sasl_plus(frame)? {
+            Some(f) => client.write_all(&f).await?,
+            None => {
+                return Err(SessionError::Refused(
+                    "the server offers only SCRAM channel binding, which cannot cross a TLS-terminating proxy",
+                ))
+            }
+        },
+        _ => {
+            return Err(SessionError::Refused(
+                "unsupported authentication method requested by the server",
+            ))
+        }
+    }
+    if matches!(code, 3 | 5 | 10 | 11) {
+        let resp = read_frame(client, cbuf, Direction::Frontend, cap).await?;
+        if resp[0] != b'p' {
+            return Err(crate::protocol::ProtocolError::Malformed("password message").into());
+        }
+        server
+            .write_all(&resp)
+            .await
+            .map_err(|_| SessionError::UpstreamLost)?;
+    }
+    Ok(())
+}
+
+/// After authentication, under rules: the session's catalog (None when it
+/// could not be read) and the DDL epoch it was read at. Startup parameters
+/// a restricted session may not set are refused here; without a catalog
+/// the session counts as restricted.
+async fn session_catalog(
+    server: &mut Stream,
+    sbuf: &mut BytesMut,
+    packet: &StartupPacket,
+    shared: &Shared,
+) -> Result<(Option<Catalog>, u64), SessionError> {
+    let policy = shared.policy.load();
+    let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
+    if policy.is_empty() {
+        return Ok((None, epoch));
+    }
+    let cap = shared.config.max_message_bytes;
+    let login = packet.param("user").unwrap_or_default();
+    let catalog = load_catalog(server, sbuf, &policy, login, cap).await?;
+    let restricted = catalog.as_ref().is_none_or(|c| c.restricted(&policy));
+    if let Some(param) = restricted.then(|| unsafe_startup_param(packet)).flatten() {
+        return Err(SessionError::StartupRefused(format!(
+            "pgveil: the startup parameter `{param}` is not allowed for roles with restricted access to tagged columns"
+        )));
+    }
+    Ok((catalog, epoch))
+}
+
 /// A startup parameter a restricted session may not set: each changes how
 /// the server parses or resolves SQL behind pgveil's analysis (or, for
 /// `replication`, bypasses SQL altogether).
-fn unsafe_startup_param<'a>(
-    packet: &'a StartupPacket,
-    policy: &crate::snapshot::Snapshot,
-    catalog: &Catalog,
-) -> Option<&'a str> {
+fn unsafe_startup_param(packet: &StartupPacket) -> Option<&str> {
     let StartupPacket::Startup { params, .. } = packet else {
         return None;
     };
-    if !catalog.restricted(policy) {
-        return None;
-    }
     params.iter().find_map(|(k, v)| {
         let k_l = k.to_ascii_lowercase();
         let bad = match k_l.as_str() {
@@ -411,16 +405,15 @@ fn unsafe_startup_param<'a>(
     })
 }
 
-/// Reads the session's effective roles (login role plus every role it is a
-/// member of, directly or not), its search_path and the catalog entries of
-/// the tagged tables, over the session's own upstream connection: no extra
-/// credentials, and exactly what this role can see.
-pub(super) async fn load_catalog(
+/// Reads the session's catalog (see [`super::catalog`]) before the client
+/// sees its first ReadyForQuery. None when the read failed.
+async fn load_catalog(
     server: &mut Stream,
     sbuf: &mut BytesMut,
     policy: &crate::snapshot::Snapshot,
+    login: &str,
     cap: usize,
-) -> Result<Catalog, SessionError> {
+) -> Result<Option<Catalog>, SessionError> {
     let mut q = BytesMut::new();
     put_query(&mut q, &catalog_sql(policy));
     server
@@ -431,59 +424,18 @@ pub(super) async fn load_catalog(
         .flush()
         .await
         .map_err(|_| SessionError::UpstreamLost)?;
-    let mut results: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
-    let mut failed = false;
+    let mut reply = CatalogReply::default();
     loop {
         let f = read_frame(server, sbuf, Direction::Backend, cap.max(1 << 20)).await?;
-        match f[0] {
-            b'D' => {
-                if let Some(last) = results.last_mut() {
-                    last.push(text_row(&f));
-                }
-            }
-            b'C' => results.push(Vec::new()),
-            b'E' => failed = true,
-            b'Z' => break,
-            _ => {}
+        if reply.feed(&f) {
+            break;
         }
     }
-    Ok(catalog_from_results(&results, failed).unwrap_or_else(|| {
+    let catalog = reply.finish(login);
+    if catalog.is_none() {
         tracing::warn!("could not read the catalog for this session");
-        Catalog::default()
-    }))
-}
-
-/// The catalog query: the session's effective roles (login role plus every
-/// role it is a member of, directly or not), its search_path, and the
-/// catalog entries of the tagged tables, and the views that depend on them.
-pub(super) fn catalog_sql(policy: &crate::snapshot::Snapshot) -> String {
-    format!(
-        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{};\n{}",
-        SEARCH_PATH_QUERY,
-        catalog_query(policy.rules.tables()),
-        dependent_views_query(policy.rules.tables())
-    )
-}
-
-/// Builds the catalog from the four result sets of [`catalog_sql`].
-pub(super) fn catalog_from_results(
-    results: &[Vec<Vec<Option<String>>>],
-    failed: bool,
-) -> Option<Catalog> {
-    if failed || results.len() < 4 {
-        return None;
     }
-    let roles = results[0]
-        .iter()
-        .filter_map(|r| r.first().cloned().flatten())
-        .collect();
-    let sp = results[1]
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .unwrap_or_default();
-    let mut schema = from_catalog_rows(&sp, &results[2]);
-    schema.protected_views = protected_views_from_rows(&results[3]);
-    Some(Catalog::new(roles, schema))
+    Ok(catalog)
 }
 
 fn backend_key_of(frame: &[u8]) -> Result<(i32, Vec<u8>), SessionError> {

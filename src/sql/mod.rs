@@ -23,10 +23,11 @@ mod encrypt;
 pub mod explain;
 mod expr;
 mod fingerprint;
+mod kind;
 mod lex;
 mod masked;
 mod query;
-mod refuse;
+pub mod refuse;
 pub mod resolve;
 pub mod restrict;
 mod write;
@@ -46,6 +47,7 @@ use crate::schema::SchemaSnapshot;
 pub use crate::policy::{is_restricted, restricting_rule};
 pub use explain::explain;
 pub use fingerprint::fingerprint;
+pub use kind::statement_kind;
 pub use lex::{mentions_tagged, split_statements, TaggedNames};
 
 /// Supplies ciphertext for literals found in statements. Implemented by the
@@ -132,6 +134,20 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+impl crate::error::ClientError for Refusal {
+    fn sqlstate(&self) -> &'static str {
+        self.sqlstate
+    }
+
+    fn client_message(&self) -> String {
+        self.message.clone()
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {
@@ -293,12 +309,18 @@ fn parse_one(chunk: &str) -> Option<sqlparser::ast::Statement> {
 /// was analysed even where sqlparser and the server could read the original
 /// differently.
 pub fn analyse(sql: &str, ctx: &Context) -> Analysis {
+    analyse_statements(&lex::split_statements(sql), ctx)
+}
+
+/// [`analyse`] of a text already split by [`split_statements`] (the session
+/// splits each Query once, for this and for its DDL check and audit).
+pub fn analyse_statements(chunks: &[&str], ctx: &Context) -> Analysis {
     let restricted = ctx.restricted || is_restricted(ctx.rules, ctx.roles);
     let mut local_prepared: HashMap<String, Vec<ParamPlan>> = HashMap::new();
     let mut plans = Vec::new();
     let mut texts = Vec::new();
     let mut touched_any = false;
-    for chunk in lex::split_statements(sql) {
+    for &chunk in chunks {
         if restricted {
             match restrict::check_text(chunk, ctx) {
                 restrict::TextVerdict::Refuse(r) => return Analysis::Refused(r),

@@ -11,7 +11,8 @@ use super::lex::{fold_into, Lexer};
 use super::{ColumnAction, Refusal};
 
 pub use crate::error::sqlstate::{
-    FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, SYNTAX_ERROR,
+    BAD_COPY_FILE_FORMAT, FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE,
+    OBJECT_NOT_IN_PREREQUISITE_STATE, SYNTAX_ERROR, SYSTEM_ERROR,
 };
 
 fn loc(rule: &ColumnRule) -> String {
@@ -306,4 +307,71 @@ pub fn first_tagged_name(rules: &RuleSet, sql: &str) -> Option<String> {
         return Some("(a name pgveil cannot decode)".to_string());
     }
     None
+}
+
+/// The audit stream cannot be written: statements it would have to record
+/// are refused until it recovers.
+pub fn audit_unavailable() -> Refusal {
+    Refusal {
+        sqlstate: SYSTEM_ERROR,
+        message: "pgveil cannot write its audit stream, so statements on tagged tables are refused until it recovers".into(),
+        hint: Some("the operator should check the audit directory (disk space, permissions); service resumes by itself".into()),
+    }
+}
+
+/// The session has no catalog to judge statements by (rules appeared after
+/// it connected).
+pub fn no_catalog() -> Refusal {
+    Refusal {
+        sqlstate: OBJECT_NOT_IN_PREREQUISITE_STATE,
+        message:
+            "pgveil rules changed after this session connected; reconnect to use tagged tables"
+                .into(),
+        hint: None,
+    }
+}
+
+/// The FunctionCall message bypasses SQL: nothing to analyse.
+pub fn function_call_restricted() -> Refusal {
+    Refusal {
+        sqlstate: INSUFFICIENT_PRIVILEGE,
+        message: "pgveil: the FunctionCall protocol message is not allowed for roles with restricted access to tagged columns".into(),
+        hint: Some("call the function from a SQL statement instead".into()),
+    }
+}
+
+/// A Parse whose text holds several statements on tagged tables.
+pub fn one_statement_per_parse() -> Refusal {
+    Refusal {
+        sqlstate: SYNTAX_ERROR,
+        message: "a prepared statement must hold exactly one SQL statement".into(),
+        hint: None,
+    }
+}
+
+/// A statement prepared under older rules whose plan no longer holds.
+pub fn rules_changed_since_prepare() -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: "pgveil rules changed since this statement was prepared; prepare it again".into(),
+        hint: Some("drivers re-prepare after DEALLOCATE or a new connection".into()),
+    }
+}
+
+/// A COPY whose options pgveil cannot transform.
+pub fn copy_unsupported(why: &str) -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!("pgveil cannot process this COPY: {why}"),
+        hint: None,
+    }
+}
+
+/// COPY data pgveil could not transform (the rest of the COPY is refused).
+pub fn copy_data_failed(why: &str) -> Refusal {
+    Refusal {
+        sqlstate: BAD_COPY_FILE_FORMAT,
+        message: format!("pgveil could not process COPY data: {why}"),
+        hint: None,
+    }
 }

@@ -1,0 +1,317 @@
+//! Server → client: statement accounting for every session, reply handling
+//! ([`replies`]) for tracked ones, and the strict-audit gate that holds
+//! results back until their records are durable.
+
+mod replies;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+
+use self::replies::{BAction, Reply};
+use super::audit::{RecordCtx, StmtAudit};
+use super::context::{SessionCtx, SessionError, Shared};
+use super::copy::CopyDir;
+use super::io::{fill, lock, Assembler};
+use super::refusal;
+use super::state::{Expect, State};
+use crate::audit::{Audit, AuditError, AuditRecordInput};
+use crate::metrics::metrics;
+use crate::net::Stream;
+use crate::protocol::messages::ready_status;
+use crate::protocol::{next_frame, Direction};
+use crate::snapshot::Snapshot;
+
+/// Audit records produced while handling one batch.
+pub(super) struct Records<'a> {
+    /// The session is restricted: scrub server errors and notices.
+    pub restricted: bool,
+    pub rec: Option<&'a RecordCtx>,
+    pub rules_version: &'a str,
+    pub strict: bool,
+    pub out: Vec<(AuditRecordInput, bool)>,
+}
+
+impl Records<'_> {
+    fn emit(&mut self, a: Option<&StmtAudit>, outcome: &str, rows: u64, started: Instant) {
+        if let (Some(rec), Some(a)) = (self.rec, a) {
+            let outcome = a.refused.unwrap_or(outcome);
+            let r = rec.record(a, outcome, rows, started, self.rules_version);
+            // A refused statement returned nothing to hold back.
+            self.out
+                .push((r, self.strict && a.tagged && a.refused.is_none()));
+        }
+    }
+}
+
+/// Whether results now arriving belong to a statement whose record must be
+/// durable before they are released (strict audit of a tagged statement).
+fn must_hold(st: &State) -> bool {
+    match st.expect.front() {
+        Some(Expect::Query { idx, audit, .. }) => audit.get(*idx).is_some_and(|a| a.tagged),
+        Some(Expect::Execute { portal, .. }) => portal
+            .as_ref()
+            .and_then(|p| p.stmt.audit.as_ref())
+            .is_some_and(|a| a.tagged),
+        _ => false,
+    }
+}
+
+/// Most bytes of results held back while their audit record is not yet
+/// durable; past this the session is closed rather than grow without bound.
+const MAX_HELD: usize = 256 << 20;
+
+type Durable = oneshot::Receiver<Result<u64, AuditError>>;
+
+/// Results held back until the records they depend on are durable.
+#[derive(Default)]
+struct Held {
+    bytes: BytesMut,
+    waits: Vec<Durable>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.waits.is_empty()
+    }
+}
+
+/// Server → client, until either socket fails.
+pub(super) async fn backend(
+    sr: &mut ReadHalf<Stream>,
+    cw: &mut WriteHalf<Stream>,
+    mut buf: BytesMut,
+    state: &Mutex<State>,
+    ctx: &SessionCtx,
+    shared: &Shared,
+) -> Result<(), SessionError> {
+    let m = metrics();
+    let audit = shared.audit.as_ref();
+    let strict = audit.is_some_and(|a| matches!(a.durability(), crate::audit::Durability::Strict));
+    let mut held = Held::default();
+    loop {
+        let t0 = Instant::now();
+        let policy = shared.policy.load();
+        let tracked = ctx.tracked(&policy);
+        let restricted = tracked && lock(state).catalog.current.restricted(&policy);
+        let mut recs = Records {
+            restricted,
+            rec: ctx.rec.as_ref(),
+            rules_version: &policy.rules.version,
+            strict,
+            out: Vec::new(),
+        };
+        let (pos, asm, hold) = {
+            let mut st = lock(state);
+            walk(&buf, &mut st, &policy, tracked, &mut recs, shared)?
+        };
+        if let Some(a) = audit {
+            if submit(a, recs.out, &mut held.waits).await {
+                // No result leaves without its record, not even this batch's.
+                a.note_refused();
+                return Err(SessionError::AuditUnavailable);
+            }
+        }
+        if pos > 0 {
+            let assembled = asm.finish(&buf, pos);
+            let chunk = assembled.as_deref().unwrap_or(&buf[..pos]);
+            if hold || !held.is_empty() {
+                held.bytes.extend_from_slice(chunk);
+            } else {
+                m.bytes_to_clients.inc_by(chunk.len() as u64);
+                cw.write_all(chunk).await?;
+                cw.flush().await?;
+                m.proxy_latency.observe(t0.elapsed().as_secs_f64());
+            }
+            buf.advance(pos);
+        }
+        if !hold && !held.is_empty() && !release(cw, &mut held).await? {
+            if let Some(a) = audit {
+                a.note_refused();
+            }
+            return Err(SessionError::AuditUnavailable);
+        }
+        if held.bytes.len() > MAX_HELD {
+            return Err(SessionError::AuditUnavailable);
+        }
+        match fill(sr, &mut buf).await {
+            Ok(0) | Err(_) => return Err(SessionError::UpstreamLost),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Handles the complete frames in `buf`: (bytes consumed, the output,
+/// whether the results must be held for a durable record).
+fn walk(
+    buf: &[u8],
+    st: &mut State,
+    policy: &Snapshot,
+    tracked: bool,
+    recs: &mut Records<'_>,
+    shared: &Shared,
+) -> Result<(usize, Assembler, bool), SessionError> {
+    // The server is trusted for content but not for sizes: a corrupt length
+    // must not make the proxy allocate without bound.
+    let cap = i32::MAX as usize;
+    let mut asm = Assembler::new();
+    let mut pos = 0;
+    let mut saw_copy_in = false;
+    while let Some(n) =
+        next_frame(&buf[pos..], Direction::Backend, cap).map_err(|_| SessionError::UpstreamLost)?
+    {
+        let frame = &buf[pos..pos + n];
+        let tag = frame[0];
+        saw_copy_in |= matches!(tag, b'G' | b'W');
+        if let Some(Expect::Internal { .. }) = st.expect.front() {
+            // pgveil's own catalog query: consume, never forward.
+            on_internal(frame, st);
+            asm.replace(buf, pos, pos + n, &[]);
+            pos += n;
+            continue;
+        }
+        if tag == b'E' {
+            st.head_failed = true;
+        }
+        let action = if tracked {
+            let catalog = st.catalog.current.clone();
+            let mut cx = Reply {
+                policy,
+                catalog: &catalog,
+                recs,
+            };
+            replies::dispatch(frame, st, &mut cx)
+        } else {
+            untracked(frame, st)
+        };
+        match action {
+            BAction::Forward => {}
+            BAction::Replace(new) => asm.replace(buf, pos, pos + n, &new),
+            BAction::Drop => asm.replace(buf, pos, pos + n, &[]),
+        }
+        if tag == b'Z' {
+            on_ready(frame, st, shared);
+        }
+        pos += n;
+    }
+    // While the server waits for COPY data, the client must see the
+    // CopyInResponse: the statement's record can only follow its end.
+    let copy_in = st.copy.as_ref().is_some_and(|c| c.dir == CopyDir::In) || saw_copy_in;
+    let hold = recs.strict && must_hold(st) && !copy_in;
+    Ok((pos, asm, hold))
+}
+
+/// A session neither under rules nor audited: only refusals are swapped in.
+fn untracked(frame: &[u8], st: &State) -> BAction {
+    match (frame[0], st.expect.front()) {
+        (
+            b'E',
+            Some(Expect::Query {
+                refusal: Some(r), ..
+            }),
+        ) => BAction::Replace(refusal::response(r)),
+        _ => BAction::Forward,
+    }
+}
+
+/// One frame of the reply to pgveil's catalog query.
+fn on_internal(frame: &[u8], st: &mut State) {
+    let Some(Expect::Internal { tx, reply, login }) = st.expect.front_mut() else {
+        return;
+    };
+    if !reply.feed(frame) {
+        return;
+    }
+    let catalog = reply.finish(login);
+    if let Some(tx) = tx.take() {
+        let _ = tx.send(catalog);
+    }
+    st.expect.pop_front();
+    st.txn_status = ready_status(frame);
+    st.idle = st.expect.is_empty() && st.txn_status == b'I';
+}
+
+/// ReadyForQuery: pops through the sync point it answers and counts the
+/// statements it ends.
+fn on_ready(frame: &[u8], st: &mut State, shared: &Shared) {
+    let m = metrics();
+    let status = ready_status(frame);
+    let failed = std::mem::take(&mut st.head_failed);
+    while let Some(e) = st.expect.pop_front() {
+        match e {
+            Expect::Query { start, .. } | Expect::FunctionCall { start } => {
+                if failed {
+                    &m.simple_error
+                } else {
+                    &m.simple_ok
+                }
+                .inc();
+                m.statement_latency.observe(start.elapsed().as_secs_f64());
+                break;
+            }
+            Expect::Sync { start, executes } => {
+                if executes > 0 {
+                    if failed {
+                        &m.extended_error
+                    } else {
+                        &m.extended_ok
+                    }
+                    .inc_by(executes as u64);
+                }
+                m.statement_latency.observe(start.elapsed().as_secs_f64());
+                break;
+            }
+            _ => {}
+        }
+    }
+    st.tracker.row = None;
+    st.txn_status = status;
+    if st.ddl_pending {
+        shared
+            .ddl_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        st.ddl_pending = status != b'I';
+    }
+    st.idle = st.expect.is_empty() && status == b'I';
+}
+
+/// Hands the batch's records to the audit: strict ones are waited for before
+/// their results are released. True when a record could not be submitted.
+async fn submit(a: &Audit, out: Vec<(AuditRecordInput, bool)>, waits: &mut Vec<Durable>) -> bool {
+    let mut failed = false;
+    for (r, durable) in out {
+        if durable {
+            match a.submit(r) {
+                Ok(rx) => waits.push(rx),
+                Err(_) => failed = true,
+            }
+        } else if a.record_queued(r).await.is_err() {
+            // Results that need no durable record are not withheld; the
+            // writer counts the failure.
+            tracing::debug!("audit record could not be queued");
+        }
+    }
+    failed
+}
+
+/// Releases held results once every record they depend on is durable.
+/// False (and nothing written) when a record failed.
+async fn release(cw: &mut WriteHalf<Stream>, held: &mut Held) -> Result<bool, SessionError> {
+    let mut ok = true;
+    for rx in held.waits.drain(..) {
+        if !matches!(rx.await, Ok(Ok(_))) {
+            ok = false;
+        }
+    }
+    if !ok {
+        return Ok(false);
+    }
+    metrics().bytes_to_clients.inc_by(held.bytes.len() as u64);
+    cw.write_all(&held.bytes).await?;
+    cw.flush().await?;
+    held.bytes.clear();
+    Ok(true)
+}

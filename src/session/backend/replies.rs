@@ -1,0 +1,325 @@
+//! Server replies in tracked sessions: one handler per message kind. They
+//! retype, decrypt, mask and substitute refusals, and complete each
+//! statement's audit record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::Records;
+use crate::error::{error_response, ClientError};
+use crate::metrics::metrics;
+use crate::protocol::messages::command_rows;
+use crate::session::catalog::Catalog;
+use crate::session::copy::{CopyDir, CopyStream};
+use crate::session::refusal;
+use crate::session::rows::{self, RowPlan};
+use crate::session::state::{Expect, State, Tracker};
+use crate::snapshot::Snapshot;
+
+/// What the backend does with one server message.
+pub(super) enum BAction {
+    Forward,
+    Replace(BytesMut),
+    Drop,
+}
+
+/// Everything a reply handler reads besides the message and the state.
+pub(super) struct Reply<'a, 'r> {
+    pub policy: &'a Snapshot,
+    pub catalog: &'a Catalog,
+    pub recs: &'a mut Records<'r>,
+}
+
+/// The table of message kinds.
+pub(super) fn dispatch(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    match frame[0] {
+        b'1' | b'2' | b'3' => on_complete_step(st),
+        b't' => on_parameter_description(frame, st),
+        b'T' => on_row_description(frame, st, cx),
+        b'n' => on_no_data(st),
+        b'D' => on_data_row(frame, st, cx),
+        b'G' => on_copy_response(CopyDir::In, st, cx),
+        b'H' => on_copy_response(CopyDir::Out, st, cx),
+        b'd' => on_copy_data(frame, st, cx.policy),
+        b'c' => on_copy_done(frame, st, cx.policy),
+        b'C' | b'I' | b's' => on_command_end(frame, st, cx),
+        b'E' => on_error(frame, st, cx),
+        b'N' if cx.recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
+        _ => BAction::Forward,
+    }
+}
+
+fn failure(e: &dyn ClientError) -> BAction {
+    BAction::Replace(error_response(e))
+}
+
+/// ParseComplete, BindComplete, CloseComplete.
+fn on_complete_step(st: &mut State) -> BAction {
+    if matches!(
+        st.expect.front(),
+        Some(Expect::Parse { .. } | Expect::Bind | Expect::Close)
+    ) {
+        st.expect.pop_front();
+    }
+    BAction::Forward
+}
+
+fn on_parameter_description(frame: &[u8], st: &mut State) -> BAction {
+    let Some(Expect::DescribeStmt {
+        stmt,
+        internal,
+        seen_params,
+    }) = st.expect.front_mut()
+    else {
+        return BAction::Forward;
+    };
+    *seen_params = true;
+    if *internal {
+        return BAction::Drop;
+    }
+    let Some(plan) = &stmt.plan else {
+        return BAction::Forward;
+    };
+    match rows::rewrite_parameter_description(frame, &plan.params) {
+        Ok(Some(out)) => BAction::Replace(out),
+        Ok(None) => BAction::Forward,
+        Err(e) => failure(&e),
+    }
+}
+
+fn on_row_description(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    let planned =
+        rows::plan_row_description(frame, &cx.catalog.schema, cx.policy, &cx.catalog.roles);
+    let (plan, rewritten, formats) = match planned {
+        Ok(Some((p, out, f))) => (Some(Arc::new(p)), Some(out), f),
+        Ok(None) => (None, None, Vec::new()),
+        Err(e) => return failure(&e),
+    };
+    let fwd = |r: Option<BytesMut>| r.map_or(BAction::Forward, BAction::Replace);
+    match st.expect.front() {
+        Some(Expect::DescribeStmt { stmt, internal, .. }) => {
+            if let Ok(mut slot) = stmt.row.lock() {
+                *slot = plan;
+            }
+            let internal = *internal;
+            st.expect.pop_front();
+            if internal {
+                BAction::Drop
+            } else {
+                fwd(rewritten)
+            }
+        }
+        Some(Expect::DescribePortal) => {
+            st.expect.pop_front();
+            fwd(rewritten)
+        }
+        Some(Expect::Query { .. }) => {
+            st.tracker.row = plan.map(|p| (p, formats));
+            fwd(rewritten)
+        }
+        _ => fwd(rewritten),
+    }
+}
+
+fn on_no_data(st: &mut State) -> BAction {
+    match st.expect.front() {
+        Some(Expect::DescribeStmt { internal, .. }) => {
+            let internal = *internal;
+            st.expect.pop_front();
+            if internal {
+                BAction::Drop
+            } else {
+                BAction::Forward
+            }
+        }
+        Some(Expect::DescribePortal) => {
+            st.expect.pop_front();
+            BAction::Forward
+        }
+        _ => BAction::Forward,
+    }
+}
+
+/// The current result's row plan: from the running Query's RowDescription
+/// or from the executing portal's statement.
+fn current_row(
+    tr: &Tracker,
+    head: Option<&Expect>,
+    policy: &Snapshot,
+    roles: &[String],
+) -> Option<(Arc<RowPlan>, Vec<i16>)> {
+    if let Some(r) = &tr.row {
+        return Some(r.clone());
+    }
+    let Some(Expect::Execute {
+        portal: Some(p), ..
+    }) = head
+    else {
+        return None;
+    };
+    let mut slot = p.stmt.row.lock().ok()?;
+    let row = slot.clone()?;
+    if row.version != policy.rules.version {
+        let fresh = Arc::new(row.under(policy, roles));
+        *slot = Some(fresh.clone());
+        return Some((fresh, p.formats.clone()));
+    }
+    Some((row, p.formats.clone()))
+}
+
+fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    if st.tracker.suppress_until_complete {
+        return BAction::Drop;
+    }
+    let Some((plan, formats)) =
+        current_row(&st.tracker, st.expect.front(), cx.policy, &cx.catalog.roles)
+    else {
+        return BAction::Forward;
+    };
+    match rows::transform_data_row(frame, &plan, &formats, cx.policy) {
+        Ok(out) => BAction::Replace(out),
+        Err(e) => {
+            // Stop this result here: the client gets an error instead of the
+            // rest of the rows, and never a value in the clear.
+            metrics().refused.with_label_values(&[e.sqlstate()]).inc();
+            st.tracker.suppress_until_complete = true;
+            failure(&e)
+        }
+    }
+}
+
+/// The plan of the statement whose results are arriving.
+fn current_plan(head: Option<&Expect>) -> Option<Arc<crate::sql::StatementPlan>> {
+    match head {
+        Some(Expect::Query {
+            plans: Some(p),
+            idx,
+            ..
+        }) => p.get(*idx).cloned().map(Arc::new),
+        Some(Expect::Execute {
+            portal: Some(p), ..
+        }) => p.stmt.plan.clone(),
+        _ => None,
+    }
+}
+
+/// CopyInResponse / CopyOutResponse: open the transform the plan asks for.
+fn on_copy_response(dir: CopyDir, st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    let plan = current_plan(st.expect.front());
+    let copy_plan = plan.as_ref().and_then(|p| match dir {
+        CopyDir::In => p.copy_in.as_ref(),
+        CopyDir::Out => p.copy_out.as_ref(),
+    });
+    st.copy = copy_plan.map(|cp| {
+        CopyStream::open(dir, cp, Arc::new(cx.catalog.roles.clone()))
+            .unwrap_or_else(|r| CopyStream::failed(dir, r))
+    });
+    BAction::Forward
+}
+
+fn on_copy_data(frame: &[u8], st: &mut State, policy: &Snapshot) -> BAction {
+    match st.copy.as_mut() {
+        Some(cs) if cs.dir == CopyDir::Out => match cs.data(&frame[5..], policy) {
+            Some(out) => BAction::Replace(out),
+            None => BAction::Drop,
+        },
+        _ => BAction::Forward,
+    }
+}
+
+fn on_copy_done(frame: &[u8], st: &mut State, policy: &Snapshot) -> BAction {
+    let Some(cs) = st.copy.as_mut().filter(|c| c.dir == CopyDir::Out) else {
+        return BAction::Forward;
+    };
+    let mut out = cs.finish(policy).unwrap_or_default();
+    if let Some(r) = cs.failed.clone() {
+        // Replace the end of the copy with the error; the client never sees
+        // the rows that could not be processed.
+        metrics().refused.with_label_values(&[r.sqlstate]).inc();
+        st.tracker.suppress_until_complete = true;
+        return BAction::Replace(refusal::response(&r));
+    }
+    out.extend_from_slice(frame);
+    BAction::Replace(out)
+}
+
+/// CommandComplete, EmptyQueryResponse, PortalSuspended.
+fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    st.copy = None;
+    let suppressed = std::mem::take(&mut st.tracker.suppress_until_complete);
+    st.tracker.row = None;
+    let rows = if frame[0] == b'C' {
+        command_rows(frame)
+    } else {
+        0
+    };
+    complete_statement(st, cx.recs, crate::audit::OUTCOME_OK, rows);
+    if matches!(st.expect.front(), Some(Expect::Execute { .. })) {
+        st.expect.pop_front();
+    }
+    if suppressed {
+        BAction::Drop
+    } else {
+        BAction::Forward
+    }
+}
+
+fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    st.tracker.row = None;
+    st.tracker.suppress_until_complete = false;
+    let copy_refusal = st.copy.take().and_then(|c| c.failed);
+    let refusal = match st.expect.front() {
+        _ if copy_refusal.is_some() => copy_refusal,
+        Some(Expect::Query { refusal, .. }) => refusal.clone(),
+        Some(Expect::Parse { refusal, .. }) => refusal.clone(),
+        _ => None,
+    };
+    let code = refusal
+        .as_ref()
+        .map(|r| r.sqlstate.to_string())
+        .or_else(|| crate::protocol::error_code(frame))
+        .unwrap_or_else(|| crate::error::sqlstate::INTERNAL_ERROR.into());
+    complete_statement(st, cx.recs, &code, 0);
+    // Extended protocol: the server now skips to Sync; so do we.
+    while let Some(e) = st.expect.front() {
+        if e.is_sync_point() {
+            break;
+        }
+        st.expect.pop_front();
+    }
+    match refusal {
+        Some(r) => BAction::Replace(refusal::response(&r)),
+        None if cx.recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
+        None => BAction::Forward,
+    }
+}
+
+/// Completes the audit record of the statement at the head of the queue.
+fn complete_statement(st: &mut State, recs: &mut Records<'_>, outcome: &str, rows: u64) {
+    match st.expect.front_mut() {
+        Some(Expect::Query {
+            idx,
+            audit,
+            stmt_start,
+            ..
+        }) => {
+            recs.emit(audit.get(*idx), outcome, rows, *stmt_start);
+            *idx += 1;
+            *stmt_start = Instant::now();
+        }
+        Some(Expect::Execute { portal, start }) => {
+            recs.emit(
+                portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+                outcome,
+                rows,
+                *start,
+            );
+        }
+        Some(Expect::Parse { audit, .. }) => {
+            recs.emit(audit.as_ref(), outcome, rows, Instant::now());
+        }
+        _ => {}
+    }
+}

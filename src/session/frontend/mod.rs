@@ -1,0 +1,325 @@
+//! Client → server: one handler per message kind.
+//!
+//! The loop reads whatever the socket has, walks the complete frames in the
+//! buffer and writes the whole run on with one write (see
+//! [`super::io::Assembler`]). Every session keeps the statement accounting
+//! (a queue entry per reply the server owes); sessions under rules or audit
+//! ("tracked") also have each statement judged and rewritten here.
+
+mod extended;
+mod simple;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+
+use super::catalog::{catalog_sql, CatalogReply};
+use super::context::{SessionCtx, SessionError, Shared};
+use super::copy::CopyDir;
+use super::io::{fill, lock, Assembler};
+use super::state::{Expect, State};
+use crate::metrics::metrics;
+use crate::net::Stream;
+use crate::protocol::messages::put_query;
+use crate::protocol::rows::copy_fail;
+use crate::protocol::{next_frame, Direction, ProtocolError};
+use crate::snapshot::{canonicalize, Snapshot};
+use crate::sql::{self, Analysis, Refusal};
+
+/// What the frontend does with one client message.
+pub(super) enum Action {
+    Forward,
+    Replace(BytesMut),
+}
+
+/// Everything a handler reads besides the message and the session state.
+pub(super) struct Env<'a> {
+    pub policy: &'a Snapshot,
+    pub ctx: &'a SessionCtx,
+    pub shared: &'a Shared,
+    /// Statements are judged (rules exist, or the audit records them).
+    pub tracked: bool,
+    /// The audit cannot write: statements it must record are refused.
+    pub audit_down: bool,
+    /// When this batch of client bytes arrived.
+    pub start: Instant,
+}
+
+impl Env<'_> {
+    fn audit_on(&self) -> bool {
+        self.ctx.rec.is_some()
+    }
+
+    /// A refusal because the audit is down; counted by the audit.
+    fn audit_refusal(&self) -> Refusal {
+        if let Some(a) = &self.shared.audit {
+            a.note_refused();
+        }
+        sql::refuse::audit_unavailable()
+    }
+
+    /// Applies the audit-down rule to an analysis: statements the audit must
+    /// record (or, when configured, every statement) are refused.
+    fn gate(&self, analysis: Analysis) -> Analysis {
+        let refuse = self.audit_down
+            && (self.shared.audit_required_for_untagged
+                || matches!(analysis, Analysis::Rewritten { .. }));
+        if refuse {
+            Analysis::Refused(self.audit_refusal())
+        } else {
+            analysis
+        }
+    }
+
+    /// Judges statement texts already split into statements.
+    fn analyse(&self, st: &State, chunks: &[&str]) -> Analysis {
+        let policy = self.policy;
+        if policy.is_empty() {
+            return Analysis::Passthrough;
+        }
+        let catalog = &st.catalog.current;
+        // A restricted session has every statement analysed: a statement that
+        // names no tagged table can still reach one (functions, views, DO).
+        let restricted = catalog.restricted(policy);
+        if !restricted
+            && !chunks
+                .iter()
+                .any(|c| sql::mentions_tagged(&policy.names, c))
+        {
+            return Analysis::Passthrough;
+        }
+        let crypto = policy.crypto.as_ref();
+        let hash_key_hex = |r: &crate::rules::ColumnRule| {
+            crypto
+                .and_then(|c| c.hash_key(&r.table, &r.name))
+                .map(|k| hex::encode(k.material()))
+        };
+        let ctx = sql::Context {
+            rules: &policy.rules,
+            schema: Some(&catalog.schema),
+            roles: &catalog.roles,
+            encryptor: policy,
+            canonicalize: &canonicalize,
+            sql_prepared: Some(&st.tracker.sql_prepared),
+            restricted,
+            hash_key_hex: &hash_key_hex,
+        };
+        sql::analyse_statements(chunks, &ctx)
+    }
+}
+
+/// Batch accounting across reads: an extended-protocol batch runs from its
+/// first message to its Sync.
+#[derive(Default)]
+struct Batch {
+    start: Option<Instant>,
+    executes: u32,
+}
+
+/// Client → server, until the client terminates or a socket fails.
+pub(super) async fn frontend(
+    cr: &mut ReadHalf<Stream>,
+    sw: &mut WriteHalf<Stream>,
+    mut buf: BytesMut,
+    state: &Mutex<State>,
+    ctx: &SessionCtx,
+    shared: &Shared,
+) -> Result<(), SessionError> {
+    let m = metrics();
+    let mut batch = Batch::default();
+    loop {
+        let policy = shared.policy.load();
+        let tracked = ctx.tracked(&policy);
+        if tracked
+            && batch.start.is_none()
+            && !buf.is_empty()
+            && catalog_stale(&lock(state), &policy, shared)
+        {
+            refresh_catalog(sw, state, &policy, shared).await?;
+        }
+        let env = Env {
+            policy: &policy,
+            ctx,
+            shared,
+            tracked,
+            audit_down: shared.audit.as_ref().is_some_and(|a| !a.is_healthy()),
+            start: Instant::now(),
+        };
+        let (pos, terminate, asm) = walk(&buf, &mut lock(state), &env, &mut batch)?;
+        if pos > 0 {
+            let assembled = asm.finish(&buf, pos);
+            let chunk = assembled.as_deref().unwrap_or(&buf[..pos]);
+            m.bytes_from_clients.inc_by(chunk.len() as u64);
+            sw.write_all(chunk)
+                .await
+                .map_err(|_| SessionError::UpstreamLost)?;
+            buf.advance(pos);
+            sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
+            m.proxy_latency.observe(env.start.elapsed().as_secs_f64());
+        }
+        if terminate {
+            return Ok(());
+        }
+        if fill(cr, &mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Handles the complete frames in `buf`: (bytes consumed, client sent
+/// Terminate, the output).
+fn walk(
+    buf: &[u8],
+    st: &mut State,
+    env: &Env<'_>,
+    batch: &mut Batch,
+) -> Result<(usize, bool, Assembler), ProtocolError> {
+    let cap = env.shared.config.max_message_bytes;
+    let mut asm = Assembler::new();
+    let mut pos = 0;
+    while let Some(n) = next_frame(&buf[pos..], Direction::Frontend, cap)? {
+        let frame = &buf[pos..pos + n];
+        if frame[0] == b'X' {
+            return Ok((pos + n, true, asm));
+        }
+        account(frame[0], st, env, batch);
+        if let Action::Replace(new) = dispatch(frame, st, env)? {
+            asm.replace(buf, pos, pos + n, &new);
+        }
+        pos += n;
+    }
+    Ok((pos, false, asm))
+}
+
+/// Statement accounting, for every session.
+fn account(tag: u8, st: &mut State, env: &Env<'_>, batch: &mut Batch) {
+    match tag {
+        b'P' | b'B' | b'D' | b'C' | b'H' => {
+            batch.start.get_or_insert(env.start);
+        }
+        b'E' => {
+            batch.start.get_or_insert(env.start);
+            batch.executes += 1;
+        }
+        b'S' => {
+            let start = batch.start.take().unwrap_or(env.start);
+            st.expect.push_back(Expect::Sync {
+                start,
+                executes: std::mem::take(&mut batch.executes),
+            });
+        }
+        _ => {}
+    }
+    if matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'D' | b'C' | b'E' | b'F' | b'S' | b'H'
+    ) {
+        st.idle = false;
+    }
+}
+
+/// The table of message kinds.
+fn dispatch(frame: &[u8], st: &mut State, env: &Env<'_>) -> Result<Action, ProtocolError> {
+    if !env.tracked {
+        return simple::untracked(frame, st, env);
+    }
+    match frame[0] {
+        b'Q' => simple::on_query(frame, st, env),
+        b'F' => simple::on_function_call(st, env),
+        b'P' => extended::on_parse(frame, st, env),
+        b'B' => extended::on_bind(frame, st, env),
+        b'D' => extended::on_describe(frame, st),
+        b'E' => extended::on_execute(frame, st, env),
+        b'C' => extended::on_close(frame, st),
+        b'd' | b'c' | b'f' => Ok(on_copy_message(frame, st, env.policy)),
+        _ => Ok(Action::Forward),
+    }
+}
+
+/// Client CopyData/CopyDone/CopyFail during a transformed COPY FROM STDIN.
+fn on_copy_message(frame: &[u8], st: &mut State, policy: &Snapshot) -> Action {
+    let Some(cs) = st.copy.as_mut().filter(|c| c.dir == CopyDir::In) else {
+        return Action::Forward;
+    };
+    if cs.fail_sent {
+        // The server is discarding the rest of this COPY; so do we.
+        return Action::Replace(BytesMut::new());
+    }
+    let mut out = match frame[0] {
+        b'd' => cs.data(&frame[5..], policy).unwrap_or_default(),
+        b'c' => {
+            let mut out = cs.finish(policy).unwrap_or_default();
+            if cs.failed.is_none() {
+                out.extend_from_slice(frame);
+            }
+            out
+        }
+        _ => {
+            st.copy = None;
+            return Action::Forward;
+        }
+    };
+    if let Some(r) = &cs.failed {
+        cs.fail_sent = true;
+        out = copy_fail(&r.message);
+    }
+    Action::Replace(out)
+}
+
+/// Whether the session's catalog snapshot must be re-read before the next
+/// statement. Only checked between statements, with nothing in flight, so
+/// pgveil's own query never interleaves with the client's.
+fn catalog_stale(st: &State, policy: &Snapshot, shared: &Shared) -> bool {
+    !policy.is_empty()
+        && st.expect.is_empty()
+        && st.txn_status != b'E'
+        && st.catalog.stale(
+            &policy.rules.version,
+            shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire),
+            shared.config.catalog_max_age,
+        )
+}
+
+/// Sends pgveil's catalog query on the session's connection and waits for
+/// the backend loop to collect its replies.
+async fn refresh_catalog(
+    sw: &mut WriteHalf<Stream>,
+    state: &Mutex<State>,
+    policy: &Snapshot,
+    shared: &Shared,
+) -> Result<(), SessionError> {
+    let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let mut st = lock(state);
+        let login = st
+            .catalog
+            .current
+            .roles
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        st.expect.push_back(Expect::Internal {
+            tx: Some(tx),
+            reply: CatalogReply::default(),
+            login,
+        });
+        st.idle = false;
+    }
+    let mut q = BytesMut::new();
+    put_query(&mut q, &catalog_sql(policy));
+    sw.write_all(&q)
+        .await
+        .map_err(|_| SessionError::UpstreamLost)?;
+    sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
+    let fresh = rx.await.ok().flatten();
+    let mut st = lock(state);
+    if st.catalog.refreshed(fresh, epoch, &policy.rules.version) {
+        tracing::debug!("session catalog refreshed");
+    } else {
+        tracing::warn!("could not refresh the session catalog; keeping the previous one");
+    }
+    Ok(())
+}

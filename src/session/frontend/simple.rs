@@ -1,0 +1,132 @@
+//! Simple-protocol messages: Query and FunctionCall, and the accounting of
+//! untracked sessions.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{Action, Env};
+use crate::protocol::messages::{put_query, query_text};
+use crate::protocol::ProtocolError;
+use crate::session::audit;
+use crate::session::refusal;
+use crate::session::state::{Expect, State};
+use crate::sql::{self, Analysis};
+
+/// A session neither under rules nor audited: only the reply accounting.
+pub(super) fn untracked(
+    frame: &[u8],
+    st: &mut State,
+    env: &Env<'_>,
+) -> Result<Action, ProtocolError> {
+    match frame[0] {
+        b'Q' => st
+            .expect
+            .push_back(Expect::query(env.start, None, None, Vec::new())),
+        b'F' => st
+            .expect
+            .push_back(Expect::FunctionCall { start: env.start }),
+        _ => {}
+    }
+    Ok(Action::Forward)
+}
+
+/// Query: decoded and split into statements once; the split serves the DDL
+/// check, the analysis and the audit templates.
+pub(super) fn on_query(
+    frame: &[u8],
+    st: &mut State,
+    env: &Env<'_>,
+) -> Result<Action, ProtocolError> {
+    let text = query_text(frame)?;
+    let chunks = sql::split_statements(text);
+    if chunks
+        .iter()
+        .any(|s| sql::statement_kind(s) == sql::StatementKind::Ddl)
+    {
+        st.ddl_pending = true;
+    }
+    if !st.catalog.loaded && !env.policy.is_empty() {
+        return Ok(refuse_without_catalog(&chunks, st, env));
+    }
+    match env.gate(env.analyse(st, &chunks)) {
+        Analysis::Passthrough => {
+            let audit = if env.audit_on() {
+                audit::passthrough(&chunks)
+            } else {
+                Vec::new()
+            };
+            st.expect
+                .push_back(Expect::query(env.start, None, None, audit));
+            Ok(Action::Forward)
+        }
+        Analysis::Rewritten { sql, statements } => {
+            for p in &statements {
+                st.tracker.remember_sql_prepare(p);
+            }
+            let audit = if env.audit_on() {
+                let roles = &st.catalog.current.roles;
+                statements
+                    .iter()
+                    .map(|p| audit::from_plan(p, env.policy, roles))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            st.expect.push_back(Expect::query(
+                env.start,
+                Some(Arc::new(statements)),
+                None,
+                audit,
+            ));
+            let mut out = BytesMut::with_capacity(sql.len() + 6);
+            put_query(&mut out, &sql);
+            Ok(Action::Replace(out))
+        }
+        Analysis::Refused(r) => {
+            let out = refusal::query_stand_in(&r);
+            let audit = if env.audit_on() {
+                vec![audit::refused(text, r.sqlstate, env.policy)]
+            } else {
+                Vec::new()
+            };
+            st.expect
+                .push_back(Expect::query(env.start, None, Some(r), audit));
+            Ok(Action::Replace(out))
+        }
+    }
+}
+
+/// Refuses statements that name tagged tables in a session that has no
+/// catalog snapshot (rules were added after it connected).
+fn refuse_without_catalog(chunks: &[&str], st: &mut State, env: &Env<'_>) -> Action {
+    if !chunks
+        .iter()
+        .any(|c| sql::mentions_tagged(&env.policy.names, c))
+    {
+        st.expect
+            .push_back(Expect::query(env.start, None, None, Vec::new()));
+        return Action::Forward;
+    }
+    let r = sql::refuse::no_catalog();
+    let out = refusal::query_stand_in(&r);
+    st.expect
+        .push_back(Expect::query(env.start, None, Some(r), Vec::new()));
+    Action::Replace(out)
+}
+
+/// FunctionCall bypasses SQL entirely: nothing to analyse, so a restricted
+/// session may not use it.
+pub(super) fn on_function_call(st: &mut State, env: &Env<'_>) -> Result<Action, ProtocolError> {
+    let catalog = &st.catalog.current;
+    if st.catalog.loaded && !env.policy.is_empty() && catalog.restricted(env.policy) {
+        let r = sql::refuse::function_call_restricted();
+        let out = refusal::query_stand_in(&r);
+        st.expect
+            .push_back(Expect::query(env.start, None, Some(r), Vec::new()));
+        return Ok(Action::Replace(out));
+    }
+    st.expect
+        .push_back(Expect::FunctionCall { start: env.start });
+    Ok(Action::Forward)
+}
