@@ -31,6 +31,8 @@ pub struct Metrics {
     pub statement_latency: Histogram,
     pub upstream_connect_errors: IntCounter,
     pub protocol_errors: IntCounter,
+    /// Sessions ended by a panic (a bug); the process keeps serving.
+    pub session_panics: IntCounter,
     pub auth_failures: IntCounter,
     pub cancel_requests: IntCounter,
     pub rules_reloads: IntCounter,
@@ -127,6 +129,11 @@ impl Metrics {
                 &r,
                 "pgveil_protocol_errors_total",
                 "Connections closed because a client sent a malformed message",
+            ),
+            session_panics: counter(
+                &r,
+                "pgveil_session_panics_total",
+                "Sessions closed by an internal fault (a bug); other sessions are unaffected",
             ),
             auth_failures: counter(&r, "pgveil_auth_failures_total", "Authentication failures relayed from upstream"),
             cancel_requests: counter(&r, "pgveil_cancel_requests_total", "CancelRequests received"),

@@ -247,8 +247,23 @@ fn accept_one(
     let shared = shared.clone();
     let active = active.clone();
     tokio::task::spawn_local(async move {
+        // Counted down even if the session panics: the runtime keeps serving
+        // other sessions, and the connection limit must not leak a slot.
+        let _slot = SessionSlot(active);
         session::handle(sock, peer, shared).await;
-        active.fetch_sub(1, Ordering::AcqRel);
-        metrics().connections_active.dec();
     });
+}
+
+/// One connection's place under the connection limit, given back on drop.
+struct SessionSlot(Arc<AtomicUsize>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics().connections_active.dec();
+        if std::thread::panicking() {
+            metrics().session_panics.inc();
+            tracing::error!("a session panicked; its connection was closed, others are unaffected");
+        }
+    }
 }

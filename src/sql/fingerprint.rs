@@ -6,14 +6,23 @@
 
 use super::lex::{Lexer, Tok};
 
+/// Longest fingerprint kept, in bytes (then cut at a token boundary).
+pub const MAX_FINGERPRINT: usize = 8 << 10;
+
 /// Every string, number, dollar-quoted literal and `$n` becomes `?`; comments
 /// disappear; unquoted identifiers and keywords are lower-cased; tokens are
 /// separated by single spaces. Quoted identifiers are kept (they are schema,
 /// not data).
 pub fn fingerprint(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len().min(4096));
+    let mut out = String::with_capacity(sql.len().min(MAX_FINGERPRINT));
     let mut prev_glue = true;
     for tok in Lexer::new(sql) {
+        if out.len() >= MAX_FINGERPRINT {
+            // An audit record names the statement; it need not carry all of a
+            // megabyte-long one (whose tail may only repeat its head).
+            out.push_str(" …");
+            break;
+        }
         let (text, glue_before, glue_after): (std::borrow::Cow<'_, str>, bool, bool) = match tok {
             Tok::Word(w) => (w.to_ascii_lowercase().into(), false, false),
             Tok::Quoted(q) => (format!("\"{q}\"").into(), false, false),
@@ -37,6 +46,15 @@ pub fn fingerprint(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_statements_are_cut() {
+        let sql = format!("SELECT 1{}", " + 0".repeat(100_000));
+        let f = fingerprint(&sql);
+        assert!(f.len() <= MAX_FINGERPRINT + 8, "{}", f.len());
+        assert!(f.starts_with("select ? + ?") && f.ends_with(" …"));
+        assert_eq!(fingerprint("SELECT 1"), "select ?");
+    }
 
     #[test]
     fn replaces_every_literal() {

@@ -25,6 +25,7 @@ mod expr;
 mod fingerprint;
 mod kind;
 mod lex;
+pub mod limits;
 mod masked;
 mod query;
 pub mod refuse;
@@ -321,57 +322,29 @@ pub fn analyse_statements(chunks: &[&str], ctx: &Context) -> Analysis {
     let mut texts = Vec::new();
     let mut touched_any = false;
     for &chunk in chunks {
-        if restricted {
-            match restrict::check_text(chunk, ctx) {
-                restrict::TextVerdict::Refuse(r) => return Analysis::Refused(r),
-                restrict::TextVerdict::Forward => {
-                    texts.push(chunk.trim().to_string());
-                    plans.push(StatementPlan::new(StatementKind::Other, fingerprint(chunk)));
-                    touched_any = true;
-                    continue;
-                }
-                restrict::TextVerdict::Parse => {}
-            }
+        let weight = limits::nesting_weight(chunk);
+        if weight > limits::MAX_NESTING {
+            return Analysis::Refused(limits::too_complex());
         }
-        let mut st = match parse_one(chunk) {
-            Some(st) => st,
-            None => {
-                if restricted {
-                    return Analysis::Refused(refuse::unparsable_restricted());
-                }
-                if let Some(t) = refuse::first_tagged_name(ctx.rules, chunk) {
-                    return Analysis::Refused(refuse::unparsable(&t));
-                }
-                // Names nothing tagged: forwarded as written, like a passthrough.
-                texts.push(chunk.to_string());
-                plans.push(StatementPlan::new(StatementKind::Other, fingerprint(chunk)));
-                continue;
-            }
+        let one = limits::with_stack_for(weight, || {
+            analyse_one(chunk, ctx, restricted, &local_prepared)
+        });
+        let (text, plan, touched) = match one {
+            Ok(x) => x,
+            Err(r) => return Analysis::Refused(r),
         };
-        if restricted {
-            if let Err(r) = restrict::check_statement(&st, ctx) {
-                return Analysis::Refused(r);
-            }
-        }
-        let fp = fingerprint(chunk);
-        let mut an = query::Analyzer::new(ctx, &local_prepared, fp);
-        if let Err(r) = an.statement(&mut st) {
-            return Analysis::Refused(r);
-        }
-        let (plan, touched) = an.finish();
         if let Some(p) = &plan.sql_prepare {
             local_prepared.insert(p.name.clone(), p.params.clone());
         }
-        if let Some(d) = &plan.sql_deallocate {
-            match d {
-                Some(n) => {
-                    local_prepared.remove(n);
-                }
-                None => local_prepared.clear(),
+        match &plan.sql_deallocate {
+            Some(Some(n)) => {
+                local_prepared.remove(n);
             }
+            Some(None) => local_prepared.clear(),
+            None => {}
         }
-        touched_any |= touched || restricted;
-        texts.push(st.to_string());
+        touched_any |= touched;
+        texts.push(text);
         plans.push(plan);
     }
     if !touched_any {
@@ -381,4 +354,44 @@ pub fn analyse_statements(chunks: &[&str], ctx: &Context) -> Analysis {
         sql: texts.join(";\n"),
         statements: plans,
     }
+}
+
+/// One statement: the text to forward, its plan, and whether it differs
+/// from a passthrough (touches something tagged, or the session is
+/// restricted). The parsed tree lives and dies inside this call, so its
+/// recursive drop runs on the stack [`limits::with_stack_for`] sized.
+fn analyse_one(
+    chunk: &str,
+    ctx: &Context,
+    restricted: bool,
+    local_prepared: &HashMap<String, Vec<ParamPlan>>,
+) -> Result<(String, StatementPlan, bool), Refusal> {
+    if restricted {
+        match restrict::check_text(chunk, ctx) {
+            restrict::TextVerdict::Refuse(r) => return Err(r),
+            restrict::TextVerdict::Forward => {
+                let plan = StatementPlan::new(StatementKind::Other, fingerprint(chunk));
+                return Ok((chunk.trim().to_string(), plan, true));
+            }
+            restrict::TextVerdict::Parse => {}
+        }
+    }
+    let Some(mut st) = parse_one(chunk) else {
+        if restricted {
+            return Err(refuse::unparsable_restricted());
+        }
+        if let Some(t) = refuse::first_tagged_name(ctx.rules, chunk) {
+            return Err(refuse::unparsable(&t));
+        }
+        // Names nothing tagged: forwarded as written, like a passthrough.
+        let plan = StatementPlan::new(StatementKind::Other, fingerprint(chunk));
+        return Ok((chunk.to_string(), plan, false));
+    };
+    if restricted {
+        restrict::check_statement(&st, ctx)?;
+    }
+    let mut an = query::Analyzer::new(ctx, local_prepared, fingerprint(chunk));
+    an.statement(&mut st)?;
+    let (plan, touched) = an.finish();
+    Ok((st.to_string(), plan, touched || restricted))
 }

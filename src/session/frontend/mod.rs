@@ -222,6 +222,9 @@ fn account(tag: u8, st: &mut State, env: &Env<'_>, batch: &mut Batch) {
 
 /// The table of message kinds.
 fn dispatch(frame: &[u8], st: &mut State, env: &Env<'_>) -> Result<Action, ProtocolError> {
+    if frame[0] == b'Q' {
+        simple::fault_injection(frame);
+    }
     if !env.tracked {
         return simple::untracked(frame, st, env);
     }

@@ -130,3 +130,19 @@ pub(super) fn on_function_call(st: &mut State, env: &Env<'_>) -> Result<Action, 
         .push_back(Expect::FunctionCall { start: env.start });
     Ok(Action::Forward)
 }
+
+/// Test builds only: with `PGVEIL_FAULT_INJECTION=1`, the Query
+/// `SELECT 'pgveil:panic'` panics inside the session, so the tests can prove
+/// that a fault in one session never affects another. Release builds have
+/// no such statement.
+#[cfg(debug_assertions)]
+pub(super) fn fault_injection(frame: &[u8]) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("PGVEIL_FAULT_INJECTION").is_ok_and(|v| v == "1"));
+    if on && query_text(frame).is_ok_and(|t| t == "SELECT 'pgveil:panic'") {
+        panic!("injected fault (PGVEIL_FAULT_INJECTION)");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+pub(super) fn fault_injection(_frame: &[u8]) {}
