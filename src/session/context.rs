@@ -89,6 +89,11 @@ pub enum SessionError {
     AuthFailed(String),
     #[error("{0}")]
     StartupRefused(String),
+    /// A server reply that pgveil's model of the protocol did not expect:
+    /// rather than risk treating one statement's replies as another's (and
+    /// revealing or mislabelling values), the connection is closed.
+    #[error("pgveil lost track of the protocol state ({0}); the connection was closed")]
+    Desync(&'static str),
     /// pgveil is draining (SIGTERM) and this session became idle.
     #[error("pgveil is shutting down")]
     Shutdown,
@@ -119,7 +124,9 @@ impl ClientError for SessionError {
             SessionError::Protocol(ProtocolError::UnsupportedVersion { .. }) => {
                 sqlstate::FEATURE_NOT_SUPPORTED
             }
-            SessionError::Protocol(_) | SessionError::BadStartup(_) => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::Protocol(_) | SessionError::BadStartup(_) | SessionError::Desync(_) => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
             SessionError::UpstreamConnect(_) => sqlstate::CLIENT_UNABLE_TO_ESTABLISH,
             SessionError::UpstreamLost => sqlstate::CONNECTION_FAILURE,
             SessionError::Refused(_) => sqlstate::INVALID_AUTHORIZATION,

@@ -70,6 +70,7 @@ fn tells_client(e: &SessionError) -> bool {
         SessionError::Shutdown
             | SessionError::Protocol(_)
             | SessionError::AuditUnavailable
+            | SessionError::Desync(_)
             | SessionError::UpstreamLost
     )
 }

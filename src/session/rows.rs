@@ -174,10 +174,13 @@ pub fn plan_row_description(
 }
 
 /// Rewrites a ParameterDescription so encrypted parameters show their
-/// logical type (drivers then send plaintext of that type).
+/// logical type (drivers then send plaintext of that type), or the type the
+/// client declared for them where that is the same value in another
+/// spelling: PostgreSQL repeats declared types, and drivers (pgjdbc) check.
 pub fn rewrite_parameter_description(
     frame: &[u8],
     params: &[ParamPlan],
+    declared: &[u32],
 ) -> Result<Option<BytesMut>, RowError> {
     if !params
         .iter()
@@ -188,12 +191,29 @@ pub fn rewrite_parameter_description(
     let mut pd = decode_parameter_description(frame)?;
     for (i, t) in pd.types.iter_mut().enumerate() {
         if let Some(ParamPlan::Encrypt { rule, .. }) = params.get(i) {
-            *t = rule.ty.oid();
+            let d = declared.get(i).copied().unwrap_or(0);
+            *t = if same_value_type(rule.ty, d) {
+                d
+            } else {
+                rule.ty.oid()
+            };
         }
     }
     let mut out = BytesMut::new();
     encode_parameter_description(&pd, &mut out)?;
     Ok(Some(out))
+}
+
+/// OIDs of `text` and `varchar`: the same text and binary forms.
+const TEXT_OIDS: [u32; 2] = [25, 1043];
+
+/// Whether a parameter declared as `oid` carries the logical type's values
+/// in the same text and binary forms, so pgveil reads it unchanged.
+pub fn same_value_type(ty: LogicalType, oid: u32) -> bool {
+    match ty {
+        LogicalType::Text | LogicalType::Varchar => TEXT_OIDS.contains(&oid),
+        other => oid != 0 && oid == other.oid(),
+    }
 }
 
 /// The format of column `i` given Bind's result-format codes.

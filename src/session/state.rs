@@ -37,6 +37,14 @@ pub struct State {
     pub txn_status: u8,
     /// DDL went through this session; bump the epoch when it settles.
     pub ddl_pending: bool,
+    /// Client messages seen so far: each one's position in the stream.
+    pub seq: u64,
+    /// The server is in copy-in (it sent CopyInResponse), where it ignores
+    /// Sync and Flush.
+    pub copy_in_open: bool,
+    /// Positions of the client's COPY messages that matter for that rule:
+    /// the first CopyData of a run, and every CopyDone / CopyFail.
+    pub copy_marks: VecDeque<(u64, u8)>,
 }
 
 impl State {
@@ -50,6 +58,9 @@ impl State {
             catalog,
             txn_status: b'I',
             ddl_pending: false,
+            seq: 0,
+            copy_in_open: false,
+            copy_marks: VecDeque::new(),
         }
     }
 }
@@ -69,6 +80,9 @@ pub struct Stmt {
     pub version: String,
     /// Literal-free shape of the SQL the server prepared.
     pub forwarded_shape: String,
+    /// Parameter types the client declared in its Parse (0 = unspecified);
+    /// ParameterDescription repeats them, as PostgreSQL does.
+    pub declared: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -112,6 +126,8 @@ pub enum Expect {
     Sync {
         start: Instant,
         executes: u32,
+        /// Position of the Sync in the client's stream (see [`State::seq`]).
+        seq: u64,
     },
     /// pgveil's own catalog query; its replies never reach the client.
     Internal {

@@ -176,6 +176,7 @@ fn walk(
         if tag == b'E' {
             st.head_failed = true;
         }
+        copy_in_rules(tag, st)?;
         let action = if tracked {
             let catalog = st.catalog.current.clone();
             let mut cx = Reply {
@@ -183,7 +184,7 @@ fn walk(
                 catalog: &catalog,
                 recs,
             };
-            replies::dispatch(frame, st, &mut cx)
+            replies::dispatch(frame, st, &mut cx)?
         } else {
             untracked(frame, st)
         };
@@ -193,7 +194,7 @@ fn walk(
             BAction::Drop => asm.replace(buf, pos, pos + n, &[]),
         }
         if tag == b'Z' {
-            on_ready(frame, st, shared);
+            on_ready(frame, st, shared, tracked)?;
         }
         pos += n;
     }
@@ -236,10 +237,23 @@ fn on_internal(frame: &[u8], st: &mut State) {
 
 /// ReadyForQuery: pops through the sync point it answers and counts the
 /// statements it ends.
-fn on_ready(frame: &[u8], st: &mut State, shared: &Shared) {
+fn on_ready(
+    frame: &[u8],
+    st: &mut State,
+    shared: &Shared,
+    tracked: bool,
+) -> Result<(), SessionError> {
     let m = metrics();
     let status = ready_status(frame);
     let failed = std::mem::take(&mut st.head_failed);
+    if tracked && !st.expect.iter().any(Expect::is_sync_point) {
+        return Err(SessionError::Desync(
+            "ReadyForQuery with no Sync or Query outstanding",
+        ));
+    }
+    if !st.copy_in_open {
+        st.copy_marks.clear();
+    }
     while let Some(e) = st.expect.pop_front() {
         match e {
             Expect::Query { start, .. } | Expect::FunctionCall { start } => {
@@ -252,7 +266,9 @@ fn on_ready(frame: &[u8], st: &mut State, shared: &Shared) {
                 m.statement_latency.observe(start.elapsed().as_secs_f64());
                 break;
             }
-            Expect::Sync { start, executes } => {
+            Expect::Sync {
+                start, executes, ..
+            } => {
                 if executes > 0 {
                     if failed {
                         &m.extended_error
@@ -276,6 +292,61 @@ fn on_ready(frame: &[u8], st: &mut State, shared: &Shared) {
         st.ddl_pending = status != b'I';
     }
     st.idle = st.expect.is_empty() && status == b'I';
+    Ok(())
+}
+
+/// Most COPY marks kept before the session counts as desynchronised (a
+/// client that sends copy messages outside any COPY, without end).
+const MAX_COPY_MARKS: usize = 1024;
+
+/// The server ignores Sync during copy-in: the Syncs a client sent between
+/// the statement that started a COPY FROM STDIN and the copy's end get no
+/// ReadyForQuery, so their queue entries are dropped when the copy ends.
+/// Where the server's own timing decides (it failed the copy while Syncs
+/// sat among the copy data), pgveil cannot know which Sync it honoured, and
+/// closes the connection rather than guess.
+fn copy_in_rules(tag: u8, st: &mut State) -> Result<(), SessionError> {
+    if st.copy_marks.len() > MAX_COPY_MARKS {
+        return Err(SessionError::Desync("COPY messages outside any COPY"));
+    }
+    match tag {
+        b'G' => st.copy_in_open = true,
+        b'C' | b'E' if st.copy_in_open => {
+            st.copy_in_open = false;
+            let first = st.copy_marks.front().map(|m| m.0);
+            let end = st.copy_marks.iter().find(|m| m.1 != b'd').map(|m| m.0);
+            let (sure, unsure) = match (tag, first, end) {
+                (b'C', _, Some(end)) => (end, end),
+                (b'C', _, None) => return Err(SessionError::Desync("COPY ended without CopyDone")),
+                // Failed before any copy data (a cancel): the server had read
+                // the Syncs sent with the statement, at most one in practice.
+                (_, None, _) => {
+                    let queued = st
+                        .expect
+                        .iter()
+                        .filter(|e| matches!(e, Expect::Sync { .. }));
+                    if queued.count() > 1 {
+                        return Err(SessionError::Desync("Syncs pipelined behind a failed COPY"));
+                    }
+                    (u64::MAX, u64::MAX)
+                }
+                (_, Some(first), end) => (first, end.unwrap_or(u64::MAX)),
+            };
+            let ambiguous = st
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Sync { seq, .. } if *seq > sure && *seq < unsure));
+            if ambiguous {
+                return Err(SessionError::Desync("Sync among the data of a failed COPY"));
+            }
+            st.expect
+                .retain(|e| !matches!(e, Expect::Sync { seq, .. } if *seq < sure));
+            let done = end.unwrap_or(u64::MAX);
+            st.copy_marks.retain(|m| m.0 > done);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Hands the batch's records to the audit: strict ones are waited for before

@@ -12,6 +12,7 @@ use crate::error::{error_response, ClientError};
 use crate::metrics::metrics;
 use crate::protocol::messages::command_rows;
 use crate::session::catalog::Catalog;
+use crate::session::context::SessionError;
 use crate::session::copy::{CopyDir, CopyStream};
 use crate::session::refusal;
 use crate::session::rows::{self, RowPlan};
@@ -33,8 +34,15 @@ pub(super) struct Reply<'a, 'r> {
 }
 
 /// The table of message kinds.
-pub(super) fn dispatch(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
-    match frame[0] {
+pub(super) fn dispatch(
+    frame: &[u8],
+    st: &mut State,
+    cx: &mut Reply<'_, '_>,
+) -> Result<BAction, SessionError> {
+    if !expected(frame[0], st.expect.front()) {
+        return Err(SessionError::Desync(unexpected(frame[0])));
+    }
+    Ok(match frame[0] {
         b'1' | b'2' | b'3' => on_complete_step(st),
         b't' => on_parameter_description(frame, st),
         b'T' => on_row_description(frame, st, cx),
@@ -48,6 +56,44 @@ pub(super) fn dispatch(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> 
         b'E' => on_error(frame, st, cx),
         b'N' if cx.recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
         _ => BAction::Forward,
+    })
+}
+
+/// Whether the server may send `tag` now, given the reply at the head of
+/// the queue. Asynchronous messages (notices, parameter status,
+/// notifications) and errors may come at any time; ReadyForQuery is checked
+/// where it is handled.
+fn expected(tag: u8, head: Option<&Expect>) -> bool {
+    use Expect as X;
+    match tag {
+        b'1' => matches!(head, Some(X::Parse { .. })),
+        b'2' => matches!(head, Some(X::Bind)),
+        b'3' => matches!(head, Some(X::Close)),
+        b't' => matches!(head, Some(X::DescribeStmt { .. })),
+        b'T' => matches!(
+            head,
+            Some(X::DescribeStmt { .. } | X::DescribePortal | X::Query { .. })
+        ),
+        b'n' => matches!(head, Some(X::DescribeStmt { .. } | X::DescribePortal)),
+        b'D' | b'C' | b'I' | b'G' | b'H' | b'W' | b'd' | b'c' => {
+            matches!(head, Some(X::Query { .. } | X::Execute { .. }))
+        }
+        b's' => matches!(head, Some(X::Execute { .. })),
+        b'V' => matches!(head, Some(X::FunctionCall { .. })),
+        _ => true,
+    }
+}
+
+fn unexpected(tag: u8) -> &'static str {
+    match tag {
+        b'1' => "ParseComplete with no Parse outstanding",
+        b'2' => "BindComplete with no Bind outstanding",
+        b'3' => "CloseComplete with no Close outstanding",
+        b't' => "ParameterDescription with no Describe outstanding",
+        b'T' | b'n' => "a row description with no Describe or Query outstanding",
+        b's' => "PortalSuspended with no Execute outstanding",
+        b'V' => "FunctionCallResponse with no FunctionCall outstanding",
+        _ => "results with no statement outstanding",
     }
 }
 
@@ -82,7 +128,7 @@ fn on_parameter_description(frame: &[u8], st: &mut State) -> BAction {
     let Some(plan) = &stmt.plan else {
         return BAction::Forward;
     };
-    match rows::rewrite_parameter_description(frame, &plan.params) {
+    match rows::rewrite_parameter_description(frame, &plan.params, &stmt.declared) {
         Ok(Some(out)) => BAction::Replace(out),
         Ok(None) => BAction::Forward,
         Err(e) => failure(&e),

@@ -102,6 +102,7 @@ fn rewritten_parse(
         query: parse.query.clone(),
         version: env.policy.rules.version.clone(),
         forwarded_shape: sql::fingerprint(&sql),
+        declared: parse.type_oids.clone(),
     });
     let mut types = parse.type_oids.clone();
     for (i, p) in plan.params.iter().enumerate() {
@@ -230,6 +231,7 @@ fn recheck(stmt: &Stmt, st: &State, env: &Env<'_>) -> Result<Arc<Stmt>, Refusal>
         query: stmt.query.clone(),
         version: env.policy.rules.version.clone(),
         forwarded_shape: stmt.forwarded_shape.clone(),
+        declared: stmt.declared.clone(),
     }))
 }
 

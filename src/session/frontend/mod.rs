@@ -116,6 +116,8 @@ impl Env<'_> {
 struct Batch {
     start: Option<Instant>,
     executes: u32,
+    /// Tag of the previous client message (runs of CopyData).
+    last_tag: u8,
 }
 
 /// Client → server, until the client terminates or a socket fails.
@@ -195,6 +197,13 @@ fn walk(
 
 /// Statement accounting, for every session.
 fn account(tag: u8, st: &mut State, env: &Env<'_>, batch: &mut Batch) {
+    st.seq += 1;
+    let prev = std::mem::replace(&mut batch.last_tag, tag);
+    match tag {
+        b'd' if prev != b'd' => st.copy_marks.push_back((st.seq, tag)),
+        b'c' | b'f' => st.copy_marks.push_back((st.seq, tag)),
+        _ => {}
+    }
     match tag {
         b'P' | b'B' | b'D' | b'C' | b'H' => {
             batch.start.get_or_insert(env.start);
@@ -208,6 +217,7 @@ fn account(tag: u8, st: &mut State, env: &Env<'_>, batch: &mut Batch) {
             st.expect.push_back(Expect::Sync {
                 start,
                 executes: std::mem::take(&mut batch.executes),
+                seq: st.seq,
             });
         }
         _ => {}
