@@ -132,6 +132,16 @@ pub fn put_bind_no_params(out: &mut BytesMut, portal: &str, stmt: &str) {
     patch_len(out, start);
 }
 
+/// An Execute of `portal` returning at most `max_rows` rows (0 = all).
+pub fn put_execute(out: &mut BytesMut, portal: &str, max_rows: i32) {
+    let start = out.len();
+    out.put_u8(b'E');
+    out.put_i32(0);
+    put_cstr(out, portal);
+    out.put_i32(max_rows);
+    patch_len(out, start);
+}
+
 /// A CopyData frame carrying `payload`.
 pub fn copy_data(payload: &[u8]) -> BytesMut {
     let mut out = BytesMut::with_capacity(payload.len() + 5);

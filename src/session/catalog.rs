@@ -48,43 +48,50 @@ impl Catalog {
     }
 }
 
-/// The catalog query: the session's effective roles (login role plus every
-/// role it is a member of, directly or not), its search_path, the catalog
+/// Longest pgveil's own catalog read may take, whatever the session set.
+const CATALOG_STATEMENT_TIMEOUT: &str = "10s";
+
+/// The catalog query: the session's search_path, its effective roles (login
+/// role plus every role it is a member of, directly or not), the catalog
 /// entries of the tagged tables, and the views that depend on them.
+///
+/// Immune to the session's own settings: it runs in its own transaction
+/// (pgveil only sends it while the session is idle) with pgveil's timeouts,
+/// and after the session's search_path is read, with `pg_catalog` first and
+/// `pg_temp` last, so a temporary type or function named like a built-in
+/// (`CREATE TYPE pg_temp.text …`) cannot break or bend it.
 pub fn catalog_sql(policy: &Snapshot) -> String {
     format!(
-        "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n{};\n{};\n{}",
-        SEARCH_PATH_QUERY,
+        "BEGIN READ ONLY;\n\
+         SET LOCAL statement_timeout = '{CATALOG_STATEMENT_TIMEOUT}';\n\
+         SET LOCAL lock_timeout = '{CATALOG_STATEMENT_TIMEOUT}';\n\
+         {SEARCH_PATH_QUERY};\n\
+         SET LOCAL search_path = pg_catalog, pg_temp;\n\
+         SELECT r.rolname::pg_catalog.text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n\
+         {};\n{};\nCOMMIT",
         catalog_query(policy.rules.tables()),
         dependent_views_query(policy.rules.tables())
     )
 }
 
-/// The replies to [`catalog_sql`] as they arrive, one backend frame at a time.
-#[derive(Debug)]
+/// The replies to [`catalog_sql`] as they arrive, one backend frame at a
+/// time: one result set per RowDescription (the transaction control and SET
+/// commands return none).
+#[derive(Debug, Default)]
 pub struct CatalogReply {
     results: Vec<Vec<Vec<Option<String>>>>,
     failed: bool,
-}
-
-impl Default for CatalogReply {
-    fn default() -> Self {
-        CatalogReply {
-            results: vec![Vec::new()],
-            failed: false,
-        }
-    }
 }
 
 impl CatalogReply {
     /// Takes one frame of the reply; true once the ReadyForQuery arrived.
     pub fn feed(&mut self, frame: &[u8]) -> bool {
         match frame.first() {
+            Some(b'T') => self.results.push(Vec::new()),
             Some(b'D') => match (text_row(frame), self.results.last_mut()) {
                 (Ok(row), Some(last)) => last.push(row),
                 _ => self.failed = true,
             },
-            Some(b'C') => self.results.push(Vec::new()),
             Some(b'E') => self.failed = true,
             Some(b'Z') => return true,
             _ => {}
@@ -95,17 +102,17 @@ impl CatalogReply {
     /// The catalog, or None when any part of the reply failed.
     pub fn finish(&self, login: &str) -> Option<Catalog> {
         let results = &self.results;
-        if self.failed || results.len() < 4 {
+        if self.failed || results.len() != 4 {
             return None;
         }
-        let members = results[0]
-            .iter()
-            .filter_map(|r| r.first().cloned().flatten());
-        let roles = RoleSet::resolve(login, members).into_vec();
-        let sp = results[1]
+        let sp = results[0]
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
+        let members = results[1]
+            .iter()
+            .filter_map(|r| r.first().cloned().flatten());
+        let roles = RoleSet::resolve(login, members).into_vec();
         let mut schema = from_catalog_rows(&sp, &results[2]);
         schema.protected_views = protected_views_from_rows(&results[3]);
         Some(Catalog::new(roles, schema))
@@ -116,12 +123,17 @@ impl CatalogReply {
 #[derive(Debug)]
 pub struct SessionCatalog {
     pub current: Arc<Catalog>,
-    /// A catalog was read successfully at least once.
+    /// The last read succeeded. While false, the session has nothing to
+    /// judge statements by, and they are refused.
     pub loaded: bool,
     /// The DDL epoch and rules version it was read at.
     pub epoch: u64,
     pub version: String,
     pub at: Instant,
+    /// Bumped whenever the rules or the session's roles change: statements,
+    /// portals and cursors made under an older generation are checked again
+    /// or refused.
+    pub generation: u64,
 }
 
 impl SessionCatalog {
@@ -132,6 +144,7 @@ impl SessionCatalog {
             epoch,
             version,
             at: Instant::now(),
+            generation: 0,
         }
     }
 
@@ -144,15 +157,104 @@ impl SessionCatalog {
             || self.epoch != epoch
     }
 
-    /// Takes a refresh's outcome. A failed refresh keeps the previous
-    /// catalog and retries after the usual interval, not on every statement.
+    /// Takes a refresh's outcome. A failed refresh leaves the session
+    /// without a catalog (its statements are refused) and retries before
+    /// the next statement: roles may have been revoked, so the previous
+    /// catalog proves nothing any more.
     pub fn refreshed(&mut self, fresh: Option<Catalog>, epoch: u64, version: &str) -> bool {
         self.at = Instant::now();
-        let Some(c) = fresh else { return false };
+        let Some(c) = fresh else {
+            self.loaded = false;
+            return false;
+        };
+        if c.roles != self.current.roles || self.version != version {
+            self.generation += 1;
+        }
         self.current = Arc::new(c);
         self.loaded = true;
         self.epoch = epoch;
         self.version = version.to_string();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(rows: &[&[&str]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for set in rows {
+            out.push(b"T\0\0\0\x06\0\0".to_vec());
+            for v in *set {
+                let mut w = crate::protocol::rows::DataRowWriter::new(1, 16);
+                w.push(Some(v.as_bytes()));
+                out.push(w.finish().to_vec());
+            }
+            out.push(b"C\0\0\0\x0bSELECT 1\0".to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn reply_with_four_result_sets_is_a_catalog() {
+        let mut r = CatalogReply::default();
+        for f in frames(&[&["public"], &["support", "alice"], &[], &[]]) {
+            assert!(!r.feed(&f));
+        }
+        assert!(r.feed(b"Z\0\0\0\x05I"));
+        let c = r.finish("alice").expect("catalog");
+        assert_eq!(c.roles, vec!["alice".to_string(), "support".to_string()]);
+    }
+
+    #[test]
+    fn any_error_or_missing_result_set_is_no_catalog() {
+        let mut r = CatalogReply::default();
+        for f in frames(&[&["public"], &["alice"], &[]]) {
+            r.feed(&f);
+        }
+        assert!(r.finish("alice").is_none(), "three result sets");
+        let mut r = CatalogReply::default();
+        for f in frames(&[&["public"], &["alice"], &[], &[]]) {
+            r.feed(&f);
+        }
+        r.feed(b"E\0\0\0\x04");
+        assert!(r.finish("alice").is_none(), "an error");
+    }
+
+    #[test]
+    fn a_failed_refresh_unloads_and_a_role_change_bumps_the_generation() {
+        let mut c = SessionCatalog::new(
+            Some(Catalog::new(vec!["a".into()], SchemaSnapshot::default())),
+            0,
+            "v1".into(),
+        );
+        assert!(c.loaded);
+        assert!(!c.refreshed(None, 0, "v1"));
+        assert!(!c.loaded);
+        assert!(c.refreshed(
+            Some(Catalog::new(vec!["a".into()], SchemaSnapshot::default())),
+            0,
+            "v1"
+        ));
+        assert_eq!(c.generation, 0, "same roles, same rules");
+        c.refreshed(
+            Some(Catalog::new(
+                vec!["a".into(), "admin".into()],
+                SchemaSnapshot::default(),
+            )),
+            0,
+            "v1",
+        );
+        assert_eq!(c.generation, 1);
+        c.refreshed(
+            Some(Catalog::new(
+                vec!["a".into(), "admin".into()],
+                SchemaSnapshot::default(),
+            )),
+            0,
+            "v2",
+        );
+        assert_eq!(c.generation, 2);
     }
 }

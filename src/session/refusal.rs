@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use crate::error::error_response;
 use crate::metrics::metrics;
 use crate::protocol::messages::{encode_parse, put_query};
-use crate::protocol::rows::put_bind_no_params;
+use crate::protocol::rows::{put_bind_no_params, put_execute};
 use crate::protocol::ProtocolError;
 use crate::sql::Refusal;
 
@@ -51,6 +51,17 @@ pub fn bind_stand_in(r: &Refusal) -> BytesMut {
     metrics().refused.with_label_values(&[r.sqlstate]).inc();
     let mut out = BytesMut::new();
     put_bind_no_params(&mut out, "", REFUSED_STATEMENT);
+    out
+}
+
+/// A portal name no client can have bound here.
+const REFUSED_PORTAL: &str = "pgveil refused execute \u{1}";
+
+/// The Execute the server receives instead of a refused one.
+pub fn execute_stand_in(r: &Refusal) -> BytesMut {
+    note(r);
+    let mut out = BytesMut::new();
+    put_execute(&mut out, REFUSED_PORTAL, 0);
     out
 }
 

@@ -67,14 +67,16 @@ pub struct ColPlan {
 #[derive(Debug, Default)]
 pub struct RowPlan {
     pub cols: Vec<Option<ColPlan>>,
-    /// Rules version the access decisions were taken under.
+    /// Rules version and catalog generation the access decisions were
+    /// taken under.
     pub version: String,
+    pub generation: u64,
 }
 
 impl RowPlan {
     /// The same columns judged under the current rules: a statement prepared
     /// before a reload follows the new rules from its next execution.
-    pub fn under(&self, policy: &Snapshot, roles: &[String]) -> RowPlan {
+    pub fn under(&self, policy: &Snapshot, roles: &[String], generation: u64) -> RowPlan {
         let cols = self
             .cols
             .iter()
@@ -94,6 +96,7 @@ impl RowPlan {
         RowPlan {
             cols,
             version: policy.rules.version.clone(),
+            generation,
         }
     }
 }
@@ -142,11 +145,13 @@ pub fn plan_row_description(
     schema: &SchemaSnapshot,
     policy: &Snapshot,
     roles: &[String],
+    generation: u64,
 ) -> Result<Option<(RowPlan, BytesMut, Vec<i16>)>, RowError> {
     let mut rd: RowDescription = decode_row_description(frame)?;
     let mut plan = RowPlan {
         cols: Vec::new(),
         version: policy.rules.version.clone(),
+        generation,
     };
     let mut any = false;
     for f in rd.fields.iter_mut() {

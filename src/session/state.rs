@@ -83,12 +83,56 @@ pub struct Stmt {
     /// Parameter types the client declared in its Parse (0 = unspecified);
     /// ParameterDescription repeats them, as PostgreSQL does.
     pub declared: Vec<u32>,
+    /// The catalog generation it was judged under.
+    pub generation: u64,
+    /// What each successful execution does to named objects.
+    pub effect: Effect,
+}
+
+/// What a statement does to the session's named objects, applied only when
+/// the server confirms it (CommandComplete): a statement the server refused
+/// or rolled back changes nothing pgveil believes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Effect {
+    #[default]
+    None,
+    /// SQL `PREPARE name`, with the parameter plans `EXECUTE` needs.
+    Prepare(String, Vec<ParamPlan>),
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` / `DISCARD ALL` (None).
+    Deallocate(Option<String>),
+    Declare {
+        name: String,
+        hold: bool,
+    },
+    /// `CLOSE name`, or `CLOSE ALL` (None).
+    Close(Option<String>),
+}
+
+impl Effect {
+    /// The effect of one analysed (or forwarded) statement.
+    pub fn of(text: &str, plan: Option<&StatementPlan>) -> Effect {
+        if let Some(p) = plan {
+            if let Some(sp) = &p.sql_prepare {
+                return Effect::Prepare(sp.name.clone(), sp.params.clone());
+            }
+            if let Some(d) = &p.sql_deallocate {
+                return Effect::Deallocate(d.clone());
+            }
+        }
+        match crate::sql::object_op(text) {
+            Some(crate::sql::ObjectOp::Declare { name, hold }) => Effect::Declare { name, hold },
+            Some(crate::sql::ObjectOp::Close(n)) => Effect::Close(n),
+            _ => Effect::None,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Portal {
     pub stmt: Arc<Stmt>,
     pub formats: Vec<i16>,
+    /// The catalog generation it was bound under.
+    pub generation: u64,
 }
 
 /// One reply the server owes.
@@ -103,6 +147,8 @@ pub enum Expect {
         audit: Vec<StmtAudit>,
         /// When the statement at `idx` started.
         stmt_start: Instant,
+        /// Per statement, what it does to named objects (empty: nothing).
+        effects: Vec<Effect>,
     },
     FunctionCall {
         start: Instant,
@@ -110,6 +156,8 @@ pub enum Expect {
     Parse {
         refusal: Option<Refusal>,
         audit: Option<StmtAudit>,
+        /// The statement this Parse prepares, installed on ParseComplete.
+        install: Option<(String, Arc<Stmt>)>,
     },
     Bind,
     DescribeStmt {
@@ -163,34 +211,108 @@ impl Expect {
             refusal,
             audit,
             stmt_start: start,
+            effects: Vec::new(),
         }
     }
 }
 
-/// The prepared statements and portals of a session, by name.
+/// The prepared statements, portals and cursors of a session, by name.
 #[derive(Debug, Default)]
 pub struct Tracker {
     pub stmts: HashMap<String, Arc<Stmt>>,
+    /// Parsed but not yet confirmed by the server (ParseComplete): Bind and
+    /// Describe pipelined behind the Parse use these.
+    pub pending: HashMap<String, Arc<Stmt>>,
     pub portals: HashMap<String, Arc<Portal>>,
     /// Current result shape of the running Query statement / Execute.
     pub row: Option<(Arc<RowPlan>, Vec<i16>)>,
+    /// Parameter plans of every prepared statement by name, SQL `PREPARE`
+    /// and protocol Parse alike: PostgreSQL has one namespace for both, and
+    /// SQL `EXECUTE` reaches either.
     pub sql_prepared: HashMap<String, Vec<ParamPlan>>,
+    /// The catalog generation each prepared statement was judged under.
+    pub prepared_gen: HashMap<String, u64>,
+    /// Open cursors: (generation declared under, WITH HOLD).
+    pub cursors: HashMap<String, (u64, bool)>,
     /// A row transform failed mid-result: drop the rest of that result.
     pub suppress_until_complete: bool,
 }
 
 impl Tracker {
-    /// Follows SQL-level PREPARE / DEALLOCATE of a statement that passed.
-    pub fn remember_sql_prepare(&mut self, p: &StatementPlan) {
-        if let Some(sp) = &p.sql_prepare {
-            self.sql_prepared.insert(sp.name.clone(), sp.params.clone());
-        }
-        match &p.sql_deallocate {
-            Some(Some(n)) => {
-                self.sql_prepared.remove(n);
+    /// The statement a Bind or Describe names.
+    pub fn stmt(&self, name: &str) -> Option<&Arc<Stmt>> {
+        self.pending.get(name).or_else(|| self.stmts.get(name))
+    }
+
+    /// Applies a confirmed statement's effect, under catalog generation `gen`.
+    pub fn apply(&mut self, effect: &Effect, gen: u64) {
+        match effect {
+            Effect::None => {}
+            Effect::Prepare(name, params) => {
+                self.sql_prepared.insert(name.clone(), params.clone());
+                self.prepared_gen.insert(name.clone(), gen);
             }
-            Some(None) => self.sql_prepared.clear(),
-            None => {}
+            Effect::Deallocate(Some(name)) => {
+                self.sql_prepared.remove(name);
+                self.prepared_gen.remove(name);
+                self.stmts.remove(name);
+            }
+            Effect::Deallocate(None) => {
+                self.sql_prepared.clear();
+                self.prepared_gen.clear();
+                self.stmts.retain(|n, _| n.is_empty());
+            }
+            Effect::Declare { name, hold } => {
+                self.cursors.insert(name.clone(), (gen, *hold));
+            }
+            Effect::Close(Some(name)) => {
+                self.cursors.remove(name);
+            }
+            Effect::Close(None) => self.cursors.clear(),
+        }
+    }
+
+    /// A ParseComplete: the statement is prepared, by its name, for
+    /// protocol Bind and SQL EXECUTE alike.
+    pub fn install(&mut self, name: &str, stmt: &Arc<Stmt>) {
+        if self.pending.get(name).is_some_and(|p| Arc::ptr_eq(p, stmt)) {
+            self.pending.remove(name);
+        }
+        self.stmts.insert(name.to_string(), stmt.clone());
+        if !name.is_empty() {
+            let params = stmt
+                .plan
+                .as_ref()
+                .map(|p| p.params.clone())
+                .unwrap_or_default();
+            self.sql_prepared.insert(name.to_string(), params);
+            self.prepared_gen.insert(name.to_string(), stmt.generation);
+        }
+    }
+
+    /// A failed Parse: its statement never existed.
+    pub fn forget_pending(&mut self, name: &str, stmt: &Arc<Stmt>) {
+        if self.pending.get(name).is_some_and(|p| Arc::ptr_eq(p, stmt)) {
+            self.pending.remove(name);
+        }
+    }
+
+    /// The transaction ended: cursors without HOLD are gone.
+    pub fn transaction_ended(&mut self) {
+        self.cursors.retain(|_, (_, hold)| *hold);
+    }
+
+    /// Whether SQL that reaches the named object `op` must be refused: the
+    /// rules or the session's roles changed since it was made (or, after
+    /// such a change, pgveil does not know when it was made).
+    pub fn stale_object(&self, op: &crate::sql::ObjectOp, gen: u64) -> bool {
+        if gen == 0 {
+            return false;
+        }
+        match op {
+            crate::sql::ObjectOp::Execute(n) => self.prepared_gen.get(n) != Some(&gen),
+            crate::sql::ObjectOp::Fetch(n) => self.cursors.get(n).map(|c| c.0) != Some(gen),
+            _ => false,
         }
     }
 }

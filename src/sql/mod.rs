@@ -48,7 +48,7 @@ use crate::schema::SchemaSnapshot;
 pub use crate::policy::{is_restricted, restricting_rule};
 pub use explain::explain;
 pub use fingerprint::fingerprint;
-pub use kind::statement_kind;
+pub use kind::{is_listen, is_transaction_control, object_op, statement_kind, ObjectOp};
 pub use lex::{mentions_tagged, split_statements, TaggedNames};
 
 /// Supplies ciphertext for literals found in statements. Implemented by the

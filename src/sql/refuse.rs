@@ -319,15 +319,24 @@ pub fn audit_unavailable() -> Refusal {
     }
 }
 
-/// The session has no catalog to judge statements by (rules appeared after
-/// it connected).
+/// The session has no catalog to judge statements by: it could not be
+/// read (or re-read after a change), so pgveil does not know the session's
+/// roles and refuses rather than guess.
 pub fn no_catalog() -> Refusal {
     Refusal {
         sqlstate: OBJECT_NOT_IN_PREREQUISITE_STATE,
-        message:
-            "pgveil rules changed after this session connected; reconnect to use tagged tables"
-                .into(),
-        hint: None,
+        message: "pgveil could not read this session's roles and schema from the database, so it cannot judge statements; only transaction control is accepted until it can".into(),
+        hint: Some("retry; if it persists, the operator should check pgveil's log (the catalog read failed or timed out)".into()),
+    }
+}
+
+/// LISTEN by a restricted session: notification payloads carry whatever
+/// another session (or a trigger) put in them.
+pub fn listen_restricted() -> Refusal {
+    Refusal {
+        sqlstate: INSUFFICIENT_PRIVILEGE,
+        message: "pgveil: LISTEN is not allowed for roles with restricted access to tagged columns (notification payloads can carry row values)".into(),
+        hint: Some("consume notifications with a role that reads the tagged columns in plaintext".into()),
     }
 }
 

@@ -182,6 +182,7 @@ fn walk(
             let mut cx = Reply {
                 policy,
                 catalog: &catalog,
+                generation: st.catalog.generation,
                 recs,
             };
             replies::dispatch(frame, st, &mut cx)?
@@ -284,6 +285,9 @@ fn on_ready(
         }
     }
     st.tracker.row = None;
+    if status == b'I' {
+        st.tracker.transaction_ended();
+    }
     st.txn_status = status;
     if st.ddl_pending {
         shared

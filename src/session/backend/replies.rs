@@ -30,6 +30,8 @@ pub(super) enum BAction {
 pub(super) struct Reply<'a, 'r> {
     pub policy: &'a Snapshot,
     pub catalog: &'a Catalog,
+    /// The session catalog's generation (see `SessionCatalog::generation`).
+    pub generation: u64,
     pub recs: &'a mut Records<'r>,
 }
 
@@ -43,7 +45,7 @@ pub(super) fn dispatch(
         return Err(SessionError::Desync(unexpected(frame[0])));
     }
     Ok(match frame[0] {
-        b'1' | b'2' | b'3' => on_complete_step(st),
+        b'1' | b'2' | b'3' => on_complete_step(st, cx.generation),
         b't' => on_parameter_description(frame, st),
         b'T' => on_row_description(frame, st, cx),
         b'n' => on_no_data(st),
@@ -55,6 +57,10 @@ pub(super) fn dispatch(
         b'C' | b'I' | b's' => on_command_end(frame, st, cx),
         b'E' => on_error(frame, st, cx),
         b'N' if cx.recs.restricted => BAction::Replace(crate::protocol::scrub_error(frame)),
+        // A restricted session never LISTENs through pgveil; a notification
+        // reaching it anyway (a LISTEN issued before its roles changed) is
+        // dropped, payload and channel name alike.
+        b'A' if cx.recs.restricted => BAction::Drop,
         _ => BAction::Forward,
     })
 }
@@ -101,13 +107,17 @@ fn failure(e: &dyn ClientError) -> BAction {
     BAction::Replace(error_response(e))
 }
 
-/// ParseComplete, BindComplete, CloseComplete.
-fn on_complete_step(st: &mut State) -> BAction {
-    if matches!(
-        st.expect.front(),
-        Some(Expect::Parse { .. } | Expect::Bind | Expect::Close)
-    ) {
-        st.expect.pop_front();
+/// ParseComplete, BindComplete, CloseComplete. A confirmed Parse installs
+/// its statement.
+fn on_complete_step(st: &mut State, _generation: u64) -> BAction {
+    match st.expect.pop_front() {
+        Some(Expect::Parse {
+            install: Some((name, stmt)),
+            ..
+        }) => st.tracker.install(&name, &stmt),
+        Some(Expect::Parse { .. } | Expect::Bind | Expect::Close) => {}
+        Some(other) => st.expect.push_front(other),
+        None => {}
     }
     BAction::Forward
 }
@@ -136,8 +146,13 @@ fn on_parameter_description(frame: &[u8], st: &mut State) -> BAction {
 }
 
 fn on_row_description(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
-    let planned =
-        rows::plan_row_description(frame, &cx.catalog.schema, cx.policy, &cx.catalog.roles);
+    let planned = rows::plan_row_description(
+        frame,
+        &cx.catalog.schema,
+        cx.policy,
+        &cx.catalog.roles,
+        cx.generation,
+    );
     let (plan, rewritten, formats) = match planned {
         Ok(Some((p, out, f))) => (Some(Arc::new(p)), Some(out), f),
         Ok(None) => (None, None, Vec::new()),
@@ -195,6 +210,7 @@ fn current_row(
     head: Option<&Expect>,
     policy: &Snapshot,
     roles: &[String],
+    generation: u64,
 ) -> Option<(Arc<RowPlan>, Vec<i16>)> {
     if let Some(r) = &tr.row {
         return Some(r.clone());
@@ -207,8 +223,8 @@ fn current_row(
     };
     let mut slot = p.stmt.row.lock().ok()?;
     let row = slot.clone()?;
-    if row.version != policy.rules.version {
-        let fresh = Arc::new(row.under(policy, roles));
+    if row.version != policy.rules.version || row.generation != generation {
+        let fresh = Arc::new(row.under(policy, roles, generation));
         *slot = Some(fresh.clone());
         return Some((fresh, p.formats.clone()));
     }
@@ -219,9 +235,13 @@ fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction 
     if st.tracker.suppress_until_complete {
         return BAction::Drop;
     }
-    let Some((plan, formats)) =
-        current_row(&st.tracker, st.expect.front(), cx.policy, &cx.catalog.roles)
-    else {
+    let Some((plan, formats)) = current_row(
+        &st.tracker,
+        st.expect.front(),
+        cx.policy,
+        &cx.catalog.roles,
+        cx.generation,
+    ) else {
         return BAction::Forward;
     };
     match rows::transform_data_row(frame, &plan, &formats, cx.policy) {
@@ -301,6 +321,9 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
     } else {
         0
     };
+    if frame[0] == b'C' {
+        apply_effect(st, cx.generation);
+    }
     complete_statement(st, cx.recs, crate::audit::OUTCOME_OK, rows);
     if matches!(st.expect.front(), Some(Expect::Execute { .. })) {
         st.expect.pop_front();
@@ -312,7 +335,29 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
     }
 }
 
+/// A confirmed statement's effect on named objects.
+fn apply_effect(st: &mut State, generation: u64) {
+    let effect = match st.expect.front() {
+        Some(Expect::Query { effects, idx, .. }) => effects.get(*idx).cloned(),
+        Some(Expect::Execute {
+            portal: Some(p), ..
+        }) => Some(p.stmt.effect.clone()),
+        _ => None,
+    };
+    if let Some(e) = effect {
+        st.tracker.apply(&e, generation);
+    }
+}
+
 fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    if let Some(Expect::Parse {
+        install: Some((name, stmt)),
+        ..
+    }) = st.expect.front()
+    {
+        let (name, stmt) = (name.clone(), stmt.clone());
+        st.tracker.forget_pending(&name, &stmt);
+    }
     st.tracker.row = None;
     st.tracker.suppress_until_complete = false;
     let copy_refusal = st.copy.take().and_then(|c| c.failed);

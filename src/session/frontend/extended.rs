@@ -14,7 +14,7 @@ use crate::protocol::ProtocolError;
 use crate::session::audit;
 use crate::session::refusal;
 use crate::session::rows;
-use crate::session::state::{Expect, Portal, State, Stmt};
+use crate::session::state::{Effect, Expect, Portal, State, Stmt};
 use crate::sql::{self, Analysis, ParamPlan, ParamUse, Refusal, StatementPlan};
 
 /// Parameter type OIDs the server must see for encrypted parameters.
@@ -34,14 +34,8 @@ pub(super) fn on_parse(
     {
         st.ddl_pending = true;
     }
-    if !st.catalog.loaded && !env.policy.is_empty() {
-        if chunks
-            .iter()
-            .any(|c| sql::mentions_tagged(&env.policy.names, c))
-        {
-            return refuse_parse(&parse, sql::refuse::no_catalog(), st, env);
-        }
-        return Ok(passthrough_parse(&parse, st, env));
+    if let Some(r) = super::precheck(&chunks, st, env) {
+        return refuse_parse(&parse, r, st, env);
     }
     match env.gate(env.analyse(st, &chunks)) {
         Analysis::Passthrough => Ok(passthrough_parse(&parse, st, env)),
@@ -65,20 +59,28 @@ fn passthrough_parse(parse: &Parse, st: &mut State, env: &Env<'_>) -> Action {
                 .next()
         })
         .flatten();
-    st.tracker.stmts.insert(
-        parse.name.clone().unwrap_or_default(),
-        Arc::new(Stmt {
-            audit,
-            query: parse.query.clone(),
-            version: env.policy.rules.version.clone(),
-            ..Stmt::default()
-        }),
-    );
+    let stmt = Arc::new(Stmt {
+        audit,
+        query: parse.query.clone(),
+        version: env.policy.rules.version.clone(),
+        generation: st.catalog.generation,
+        effect: Effect::of(&parse.query, None),
+        ..Stmt::default()
+    });
+    stage(parse, stmt, st);
+    Action::Forward
+}
+
+/// The statement a Parse prepares: usable by the messages pipelined behind
+/// it, installed only once the server confirms it.
+fn stage(parse: &Parse, stmt: Arc<Stmt>, st: &mut State) {
+    let name = parse.name.clone().unwrap_or_default();
+    st.tracker.pending.insert(name.clone(), stmt.clone());
     st.expect.push_back(Expect::Parse {
         refusal: None,
         audit: None,
+        install: Some((name, stmt)),
     });
-    Action::Forward
 }
 
 /// Forwards the rewritten statement with encrypted parameters retyped, and
@@ -103,6 +105,8 @@ fn rewritten_parse(
         version: env.policy.rules.version.clone(),
         forwarded_shape: sql::fingerprint(&sql),
         declared: parse.type_oids.clone(),
+        generation: st.catalog.generation,
+        effect: Effect::of(&parse.query, Some(&plan)),
     });
     let mut types = parse.type_oids.clone();
     for (i, p) in plan.params.iter().enumerate() {
@@ -119,11 +123,7 @@ fn rewritten_parse(
     let mut out = BytesMut::new();
     encode_parse(&Parse::new(parse.name.clone(), sql, types), &mut out)?;
     put_describe(&mut out, b'S', &name);
-    st.tracker.stmts.insert(name, stmt.clone());
-    st.expect.push_back(Expect::Parse {
-        refusal: None,
-        audit: None,
-    });
+    stage(parse, stmt.clone(), st);
     st.expect.push_back(Expect::DescribeStmt {
         stmt,
         internal: true,
@@ -138,14 +138,16 @@ fn refuse_parse(
     st: &mut State,
     env: &Env<'_>,
 ) -> Result<Action, ProtocolError> {
+    // The stand-in fails on the server, so whatever statement the name had
+    // there stays, and so does pgveil's record of it.
     let out = refusal::parse_stand_in(&r, parse.name.clone())?;
-    st.tracker.stmts.remove(parse.name.as_deref().unwrap_or(""));
     let audit = env
         .audit_on()
         .then(|| audit::refused(&parse.query, r.sqlstate, env.policy));
     st.expect.push_back(Expect::Parse {
         refusal: Some(r),
         audit,
+        install: None,
     });
     Ok(Action::Replace(out))
 }
@@ -156,8 +158,13 @@ pub(super) fn on_bind(
     env: &Env<'_>,
 ) -> Result<Action, ProtocolError> {
     let (portal, stmt_name) = bind_names(frame)?;
-    let mut stmt = st.tracker.stmts.get(stmt_name).cloned().unwrap_or_default();
-    if !stmt.query.is_empty() && stmt.version != env.policy.rules.version {
+    let mut stmt = st.tracker.stmt(stmt_name).cloned().unwrap_or_default();
+    if !st.catalog.loaded && !env.policy.is_empty() {
+        return Ok(refuse_bind(&stmt, sql::refuse::no_catalog(), st));
+    }
+    let gen = st.catalog.generation;
+    let judged_before = stmt.version != env.policy.rules.version || stmt.generation != gen;
+    if !stmt.query.is_empty() && judged_before {
         match recheck(&stmt, st, env) {
             Ok(fresh) => {
                 st.tracker
@@ -187,7 +194,11 @@ pub(super) fn on_bind(
         }
     }
     let formats = bind_result_formats(frame)?;
-    let p = Arc::new(Portal { stmt, formats });
+    let p = Arc::new(Portal {
+        stmt,
+        formats,
+        generation: gen,
+    });
     st.tracker.portals.insert(portal.to_string(), p);
     st.expect.push_back(Expect::Bind);
     Ok(action)
@@ -232,6 +243,8 @@ fn recheck(stmt: &Stmt, st: &State, env: &Env<'_>) -> Result<Arc<Stmt>, Refusal>
         version: env.policy.rules.version.clone(),
         forwarded_shape: stmt.forwarded_shape.clone(),
         declared: stmt.declared.clone(),
+        generation: st.catalog.generation,
+        effect: stmt.effect.clone(),
     }))
 }
 
@@ -246,6 +259,7 @@ fn refuse_bind(stmt: &Stmt, r: Refusal, st: &mut State) -> Action {
     st.expect.push_back(Expect::Parse {
         refusal: Some(r),
         audit,
+        install: None,
     });
     Action::Replace(out)
 }
@@ -253,7 +267,7 @@ fn refuse_bind(stmt: &Stmt, r: Refusal, st: &mut State) -> Action {
 pub(super) fn on_describe(frame: &[u8], st: &mut State) -> Result<Action, ProtocolError> {
     let (kind, name) = describe_or_close(frame)?;
     if kind == b'S' {
-        let stmt = st.tracker.stmts.get(name).cloned().unwrap_or_default();
+        let stmt = st.tracker.stmt(name).cloned().unwrap_or_default();
         st.expect.push_back(Expect::DescribeStmt {
             stmt,
             internal: false,
@@ -271,8 +285,28 @@ pub(super) fn on_execute(
     env: &Env<'_>,
 ) -> Result<Action, ProtocolError> {
     let name = execute_portal(frame)?;
+    let portal = st.tracker.portals.get(name).cloned();
+    let gen = st.catalog.generation;
+    // A portal bound (or a cursor declared) before the rules or roles
+    // changed would keep serving rows under the old decisions.
+    let stale = match &portal {
+        Some(p) => p.generation != gen,
+        None => st
+            .tracker
+            .stale_object(&sql::ObjectOp::Fetch(name.to_string()), gen),
+    };
+    if stale && !env.policy.is_empty() {
+        let r = sql::refuse::rules_changed_since_prepare();
+        let out = refusal::execute_stand_in(&r);
+        st.expect.push_back(Expect::Parse {
+            refusal: Some(r),
+            audit: None,
+            install: None,
+        });
+        return Ok(Action::Replace(out));
+    }
     st.expect.push_back(Expect::Execute {
-        portal: st.tracker.portals.get(name).cloned(),
+        portal,
         start: env.start,
     });
     Ok(Action::Forward)
@@ -280,10 +314,15 @@ pub(super) fn on_execute(
 
 pub(super) fn on_close(frame: &[u8], st: &mut State) -> Result<Action, ProtocolError> {
     let (kind, name) = describe_or_close(frame)?;
+    // Statements and portals share their namespaces with SQL prepared
+    // statements and cursors.
     if kind == b'S' {
-        st.tracker.stmts.remove(name);
+        st.tracker
+            .apply(&Effect::Deallocate(Some(name.to_string())), 0);
+        st.tracker.pending.remove(name);
     } else {
         st.tracker.portals.remove(name);
+        st.tracker.apply(&Effect::Close(Some(name.to_string())), 0);
     }
     st.expect.push_back(Expect::Close);
     Ok(Action::Forward)

@@ -110,6 +110,37 @@ impl Env<'_> {
     }
 }
 
+/// Refusals decided before any analysis: a session without a catalog has
+/// nothing to judge by (only transaction control passes, so a client can
+/// end what it started); a prepared statement or cursor made before the
+/// rules or roles changed can no longer be proven; and a restricted session
+/// may not LISTEN (notification payloads are whatever another session put
+/// in them, rows included).
+fn precheck(chunks: &[&str], st: &State, env: &Env<'_>) -> Option<Refusal> {
+    if env.policy.is_empty() {
+        return None;
+    }
+    if !st.catalog.loaded {
+        if chunks.iter().all(|c| sql::is_transaction_control(c)) {
+            return None;
+        }
+        return Some(sql::refuse::no_catalog());
+    }
+    let gen = st.catalog.generation;
+    let stale = chunks
+        .iter()
+        .filter_map(|c| sql::object_op(c))
+        .any(|op| st.tracker.stale_object(&op, gen));
+    if stale {
+        return Some(sql::refuse::rules_changed_since_prepare());
+    }
+    let listens = chunks.iter().any(|c| sql::is_listen(c));
+    if listens && st.catalog.current.restricted(env.policy) {
+        return Some(sql::refuse::listen_restricted());
+    }
+    None
+}
+
 /// Batch accounting across reads: an extended-protocol batch runs from its
 /// first message to its Sync.
 #[derive(Default)]
@@ -287,7 +318,7 @@ fn on_copy_message(frame: &[u8], st: &mut State, policy: &Snapshot) -> Action {
 fn catalog_stale(st: &State, policy: &Snapshot, shared: &Shared) -> bool {
     !policy.is_empty()
         && st.expect.is_empty()
-        && st.txn_status != b'E'
+        && st.txn_status == b'I'
         && st.catalog.stale(
             &policy.rules.version,
             shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire),

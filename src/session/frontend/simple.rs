@@ -10,7 +10,7 @@ use crate::protocol::messages::{put_query, query_text};
 use crate::protocol::ProtocolError;
 use crate::session::audit;
 use crate::session::refusal;
-use crate::session::state::{Expect, State};
+use crate::session::state::{Effect, Expect, State};
 use crate::sql::{self, Analysis};
 
 /// A session neither under rules nor audited: only the reply accounting.
@@ -46,24 +46,29 @@ pub(super) fn on_query(
     {
         st.ddl_pending = true;
     }
-    if !st.catalog.loaded && !env.policy.is_empty() {
-        return Ok(refuse_without_catalog(&chunks, st, env));
-    }
-    match env.gate(env.analyse(st, &chunks)) {
+    let analysis = match super::precheck(&chunks, st, env) {
+        Some(r) => Analysis::Refused(r),
+        None => env.gate(env.analyse(st, &chunks)),
+    };
+    match analysis {
         Analysis::Passthrough => {
             let audit = if env.audit_on() {
                 audit::passthrough(&chunks)
             } else {
                 Vec::new()
             };
-            st.expect
-                .push_back(Expect::query(env.start, None, None, audit));
+            let mut e = Expect::query(env.start, None, None, audit);
+            set_effects(
+                &mut e,
+                chunks
+                    .iter()
+                    .filter(|c| !c.trim().is_empty())
+                    .map(|c| Effect::of(c, None)),
+            );
+            st.expect.push_back(e);
             Ok(Action::Forward)
         }
         Analysis::Rewritten { sql, statements } => {
-            for p in &statements {
-                st.tracker.remember_sql_prepare(p);
-            }
             let audit = if env.audit_on() {
                 let roles = &st.catalog.current.roles;
                 statements
@@ -73,12 +78,14 @@ pub(super) fn on_query(
             } else {
                 Vec::new()
             };
-            st.expect.push_back(Expect::query(
-                env.start,
-                Some(Arc::new(statements)),
-                None,
-                audit,
-            ));
+            let effects: Vec<Effect> = chunks
+                .iter()
+                .zip(&statements)
+                .map(|(c, p)| Effect::of(c, Some(p)))
+                .collect();
+            let mut e = Expect::query(env.start, Some(Arc::new(statements)), None, audit);
+            set_effects(&mut e, effects.into_iter());
+            st.expect.push_back(e);
             let mut out = BytesMut::with_capacity(sql.len() + 6);
             put_query(&mut out, &sql);
             Ok(Action::Replace(out))
@@ -97,29 +104,23 @@ pub(super) fn on_query(
     }
 }
 
-/// Refuses statements that name tagged tables in a session that has no
-/// catalog snapshot (rules were added after it connected).
-fn refuse_without_catalog(chunks: &[&str], st: &mut State, env: &Env<'_>) -> Action {
-    if !chunks
-        .iter()
-        .any(|c| sql::mentions_tagged(&env.policy.names, c))
-    {
-        st.expect
-            .push_back(Expect::query(env.start, None, None, Vec::new()));
-        return Action::Forward;
+/// Records the statements' effects on the Query's queue entry, allocating
+/// only when some statement has one.
+fn set_effects(e: &mut Expect, effects: impl Iterator<Item = Effect>) {
+    let Expect::Query { effects: slot, .. } = e else {
+        return;
+    };
+    let all: Vec<Effect> = effects.collect();
+    if all.iter().any(|x| *x != Effect::None) {
+        *slot = all;
     }
-    let r = sql::refuse::no_catalog();
-    let out = refusal::query_stand_in(&r);
-    st.expect
-        .push_back(Expect::query(env.start, None, Some(r), Vec::new()));
-    Action::Replace(out)
 }
 
 /// FunctionCall bypasses SQL entirely: nothing to analyse, so a restricted
 /// session may not use it.
 pub(super) fn on_function_call(st: &mut State, env: &Env<'_>) -> Result<Action, ProtocolError> {
     let catalog = &st.catalog.current;
-    if st.catalog.loaded && !env.policy.is_empty() && catalog.restricted(env.policy) {
+    if !env.policy.is_empty() && (!st.catalog.loaded || catalog.restricted(env.policy)) {
         let r = sql::refuse::function_call_restricted();
         let out = refusal::query_stand_in(&r);
         st.expect
