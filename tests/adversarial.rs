@@ -298,3 +298,13 @@ async fn escalation() {
 async fn audit_evasion_multi_statement() {
     run_class("audit", cases::audit_evasion()).await;
 }
+
+#[path = "adversarial/session_cases.rs"]
+mod session_cases;
+
+#[tokio::test]
+async fn session_state_policy_changes_notifications_catalog() {
+    let _ = env();
+    session_cases::setup();
+    run_class("session", session_cases::session_state()).await;
+}

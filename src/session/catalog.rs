@@ -55,24 +55,41 @@ const CATALOG_STATEMENT_TIMEOUT: &str = "10s";
 /// role plus every role it is a member of, directly or not), the catalog
 /// entries of the tagged tables, and the views that depend on them.
 ///
-/// Immune to the session's own settings: it runs in its own transaction
-/// (pgveil only sends it while the session is idle) with pgveil's timeouts,
+/// Immune to the session's own settings: it runs with pgveil's timeouts,
 /// and after the session's search_path is read, with `pg_catalog` first and
 /// `pg_temp` last, so a temporary type or function named like a built-in
-/// (`CREATE TYPE pg_temp.text …`) cannot break or bend it.
-pub fn catalog_sql(policy: &Snapshot) -> String {
+/// (`CREATE TYPE pg_temp.text …`) cannot break or bend it. Outside a
+/// transaction it is its own read-only transaction; inside the client's
+/// transaction (`in_txn`) it runs in a savepoint that is rolled back, so the
+/// client's transaction is left exactly as it was (see [`CATALOG_UNDO`] for
+/// when the read itself fails).
+pub fn catalog_sql(policy: &Snapshot, in_txn: bool) -> String {
+    let (open, close) = if in_txn {
+        (
+            "SAVEPOINT pgveil_catalog",
+            "ROLLBACK TO SAVEPOINT pgveil_catalog;\nRELEASE SAVEPOINT pgveil_catalog",
+        )
+    } else {
+        ("BEGIN READ ONLY", "COMMIT")
+    };
     format!(
-        "BEGIN READ ONLY;\n\
+        "{open};\n\
          SET LOCAL statement_timeout = '{CATALOG_STATEMENT_TIMEOUT}';\n\
          SET LOCAL lock_timeout = '{CATALOG_STATEMENT_TIMEOUT}';\n\
          {SEARCH_PATH_QUERY};\n\
          SET LOCAL search_path = pg_catalog, pg_temp;\n\
          SELECT r.rolname::pg_catalog.text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER');\n\
-         {};\n{};\nCOMMIT",
+         {};\n{};\n{close}",
         catalog_query(policy.rules.tables()),
         dependent_views_query(policy.rules.tables())
     )
 }
+
+/// Sent after a catalog read inside the client's transaction failed: the
+/// error aborted the rest of that read, savepoint rollback included, so the
+/// client's transaction is restored here.
+pub const CATALOG_UNDO: &str =
+    "ROLLBACK TO SAVEPOINT pgveil_catalog; RELEASE SAVEPOINT pgveil_catalog";
 
 /// The replies to [`catalog_sql`] as they arrive, one backend frame at a
 /// time: one result set per RowDescription (the transaction control and SET

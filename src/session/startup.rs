@@ -415,7 +415,7 @@ async fn load_catalog(
     cap: usize,
 ) -> Result<Option<Catalog>, SessionError> {
     let mut q = BytesMut::new();
-    put_query(&mut q, &catalog_sql(policy));
+    put_query(&mut q, &catalog_sql(policy, false));
     server
         .write_all(&q)
         .await

@@ -42,13 +42,18 @@ fn words(sql: &str, limit: usize) -> Vec<(String, bool)> {
     out
 }
 
-/// The first keyword of `sql`, lower-cased.
+/// The first keyword of `sql`, lower-cased, found by the lexer: comments
+/// and parentheses before it (`/* */ EXECUTE p`, `(SELECT …)`) do not hide
+/// it.
 fn first_word(sql: &str) -> String {
-    sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    for tok in Lexer::new(sql) {
+        match tok {
+            Tok::Op("(") => continue,
+            Tok::Word(w) => return w.to_ascii_lowercase(),
+            _ => break,
+        }
+    }
+    String::new()
 }
 
 /// BEGIN, COMMIT, ROLLBACK and their spellings: what a session may still
@@ -96,12 +101,7 @@ pub fn object_op(sql: &str) -> Option<ObjectOp> {
 
 /// The kind of `sql` by its first keyword (leading parentheses skipped).
 pub fn statement_kind(sql: &str) -> StatementKind {
-    let first = sql
-        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let first = first_word(sql);
     match first.as_str() {
         "select" | "with" | "values" | "table" | "show" | "fetch" => StatementKind::Select,
         "insert" => StatementKind::Insert,
@@ -158,6 +158,14 @@ mod tests {
             Some(ObjectOp::Execute("wp".into()))
         );
         assert_eq!(object_op("SELECT 1"), None);
+        assert_eq!(
+            object_op("/**/ EXECUTE wp(1)"),
+            Some(ObjectOp::Execute("wp".into()))
+        );
+        assert!(is_listen("-- c\n listen c"));
+        assert!(is_transaction_control("ROLLBACK"));
+        assert!(!is_transaction_control("COMMIT PREPARED 'x'"));
+        assert!(!is_transaction_control("SELECT 1"));
     }
 
     #[test]
@@ -170,6 +178,10 @@ mod tests {
             ("Comment on table t is 'x'", StatementKind::Ddl),
             ("vacuum", StatementKind::Other),
             ("", StatementKind::Other),
+            (
+                "/* x */ -- y\n ALTER TABLE t OWNER TO u",
+                StatementKind::Ddl,
+            ),
         ] {
             assert_eq!(statement_kind(sql), k, "{sql}");
         }

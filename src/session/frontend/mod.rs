@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
-use super::catalog::{catalog_sql, CatalogReply};
+use super::catalog::{catalog_sql, CatalogReply, CATALOG_UNDO};
 use super::context::{SessionCtx, SessionError, Shared};
 use super::copy::CopyDir;
 use super::io::{fill, lock, Assembler};
@@ -318,7 +318,7 @@ fn on_copy_message(frame: &[u8], st: &mut State, policy: &Snapshot) -> Action {
 fn catalog_stale(st: &State, policy: &Snapshot, shared: &Shared) -> bool {
     !policy.is_empty()
         && st.expect.is_empty()
-        && st.txn_status == b'I'
+        && st.txn_status != b'E'
         && st.catalog.stale(
             &policy.rules.version,
             shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire),
@@ -327,7 +327,9 @@ fn catalog_stale(st: &State, policy: &Snapshot, shared: &Shared) -> bool {
 }
 
 /// Sends pgveil's catalog query on the session's connection and waits for
-/// the backend loop to collect its replies.
+/// the backend loop to collect its replies. Inside the client's transaction
+/// the read runs in a savepoint; if it fails there, the savepoint is
+/// rolled back so the client's transaction carries on untouched.
 async fn refresh_catalog(
     sw: &mut WriteHalf<Stream>,
     state: &Mutex<State>,
@@ -335,6 +337,29 @@ async fn refresh_catalog(
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let epoch = shared.ddl_epoch.load(std::sync::atomic::Ordering::Acquire);
+    let in_txn = lock(state).txn_status == b'T';
+    let fresh = internal_query(sw, state, &catalog_sql(policy, in_txn)).await?;
+    if fresh.is_none() && in_txn && lock(state).txn_status == b'E' {
+        internal_query(sw, state, CATALOG_UNDO).await?;
+    }
+    let mut st = lock(state);
+    if st.catalog.refreshed(fresh, epoch, &policy.rules.version) {
+        tracing::debug!("session catalog refreshed");
+    } else {
+        tracing::warn!(
+            "could not refresh the session catalog; its statements are refused until it is read"
+        );
+    }
+    Ok(())
+}
+
+/// One query of pgveil's own on the session's connection; its replies never
+/// reach the client. Returns the catalog it read, if it was a catalog read.
+async fn internal_query(
+    sw: &mut WriteHalf<Stream>,
+    state: &Mutex<State>,
+    sql: &str,
+) -> Result<Option<super::catalog::Catalog>, SessionError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     {
         let mut st = lock(state);
@@ -353,17 +378,10 @@ async fn refresh_catalog(
         st.idle = false;
     }
     let mut q = BytesMut::new();
-    put_query(&mut q, &catalog_sql(policy));
+    put_query(&mut q, sql);
     sw.write_all(&q)
         .await
         .map_err(|_| SessionError::UpstreamLost)?;
     sw.flush().await.map_err(|_| SessionError::UpstreamLost)?;
-    let fresh = rx.await.ok().flatten();
-    let mut st = lock(state);
-    if st.catalog.refreshed(fresh, epoch, &policy.rules.version) {
-        tracing::debug!("session catalog refreshed");
-    } else {
-        tracing::warn!("could not refresh the session catalog; keeping the previous one");
-    }
-    Ok(())
+    Ok(rx.await.ok().flatten())
 }
