@@ -39,6 +39,9 @@ enum Command {
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Ask a running pgveil's /healthz (or --path) and exit 0 on 200: a container
+    /// HEALTHCHECK that needs no shell or curl in the image.
+    Probe(ProbeArgs),
     /// Start a throwaway PostgreSQL with sample customers and serve it through pgveil,
     /// showing what each role sees.
     Demo(pgveil::demo::DemoOptions),
@@ -56,6 +59,16 @@ struct CheckArgs {
     /// Keyring used to test-decrypt sampled values (with --upstream).
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The metrics address of the pgveil to ask; 0.0.0.0 and [::] mean this host.
+    #[arg(long, env = "PGVEIL_METRICS_LISTEN", default_value = pgveil::config::DEFAULT_METRICS)]
+    addr: String,
+    /// `/healthz` (alive) or `/readyz` (accepting clients).
+    #[arg(long, default_value = "/healthz")]
+    path: String,
 }
 
 #[derive(Args)]
@@ -78,11 +91,15 @@ struct ExplainArgs {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["out", "rotate"])))]
 struct KeygenArgs {
     /// Write a new keyring (mode 0600) with one random 256-bit master key. Refuses to overwrite.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// With --out: leave an existing file alone and exit 0 (an init container that may run
+    /// again must not fail, nor replace keys values were written under).
+    #[arg(long, requires = "out")]
+    if_missing: bool,
     /// Add a new active key to an existing keyring, keeping the old keys for decryption.
     #[arg(long, value_name = "FILE")]
     rotate: Option<PathBuf>,
@@ -350,6 +367,10 @@ fn explain(a: ExplainArgs) -> Result<ExitCode> {
 fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     use pgveil::crypto::Keyring;
     if let Some(out) = a.out {
+        if a.if_missing && out.exists() {
+            println!("keyring {} exists; left as it is", out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         let k = Keyring::generate()?;
         k.write_new_file(&out)?;
         println!(
@@ -367,6 +388,20 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn probe(a: &ProbeArgs) -> ExitCode {
+    match pgveil::cli::http_probe(&a.addr, &a.path) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(code) => {
+            eprintln!("pgveil probe: {} answered {code}", a.path);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("pgveil probe: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn audit(c: AuditCommand) -> Result<ExitCode> {
@@ -447,6 +482,7 @@ fn main() -> Result<ExitCode> {
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
+        Command::Probe(a) => Ok(probe(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)
