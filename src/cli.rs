@@ -210,3 +210,38 @@ fn offline_access(rules: &RuleSet, roles: &[String], sql: &str) -> String {
     }
     out
 }
+
+/// A one-request HTTP GET to pgveil's metrics endpoint, returning the status
+/// code. Hand-written so the probe adds no HTTP client to the binary; the
+/// endpoint speaks exactly this much HTTP.
+pub fn http_probe(addr: &str, path: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let mut sa: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not HOST:PORT"))?;
+    if sa.ip().is_unspecified() {
+        sa.set_ip(if sa.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{sa}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {sa}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{sa}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).map_err(|e| format!("{sa}: {e}"))?;
+    String::from_utf8_lossy(&head[..n])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{sa}: not an HTTP answer"))
+}

@@ -252,7 +252,7 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
     let config = Config::from_file(FileConfig {
         listen: Some(format!("127.0.0.1:{}", opts.port)),
         upstream: Some(format!("{}?sslmode=disable", pg.url())),
-        // A free port: the demo must not fail because 9187 is taken.
+        // A free port: the demo must not fail because 6438 is taken.
         metrics_listen: Some("127.0.0.1:0".into()),
         rules: Some(rules_dir.clone()),
         keyring: Some(keyring_path.clone()),

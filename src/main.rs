@@ -39,6 +39,9 @@ enum Command {
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Ask a running pgveil's /healthz (or --path) and exit 0 on 200: a container
+    /// HEALTHCHECK that needs no shell or curl in the image.
+    Probe(ProbeArgs),
     /// Start a throwaway PostgreSQL with sample customers and serve it through pgveil,
     /// showing what each role sees.
     Demo(pgveil::demo::DemoOptions),
@@ -56,6 +59,16 @@ struct CheckArgs {
     /// Keyring used to test-decrypt sampled values (with --upstream).
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The metrics address of the pgveil to ask; 0.0.0.0 and [::] mean this host.
+    #[arg(long, env = "PGVEIL_METRICS_LISTEN", default_value = pgveil::config::DEFAULT_METRICS)]
+    addr: String,
+    /// `/healthz` (alive) or `/readyz` (accepting clients).
+    #[arg(long, default_value = "/healthz")]
+    path: String,
 }
 
 #[derive(Args)]
@@ -78,11 +91,15 @@ struct ExplainArgs {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["out", "rotate"])))]
 struct KeygenArgs {
     /// Write a new keyring (mode 0600) with one random 256-bit master key. Refuses to overwrite.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// With --out: leave an existing file alone and exit 0 (an init container that may run
+    /// again must not fail, nor replace keys values were written under).
+    #[arg(long, requires = "out")]
+    if_missing: bool,
     /// Add a new active key to an existing keyring, keeping the old keys for decryption.
     #[arg(long, value_name = "FILE")]
     rotate: Option<PathBuf>,
@@ -132,59 +149,70 @@ enum AuditCommand {
 
 #[derive(Args)]
 #[command(args_override_self = true)]
+/// Every flag can also be set by the PGVEIL_* environment variable shown in `--help`
+/// (12-factor containers). Precedence: flag, then environment, then the config file.
 struct ServeArgs {
     /// Configuration file (TOML); see deploy/pgveil.toml. Flags override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "PGVEIL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address clients connect to [default: 127.0.0.1:6432].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "PGVEIL_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
     /// The real database: postgres://HOST:PORT[?sslmode=disable|prefer|require|verify-full&sslrootcert=FILE]
     /// [default: postgres://127.0.0.1:5432, sslmode=prefer]. Credentials always come from each client.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "PGVEIL_UPSTREAM", value_name = "URL")]
     upstream: Option<String>,
-    /// Address of the Prometheus /metrics, /healthz and /readyz endpoint, or `off` [default: 127.0.0.1:9187].
-    #[arg(long, value_name = "ADDR")]
+    /// Address of the Prometheus /metrics, /healthz and /readyz endpoint, or `off` [default: 127.0.0.1:6438].
+    #[arg(long, env = "PGVEIL_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
     /// Directory of rule files (*.toml) tagging PII columns. May be empty.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "PGVEIL_RULES", value_name = "DIR")]
     rules: Option<PathBuf>,
-    /// Keyring file (mode 0600) made by `pgveil keygen`; or set PGVEIL_KEYRING to its content.
-    #[arg(long, value_name = "FILE")]
+    /// Keyring file made by `pgveil keygen` (mode 0600; 0640/0440 for a group-owned Kubernetes
+    /// Secret); or set PGVEIL_KEYRING to its content.
+    #[arg(long, env = "PGVEIL_KEYRING_FILE", value_name = "FILE")]
     keyring: Option<PathBuf>,
     /// Directory for the append-only, hash-chained audit segments (enables the audit stream).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "PGVEIL_AUDIT_DIR", value_name = "DIR")]
     audit_dir: Option<PathBuf>,
     /// Audit durability: strict (fsync before results are released; default) or buffered.
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, env = "PGVEIL_AUDIT_DURABILITY", value_name = "MODE")]
     audit_durability: Option<String>,
     /// Also write every audit record to stdout (one JSON line each).
-    #[arg(long)]
+    #[arg(long, env = "PGVEIL_AUDIT_STDOUT")]
     audit_stdout: bool,
     /// Log format: human (default) or json. Logs never contain query values.
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, env = "PGVEIL_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
     /// Most client connections at once; extra clients get SQLSTATE 53300 [default: 1000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "PGVEIL_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
     /// Largest message accepted from a client, in bytes; bigger ones get 08P01 [default: 67108864].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "PGVEIL_MAX_MESSAGE_BYTES", value_name = "N")]
     max_message_bytes: Option<usize>,
     /// PEM certificate chain offered to clients that send SSLRequest (with --tls-key).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, env = "PGVEIL_TLS_CERT", value_name = "PEM")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, env = "PGVEIL_TLS_KEY", value_name = "PEM")]
     tls_key: Option<PathBuf>,
     /// Refuse clients that do not negotiate TLS (SQLSTATE 28000).
-    #[arg(long)]
+    #[arg(long, env = "PGVEIL_REQUIRE_CLIENT_TLS")]
     require_client_tls: bool,
     /// Seconds to let sessions finish after SIGTERM before exiting [default: 30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, env = "PGVEIL_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     shutdown_timeout: Option<u64>,
     /// Worker threads, each with its own event loop [default: number of CPUs].
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "PGVEIL_WORKERS", value_name = "N")]
     workers: Option<usize>,
+}
+
+/// Colour only for a person at a terminal: escape codes in a journal, a
+/// container log or a file are noise to every log shipper. `NO_COLOR`
+/// (any non-empty value, see no-color.org) turns it off even there.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_logging(format: LogFormat) {
@@ -192,6 +220,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(log_colour())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => b.init(),
@@ -338,6 +367,10 @@ fn explain(a: ExplainArgs) -> Result<ExitCode> {
 fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     use pgveil::crypto::Keyring;
     if let Some(out) = a.out {
+        if a.if_missing && out.exists() {
+            println!("keyring {} exists; left as it is", out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         let k = Keyring::generate()?;
         k.write_new_file(&out)?;
         println!(
@@ -355,6 +388,20 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn probe(a: &ProbeArgs) -> ExitCode {
+    match pgveil::cli::http_probe(&a.addr, &a.path) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(code) => {
+            eprintln!("pgveil probe: {} answered {code}", a.path);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("pgveil probe: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn audit(c: AuditCommand) -> Result<ExitCode> {
@@ -435,6 +482,7 @@ fn main() -> Result<ExitCode> {
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
+        Command::Probe(a) => Ok(probe(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -35,12 +35,75 @@ pub struct Metrics {
     pub session_panics: IntCounter,
     pub auth_failures: IntCounter,
     pub cancel_requests: IntCounter,
-    pub rules_reloads: IntCounter,
-    pub rules_reload_failures: IntCounter,
+    pub rules_reloads: ReloadOutcome,
+    pub rules_reload_failures: ReloadOutcome,
     pub refused: IntCounterVec,
     pub crypto_ops: IntCounterVec,
     pub masked_values: IntCounterVec,
     pub ready: AtomicBool,
+}
+
+/// A reload counter that also records whether the newest reload succeeded.
+///
+/// Why: a failed reload leaves the old rules in force until a later reload
+/// succeeds, so an alert on `increase(failures)` would resolve by itself
+/// while the problem persists. `pgveil_rules_last_reload_successful` stays 0
+/// until the next good reload. The reload code only calls `inc()`, so it
+/// needs no change to feed the gauge.
+pub struct ReloadOutcome {
+    counter: IntCounter,
+    last_ok: IntGauge,
+    last_at: Gauge,
+    success: bool,
+}
+
+impl ReloadOutcome {
+    pub fn inc(&self) {
+        self.counter.inc();
+        self.last_ok.set(i64::from(self.success));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_at.set(now);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.counter.get()
+    }
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
+}
+
+/// Registers `pgveil_build_info` and, on Linux, the process collector
+/// (CPU, memory, open file descriptors) under the `pgveil_` prefix so every
+/// series pgveil exports carries its name.
+fn register_process_and_build(r: &Registry) {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "pgveil_build_info",
+            "Always 1; the labels say which build is running",
+        ),
+        &["version", "commit"],
+    )
+    .expect("static metric definition");
+    info.with_label_values(&[
+        env!("CARGO_PKG_VERSION"),
+        option_env!("PGVEIL_GIT_COMMIT").unwrap_or("unknown"),
+    ])
+    .set(1);
+    r.register(Box::new(info)).expect("unique metric name");
+    #[cfg(target_os = "linux")]
+    {
+        let pc = prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            "pgveil",
+        );
+        r.register(Box::new(pc)).expect("unique metric name");
+    }
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -85,14 +148,34 @@ impl Metrics {
         let e2e = vec![
             0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0,
         ];
+        register_process_and_build(&r);
+        let last_ok = gauge(
+            &r,
+            "pgveil_rules_last_reload_successful",
+            "1 if the newest rules reload succeeded (or none was tried since start), 0 while the previous rules are kept after a rejected reload",
+        );
+        last_ok.set(1);
+        let last_at = Gauge::new(
+            "pgveil_rules_last_reload_timestamp_seconds",
+            "Unix time of the newest rules reload attempt (0: none since start)",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(last_at.clone()))
+            .expect("unique metric name");
+        let connections_rejected = counter_vec(
+            &r,
+            "pgveil_client_connections_rejected_total",
+            "Client connections refused, by reason",
+            &["reason"],
+        );
+        // Present from the start at 0, so the first refusal is an increase
+        // an alert can see (a series born at 1 has no increase).
+        for reason in ["limit", "tls_required"] {
+            connections_rejected.with_label_values(&[reason]);
+        }
         Metrics {
             connections_total: counter(&r, "pgveil_client_connections_total", "Client connections accepted"),
-            connections_rejected: counter_vec(
-                &r,
-                "pgveil_client_connections_rejected_total",
-                "Client connections refused, by reason",
-                &["reason"],
-            ),
+            connections_rejected,
             simple_ok: statements.with_label_values(&["simple", "ok"]),
             simple_error: statements.with_label_values(&["simple", "error"]),
             extended_ok: statements.with_label_values(&["extended", "ok"]),
@@ -137,12 +220,22 @@ impl Metrics {
             ),
             auth_failures: counter(&r, "pgveil_auth_failures_total", "Authentication failures relayed from upstream"),
             cancel_requests: counter(&r, "pgveil_cancel_requests_total", "CancelRequests received"),
-            rules_reloads: counter(&r, "pgveil_rules_reloads_total", "Successful rule reloads"),
-            rules_reload_failures: counter(
-                &r,
-                "pgveil_rules_reload_failures_total",
-                "Rule reloads rejected because the new rules were invalid",
-            ),
+            rules_reloads: ReloadOutcome {
+                counter: counter(&r, "pgveil_rules_reloads_total", "Successful rule reloads"),
+                last_ok: last_ok.clone(),
+                last_at: last_at.clone(),
+                success: true,
+            },
+            rules_reload_failures: ReloadOutcome {
+                counter: counter(
+                    &r,
+                    "pgveil_rules_reload_failures_total",
+                    "Rule reloads rejected because the new rules were invalid",
+                ),
+                last_ok,
+                last_at,
+                success: false,
+            },
             refused: counter_vec(
                 &r,
                 "pgveil_statements_refused_total",
@@ -164,6 +257,16 @@ impl Metrics {
             connections_active,
             registry: r,
             ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Creates the refusal series for these SQLSTATEs at 0, so the first
+    /// refusal of a kind shows as an increase. Called with the refusal
+    /// catalogue's codes by whoever owns it (the metrics module cannot
+    /// import the SQL layer: it imports this module).
+    pub fn preset_refused(&self, sqlstates: &[&str]) {
+        for code in sqlstates {
+            self.refused.with_label_values(&[code]);
         }
     }
 

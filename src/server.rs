@@ -55,6 +55,7 @@ pub struct Server {
     metrics_listener: Option<std::net::TcpListener>,
     drain_tx: Arc<watch::Sender<bool>>,
     active: Arc<AtomicUsize>,
+    policy: Arc<PolicyStore>,
 }
 
 impl Server {
@@ -95,9 +96,10 @@ impl Server {
                 tls,
                 upstream_tls,
                 drain_rx,
-                policy,
+                policy.clone(),
                 audit,
             )),
+            policy,
             listener,
             metrics_listener,
             drain_tx: Arc::new(drain_tx),
@@ -127,6 +129,7 @@ impl Server {
         let addr = self.local_addr().map_err(ServerError::Runtime)?;
         let mut threads = Vec::new();
         if let Some(ml) = self.metrics_listener {
+            let policy = self.policy.clone();
             std::thread::Builder::new()
                 .name("pgveil-metrics".into())
                 .spawn(move || {
@@ -142,7 +145,7 @@ impl Server {
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(ml) {
-                            Ok(l) => serve_http(l, Arc::new(String::new)).await,
+                            Ok(l) => serve_http(l, Arc::new(move || policy_metrics(&policy))).await,
                             Err(e) => tracing::error!(error = %e, "metrics listener failed"),
                         }
                     });
@@ -151,8 +154,9 @@ impl Server {
         }
         tracing::info!(workers, "listening on {addr}");
         metrics().ready.store(true, Ordering::Relaxed);
+        let listener = self.listener;
         for i in 0..workers {
-            let listener = self.listener.try_clone().map_err(ServerError::Runtime)?;
+            let listener = listener.try_clone().map_err(ServerError::Runtime)?;
             let shared = self.shared.clone();
             let active = self.active.clone();
             let t = std::thread::Builder::new()
@@ -161,12 +165,56 @@ impl Server {
                 .map_err(ServerError::Runtime)?;
             threads.push(t);
         }
+        // The workers hold the only other handles: once each drops its own at
+        // SIGTERM the socket is closed and new clients get "connection
+        // refused" at once, instead of waiting in the backlog of a socket
+        // nobody accepts from until the drain ends.
+        drop(listener);
         for t in threads {
             let _ = t.join();
         }
         metrics().ready.store(false, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Series read from the policy in force at scrape time, so they can never
+/// disagree with it: the rules version and the active key id, as a fleet
+/// would compare them across instances. Emitted here rather than at reload
+/// so no reload path can forget to update them.
+fn policy_metrics(policy: &PolicyStore) -> String {
+    use std::fmt::Write as _;
+    let p = policy.load();
+    let version: String = p
+        .rules
+        .version
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# HELP pgveil_rules_info Always 1; the label is the version of the rules in force\n\
+         # TYPE pgveil_rules_info gauge\npgveil_rules_info{{version=\"{version}\"}} 1\n\
+         # HELP pgveil_rules_tagged_columns Tagged columns in the rules in force\n\
+         # TYPE pgveil_rules_tagged_columns gauge\npgveil_rules_tagged_columns {}\n",
+        p.rules.columns().len()
+    );
+    if let Some(c) = p.crypto.as_ref() {
+        let _ = write!(
+            out,
+            "# HELP pgveil_keyring_active_key_id Id of the key new values are encrypted with\n\
+             # TYPE pgveil_keyring_active_key_id gauge\npgveil_keyring_active_key_id {}\n",
+            c.active_key_id()
+        );
+    }
+    let _ = write!(
+        out,
+        "# HELP pgveil_ready 1 while pgveil accepts clients (what /readyz says), 0 before and while draining\n\
+         # TYPE pgveil_ready gauge\npgveil_ready {}\n",
+        u8::from(metrics().ready.load(Ordering::Relaxed))
+    );
+    out
 }
 
 fn worker(listener: std::net::TcpListener, shared: Arc<Shared>, active: Arc<AtomicUsize>) {

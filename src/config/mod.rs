@@ -168,7 +168,7 @@ pub struct Config {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
-pub const DEFAULT_METRICS: &str = "127.0.0.1:9187";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:6438";
 pub const DEFAULT_UPSTREAM: &str = "postgres://127.0.0.1:5432";
 
 impl Config {

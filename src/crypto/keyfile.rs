@@ -100,7 +100,8 @@ impl Keyring {
         Ok(ring)
     }
 
-    /// Reads a keyring file, refusing one that group or others may read.
+    /// Reads a keyring file, refusing one that others may read or that
+    /// anyone but its owner may change (see [`mode_is_private`]).
     /// The check uses the opened file (fstat), so it follows symlinks and
     /// cannot race with a swap of the path.
     pub fn load_file(path: &Path) -> Result<Keyring, KeyringError> {
@@ -116,7 +117,7 @@ impl Keyring {
             });
         }
         let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if !mode_is_private(mode) {
             return Err(KeyringError::InsecurePermissions {
                 path: path.to_path_buf(),
                 mode,
@@ -166,6 +167,16 @@ fn write_secret(f: &mut File, text: &str) -> io::Result<()> {
     f.sync_all()
 }
 
+/// Whether a keyring file's mode keeps its keys private: no permission at all
+/// for others, and at most read for the group. Group read is allowed because
+/// Kubernetes mounts a Secret as `root:<fsGroup>` with `defaultMode` 0440 (or
+/// 0640) and the container runs as a non-root member of that group; the group
+/// is then the pod, not other users of a host. Group write or execute is
+/// refused because a member could swap the keys under the proxy.
+pub fn mode_is_private(mode: u32) -> bool {
+    mode & 0o037 == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn file_mode_0600_accepted_0644_refused_with_fix() {
+    fn file_modes_0600_0440_accepted_world_or_group_write_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ring.toml");
         let ring = Keyring::generate().unwrap();
@@ -188,14 +199,19 @@ mod tests {
         );
         let loaded = Keyring::load_file(&p).unwrap();
         assert_eq!(loaded.key_ids(), vec![1]);
-        for mode in [0o644, 0o640, 0o604, 0o660] {
+        for mode in [0o644, 0o604, 0o660, 0o444, 0o670, 0o650, 0o601] {
             set_mode(&p, mode);
             let msg = Keyring::load_file(&p).unwrap_err().to_string();
             assert!(msg.contains(&format!("chmod 600 {}", p.display())), "{msg}");
             assert!(msg.contains(&format!("{mode:04o}")), "{msg}");
         }
-        set_mode(&p, 0o400);
-        assert!(Keyring::load_file(&p).is_ok(), "owner-only read is fine");
+        for mode in [0o400, 0o440, 0o640] {
+            set_mode(&p, mode);
+            assert!(
+                Keyring::load_file(&p).is_ok(),
+                "{mode:04o}: owner-only or group read (Kubernetes Secret with fsGroup) is fine"
+            );
+        }
     }
 
     #[test]

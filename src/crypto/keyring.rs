@@ -88,7 +88,7 @@ pub enum KeyringError {
     #[error("keyring {} is not a regular file", path.display())]
     NotAFile { path: PathBuf },
     #[error(
-        "keyring {} is readable by group or others (mode {mode:04o}); it holds master keys. Fix: chmod 600 {}",
+        "keyring {} is readable by others or writable by its group (mode {mode:04o}); it holds master keys. Fix: chmod 600 {} (0640/0440 are accepted for a group-owned Kubernetes Secret)",
         path.display(), path.display()
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
