@@ -55,7 +55,7 @@ pub struct Server {
     metrics_listener: Option<std::net::TcpListener>,
     drain_tx: Arc<watch::Sender<bool>>,
     active: Arc<AtomicUsize>,
-    policy: Arc<PolicyStore>,
+    policy: Arc<SnapshotStore>,
 }
 
 impl Server {
@@ -182,7 +182,7 @@ impl Server {
 /// disagree with it: the rules version and the active key id, as a fleet
 /// would compare them across instances. Emitted here rather than at reload
 /// so no reload path can forget to update them.
-fn policy_metrics(policy: &PolicyStore) -> String {
+fn policy_metrics(policy: &SnapshotStore) -> String {
     use std::fmt::Write as _;
     let p = policy.load();
     let version: String = p
