@@ -10,6 +10,8 @@
 
 mod common;
 
+#[path = "audit/completeness.rs"]
+mod completeness;
 #[path = "audit/fault.rs"]
 mod fault;
 #[path = "audit/records.rs"]

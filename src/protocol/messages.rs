@@ -225,6 +225,12 @@ pub fn describe_or_close(frame: &[u8]) -> Result<(u8, &str), ProtocolError> {
     }
 }
 
+/// The function OID of a FunctionCall ('F') frame.
+pub fn function_call_oid(frame: &[u8]) -> Result<u32, ProtocolError> {
+    let mut r = Reader::new(frame, "FunctionCall")?;
+    Ok(r.i32()? as u32)
+}
+
 /// Portal name of an Execute ('E') frame.
 pub fn execute_portal(frame: &[u8]) -> Result<&str, ProtocolError> {
     match frame.get(5..).and_then(take_cstr) {

@@ -167,6 +167,19 @@ pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> Stm
     }
 }
 
+/// The record of a refused FunctionCall message: the function's OID (the
+/// message carries nothing else that names it).
+pub fn function_call(oid: u32, sqlstate: &'static str) -> StmtAudit {
+    StmtAudit {
+        kind: AuditKind::Other,
+        fingerprint: format!("functioncall oid={oid}"),
+        tables: Vec::new(),
+        columns: Vec::new(),
+        tagged: true,
+        refused: Some(sqlstate),
+    }
+}
+
 /// Per-session facts every record carries.
 #[derive(Debug, Clone)]
 pub struct RecordCtx {

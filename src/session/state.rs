@@ -92,12 +92,13 @@ pub struct Stmt {
 /// What a statement does to the session's named objects, applied only when
 /// the server confirms it (CommandComplete): a statement the server refused
 /// or rolled back changes nothing pgveil believes.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub enum Effect {
     #[default]
     None,
-    /// SQL `PREPARE name`, with the parameter plans `EXECUTE` needs.
-    Prepare(String, Vec<ParamPlan>),
+    /// SQL `PREPARE name`, with the parameter plans `EXECUTE` needs and the
+    /// record template its executions are audited with.
+    Prepare(String, Vec<ParamPlan>, Option<Box<StmtAudit>>),
     /// `DEALLOCATE name`, or `DEALLOCATE ALL` / `DISCARD ALL` (None).
     Deallocate(Option<String>),
     Declare {
@@ -113,7 +114,7 @@ impl Effect {
     pub fn of(text: &str, plan: Option<&StatementPlan>) -> Effect {
         if let Some(p) = plan {
             if let Some(sp) = &p.sql_prepare {
-                return Effect::Prepare(sp.name.clone(), sp.params.clone());
+                return Effect::Prepare(sp.name.clone(), sp.params.clone(), None);
             }
             if let Some(d) = &p.sql_deallocate {
                 return Effect::Deallocate(d.clone());
@@ -232,10 +233,17 @@ pub struct Tracker {
     pub sql_prepared: HashMap<String, Vec<ParamPlan>>,
     /// The catalog generation each prepared statement was judged under.
     pub prepared_gen: HashMap<String, u64>,
+    /// What executing each prepared statement reveals, for the records of
+    /// SQL `EXECUTE name` (whose own text names no table).
+    pub prepared_audit: HashMap<String, StmtAudit>,
     /// Open cursors: (generation declared under, WITH HOLD).
     pub cursors: HashMap<String, (u64, bool)>,
     /// A row transform failed mid-result: drop the rest of that result.
     pub suppress_until_complete: bool,
+    /// That failure's SQLSTATE, for the statement's audit record.
+    pub failed_code: Option<&'static str>,
+    /// DataRows of the current result that reached the client.
+    pub rows_sent: u64,
 }
 
 impl Tracker {
@@ -248,16 +256,22 @@ impl Tracker {
     pub fn apply(&mut self, effect: &Effect, gen: u64) {
         match effect {
             Effect::None => {}
-            Effect::Prepare(name, params) => {
+            Effect::Prepare(name, params, audit) => {
                 self.sql_prepared.insert(name.clone(), params.clone());
                 self.prepared_gen.insert(name.clone(), gen);
+                match audit {
+                    Some(a) => self.prepared_audit.insert(name.clone(), (**a).clone()),
+                    None => self.prepared_audit.remove(name),
+                };
             }
             Effect::Deallocate(Some(name)) => {
+                self.prepared_audit.remove(name);
                 self.sql_prepared.remove(name);
                 self.prepared_gen.remove(name);
                 self.stmts.remove(name);
             }
             Effect::Deallocate(None) => {
+                self.prepared_audit.clear();
                 self.sql_prepared.clear();
                 self.prepared_gen.clear();
                 self.stmts.retain(|n, _| n.is_empty());
@@ -287,6 +301,10 @@ impl Tracker {
                 .unwrap_or_default();
             self.sql_prepared.insert(name.to_string(), params);
             self.prepared_gen.insert(name.to_string(), stmt.generation);
+            match &stmt.audit {
+                Some(a) => self.prepared_audit.insert(name.to_string(), a.clone()),
+                None => self.prepared_audit.remove(name),
+            };
         }
     }
 

@@ -235,6 +235,7 @@ fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction 
     if st.tracker.suppress_until_complete {
         return BAction::Drop;
     }
+    st.tracker.rows_sent += 1;
     let Some((plan, formats)) = current_row(
         &st.tracker,
         st.expect.front(),
@@ -251,6 +252,8 @@ fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction 
             // rest of the rows, and never a value in the clear.
             metrics().refused.with_label_values(&[e.sqlstate()]).inc();
             st.tracker.suppress_until_complete = true;
+            st.tracker.failed_code = Some(e.sqlstate());
+            st.tracker.rows_sent -= 1;
             failure(&e)
         }
     }
@@ -316,15 +319,19 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
     st.copy = None;
     let suppressed = std::mem::take(&mut st.tracker.suppress_until_complete);
     st.tracker.row = None;
-    let rows = if frame[0] == b'C' {
-        command_rows(frame)
-    } else {
-        0
+    let sent = std::mem::take(&mut st.tracker.rows_sent);
+    // The record counts what reached the client: a suspended portal's rows
+    // so far, and only the rows before a failed transform.
+    let failed = st.tracker.failed_code.take();
+    let rows = match frame[0] {
+        b'C' if failed.is_none() => command_rows(frame).max(sent),
+        _ => sent,
     };
     if frame[0] == b'C' {
         apply_effect(st, cx.generation);
     }
-    complete_statement(st, cx.recs, crate::audit::OUTCOME_OK, rows);
+    let outcome = failed.unwrap_or(crate::audit::OUTCOME_OK);
+    complete_statement(st, cx.recs, outcome, rows);
     if matches!(st.expect.front(), Some(Expect::Execute { .. })) {
         st.expect.pop_front();
     }
@@ -350,6 +357,8 @@ fn apply_effect(st: &mut State, generation: u64) {
 }
 
 fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    st.tracker.rows_sent = 0;
+    st.tracker.failed_code = None;
     if let Some(Expect::Parse {
         install: Some((name, stmt)),
         ..

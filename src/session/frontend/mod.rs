@@ -271,7 +271,7 @@ fn dispatch(frame: &[u8], st: &mut State, env: &Env<'_>) -> Result<Action, Proto
     }
     match frame[0] {
         b'Q' => simple::on_query(frame, st, env),
-        b'F' => simple::on_function_call(st, env),
+        b'F' => simple::on_function_call(frame, st, env),
         b'P' => extended::on_parse(frame, st, env),
         b'B' => extended::on_bind(frame, st, env),
         b'D' => extended::on_describe(frame, st),

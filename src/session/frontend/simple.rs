@@ -52,11 +52,17 @@ pub(super) fn on_query(
     };
     match analysis {
         Analysis::Passthrough => {
-            let audit = if env.audit_on() {
+            let mut audit = if env.audit_on() {
                 audit::passthrough(&chunks)
             } else {
                 Vec::new()
             };
+            let named: Vec<&str> = chunks
+                .iter()
+                .copied()
+                .filter(|c| !c.trim().is_empty())
+                .collect();
+            executes_reveal(&named, &mut audit, st);
             let mut e = Expect::query(env.start, None, None, audit);
             set_effects(
                 &mut e,
@@ -81,8 +87,16 @@ pub(super) fn on_query(
             let effects: Vec<Effect> = chunks
                 .iter()
                 .zip(&statements)
-                .map(|(c, p)| Effect::of(c, Some(p)))
+                .map(|(c, p)| match Effect::of(c, Some(p)) {
+                    Effect::Prepare(n, params, _) => {
+                        let a = audit::from_plan(p, env.policy, &st.catalog.current.roles);
+                        Effect::Prepare(n, params, Some(Box::new(a)))
+                    }
+                    other => other,
+                })
                 .collect();
+            let mut audit = audit;
+            executes_reveal(&chunks, &mut audit, st);
             let mut e = Expect::query(env.start, Some(Arc::new(statements)), None, audit);
             set_effects(&mut e, effects.into_iter());
             st.expect.push_back(e);
@@ -104,6 +118,22 @@ pub(super) fn on_query(
     }
 }
 
+/// An `EXECUTE name` reveals what its prepared statement does: its record
+/// names those tables and columns (the EXECUTE's own text names none).
+fn executes_reveal(chunks: &[&str], audit: &mut [audit::StmtAudit], st: &State) {
+    for (chunk, a) in chunks.iter().zip(audit.iter_mut()) {
+        let Some(sql::ObjectOp::Execute(name)) = sql::object_op(chunk) else {
+            continue;
+        };
+        if let Some(p) = st.tracker.prepared_audit.get(&name) {
+            a.kind = p.kind;
+            a.tagged |= p.tagged;
+            a.tables.extend(p.tables.iter().cloned());
+            a.columns.extend(p.columns.iter().cloned());
+        }
+    }
+}
+
 /// Records the statements' effects on the Query's queue entry, allocating
 /// only when some statement has one.
 fn set_effects(e: &mut Expect, effects: impl Iterator<Item = Effect>) {
@@ -111,20 +141,30 @@ fn set_effects(e: &mut Expect, effects: impl Iterator<Item = Effect>) {
         return;
     };
     let all: Vec<Effect> = effects.collect();
-    if all.iter().any(|x| *x != Effect::None) {
+    if all.iter().any(|x| !matches!(x, Effect::None)) {
         *slot = all;
     }
 }
 
 /// FunctionCall bypasses SQL entirely: nothing to analyse, so a restricted
 /// session may not use it.
-pub(super) fn on_function_call(st: &mut State, env: &Env<'_>) -> Result<Action, ProtocolError> {
+pub(super) fn on_function_call(
+    frame: &[u8],
+    st: &mut State,
+    env: &Env<'_>,
+) -> Result<Action, ProtocolError> {
     let catalog = &st.catalog.current;
     if !env.policy.is_empty() && (!st.catalog.loaded || catalog.restricted(env.policy)) {
         let r = sql::refuse::function_call_restricted();
         let out = refusal::query_stand_in(&r);
+        let audit = if env.audit_on() {
+            let oid = crate::protocol::messages::function_call_oid(frame)?;
+            vec![audit::function_call(oid, r.sqlstate)]
+        } else {
+            Vec::new()
+        };
         st.expect
-            .push_back(Expect::query(env.start, None, Some(r), Vec::new()));
+            .push_back(Expect::query(env.start, None, Some(r), audit));
         return Ok(Action::Replace(out));
     }
     st.expect
