@@ -1,15 +1,29 @@
 //! pgveil: a transparent encrypting, masking and auditing proxy for
 //! PostgreSQL.
 //!
-//! Map of the crate (see `docs/` and the design guide for the why):
-//! - [`protocol`]: framing and the messages we act on; pure, no I/O.
-//! - [`net`]: plain/TLS streams, rustls acceptor and connector.
-//! - [`session`]: one task per client; startup, auth relay, relay loops.
-//! - [`server`]: listener, workers, connection limit, graceful shutdown.
-//! - [`config`]: the proxy's configuration file and flags.
-//! - [`rules`]: the DBA's rule files, parsed and validated.
+//! Map of the crate, lowest layer first (a module only imports modules
+//! above it in this list; see `docs/` and the design guide for the why):
+//! - [`error`]: every SQLSTATE pgveil sends and how an error becomes an ErrorResponse.
+//! - [`protocol`]: wire framing and every message codec; pure, no I/O.
+//! - [`ident`]: identifiers as PostgreSQL reads them (`TableName`).
+//! - [`values`]: text and binary forms of the logical types, canonicalised.
+//! - [`rules`]: the DBA's rule files, parsed and validated, and `check`.
 //! - [`schema`]: the upstream catalog snapshot used to verify origins.
+//! - [`policy`]: pure decisions: role resolution, per-column access, restriction.
+//! - [`crypto`]: keyring files, key derivation, AES-GCM-SIV column ciphers.
+//! - [`mask`]: the masks, applied in the proxy and rendered as SQL.
+//! - [`copy`]: COPY text/CSV row decoding and re-encoding.
+//! - [`sql`]: analysis and rewrite of statements; the refusal catalogue.
+//! - [`snapshot`]: the live rules + keys + name matcher, swapped on reload.
 //! - [`metrics`]: every Prometheus metric and the HTTP endpoint.
+//! - [`audit`]: the append-only, hash-chained audit stream, verify and search.
+//! - [`config`]: the proxy's configuration file and flags.
+//! - [`net`]: plain/TLS streams, rustls acceptor and connector.
+//! - [`session`]: one task per client: startup, auth relay, the two relay loops.
+//! - [`server`]: listener, workers, connection limit, graceful shutdown.
+//! - [`pgtemp`]: throwaway PostgreSQL clusters for tests, benches and the demo.
+//! - [`demo`]: `pgveil demo`, the guided tour.
+//! - [`cli`]: the subcommands (`serve`, `check`, `explain`, `keygen`, `audit`, …).
 
 pub mod audit;
 pub mod cli;
