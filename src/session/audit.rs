@@ -2,6 +2,7 @@
 //! says, built from the analysis (never from values), and the durability
 //! each record needs before the statement's results may reach the client.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -13,7 +14,15 @@ use crate::rules::{Access, TableName};
 use crate::snapshot::Snapshot;
 use crate::sql::{self, ColumnAction, StatementKind, StatementPlan};
 
-use super::context::SessionInfo;
+/// Facts about the session that policy and audit need later.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+}
 
 /// What one statement's audit record will say, minus its outcome.
 #[derive(Debug, Clone)]

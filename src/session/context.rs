@@ -2,7 +2,6 @@
 //! per-session [`SessionCtx`] and [`SessionInfo`], and the [`SessionError`]
 //! a session ends with (mapped once to what the client reads).
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -183,16 +182,6 @@ impl SessionCtx {
     pub fn tracked(&self, policy: &Snapshot) -> bool {
         !policy.is_empty() || self.rec.is_some()
     }
-}
-
-/// Facts about the session that policy and audit need later.
-#[derive(Debug, Clone, Default)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub peer: Option<SocketAddr>,
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
 }
 
 #[cfg(test)]

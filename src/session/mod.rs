@@ -41,7 +41,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use context::{SessionCtx, SessionError, SessionInfo, Shared};
+pub use audit::SessionInfo;
+pub use context::{SessionCtx, SessionError, Shared};
 
 use crate::metrics::metrics;
 
