@@ -1,5 +1,5 @@
 //! What every part of a session reads: the server-wide [`Shared`] state, the
-//! per-session [`SessionCtx`] and [`SessionInfo`], and the [`SessionError`]
+//! per-session [`SessionCtx`], and the [`SessionError`]
 //! a session ends with (mapped once to what the client reads).
 
 use std::sync::atomic::AtomicU64;
