@@ -140,6 +140,14 @@ impl<'a> Analyzer<'a, '_> {
                 };
                 self.walk(expr, scope, &w)
             }
+            other => self.walk_compound(other, scope, why),
+        }
+    }
+
+    /// The rest of [`Self::walk`]: predicates, subqueries, functions, casts,
+    /// CASE and row constructors.
+    fn walk_compound(&mut self, e: &mut Expr, scope: &Scope<'a, '_>, why: &str) -> R<()> {
+        match e {
             Expr::InList { expr, list, .. } => {
                 if self.sensitive_ref(expr, scope).is_some() {
                     return self.in_list(e, scope);

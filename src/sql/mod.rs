@@ -19,10 +19,12 @@
 //! per-role access decisions).
 
 mod builtins;
+mod copystmt;
 mod encrypt;
 pub mod explain;
 mod expr;
 mod fingerprint;
+mod from;
 mod kind;
 mod lex;
 mod masked;

@@ -92,6 +92,38 @@ const GUARDED_SETTINGS: &[&str] = &[
     "backslash_quote",
 ];
 
+/// Objects whose CREATE runs code later or elsewhere, or changes identity.
+#[rustfmt::skip]
+const REFUSED_CREATE: &[&str] = &[
+    "function", "procedure", "view", "materialized", "rule", "trigger", "aggregate", "operator",
+    "cast", "foreign", "server", "extension", "language", "event", "transform", "conversion",
+    "publication", "subscription", "role", "user", "group",
+];
+
+/// Words between CREATE and the object kind.
+#[rustfmt::skip]
+const CREATE_MODIFIERS: &[&str] = &[
+    "or", "replace", "temp", "temporary", "unlogged", "global", "local", "trusted", "procedural",
+    "constraint", "recursive", "default",
+];
+
+/// Objects whose ALTER changes identity, code, or how names resolve.
+#[rustfmt::skip]
+const REFUSED_ALTER: &[&str] = &[
+    "system", "role", "user", "group", "function", "procedure", "routine", "view", "materialized",
+    "rule", "trigger", "aggregate", "operator", "extension", "server", "foreign", "language",
+    "schema", "database", "event", "publication", "subscription",
+];
+
+/// The refused object kind of `CREATE <words>`, if it is one.
+fn refused_create(words: &[String]) -> Option<&str> {
+    let kind = words
+        .iter()
+        .map(String::as_str)
+        .find(|x| !CREATE_MODIFIERS.contains(x))?;
+    REFUSED_CREATE.contains(&kind).then_some(kind)
+}
+
 /// Checks on the leading words, before (and whether or not) sqlparser
 /// parses the statement; the same lexer as the pre-filter, so comments and
 /// quoting are read the way the server reads them.
@@ -125,81 +157,12 @@ pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
         "import" => return refuse("IMPORT FOREIGN SCHEMA"),
         "security" => return refuse("SECURITY LABEL"),
         "create" => {
-            let kind = words[1..]
-                .iter()
-                .map(String::as_str)
-                .find(|x| {
-                    !matches!(
-                        *x,
-                        "or" | "replace"
-                            | "temp"
-                            | "temporary"
-                            | "unlogged"
-                            | "global"
-                            | "local"
-                            | "trusted"
-                            | "procedural"
-                            | "constraint"
-                            | "recursive"
-                            | "default"
-                    )
-                })
-                .unwrap_or("");
-            if matches!(
-                kind,
-                "function"
-                    | "procedure"
-                    | "view"
-                    | "materialized"
-                    | "rule"
-                    | "trigger"
-                    | "aggregate"
-                    | "operator"
-                    | "cast"
-                    | "foreign"
-                    | "server"
-                    | "extension"
-                    | "language"
-                    | "event"
-                    | "transform"
-                    | "conversion"
-                    | "publication"
-                    | "subscription"
-                    | "role"
-                    | "user"
-                    | "group"
-            ) {
+            if let Some(kind) = refused_create(&words[1..]) {
                 return refuse(&format!("CREATE {}", kind.to_ascii_uppercase()));
             }
         }
-        "alter" => {
-            if matches!(
-                w(1),
-                "system"
-                    | "role"
-                    | "user"
-                    | "group"
-                    | "function"
-                    | "procedure"
-                    | "routine"
-                    | "view"
-                    | "materialized"
-                    | "rule"
-                    | "trigger"
-                    | "aggregate"
-                    | "operator"
-                    | "extension"
-                    | "server"
-                    | "foreign"
-                    | "language"
-                    | "schema"
-                    | "database"
-                    | "event"
-                    | "publication"
-                    | "subscription"
-            ) {
-                return refuse(&format!("ALTER {}", w(1).to_ascii_uppercase()));
-            }
+        "alter" if REFUSED_ALTER.contains(&w(1)) => {
+            return refuse(&format!("ALTER {}", w(1).to_ascii_uppercase()));
         }
         "set" | "reset" => {
             let var = match (w(1), w(2)) {

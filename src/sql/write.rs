@@ -9,9 +9,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_relations, AssignmentTarget, CopyLegacyCsvOption, CopyLegacyOption,
-    CopyOption, CopySource, CopyTarget, DataType, Expr, FromTable, Insert, OnConflictAction,
-    OnInsert, SetExpr, Statement, TableObject, Value,
+    visit_expressions, visit_relations, AssignmentTarget, DataType, Expr, FromTable, Insert,
+    OnConflictAction, OnInsert, Query, SetExpr, Statement, TableObject, Value,
 };
 
 use crate::rules::model::ColumnRule;
@@ -20,7 +19,7 @@ use super::encrypt::{self, Operand};
 use super::query::{same_rule, Analyzer, Mode, R};
 use super::refuse::{self, sensitive};
 use super::resolve::{fold, fold_name, OutCol, Relation, Scope};
-use super::{ColumnAction, CopyFormat, CopyPlan, ParamPlan, ParamUse, SqlPrepare, StatementKind};
+use super::{ColumnAction, ParamPlan, ParamUse, SqlPrepare, StatementKind};
 
 impl<'a> Analyzer<'a, '_> {
     /// Analyses (and rewrites in place) one top-level statement.
@@ -369,60 +368,8 @@ impl<'a> Analyzer<'a, '_> {
         } else {
             (Vec::new(), tagged.is_some())
         };
-        let empty = parent.child();
         if let Some(src) = ins.source.as_mut() {
-            let plain_values =
-                src.with.is_none() && src.order_by.is_none() && src.limit_clause.is_none();
-            match src.body.as_mut() {
-                SetExpr::Values(values) if plain_values => {
-                    for row in values.rows.iter_mut() {
-                        for (i, e) in row.iter_mut().enumerate() {
-                            match targets.get(i).copied().flatten() {
-                                Some(rule) if rule.encrypt.is_some() => {
-                                    self.write_value(e, rule, &empty)?
-                                }
-                                _ => self.walk(e, &empty, "VALUES")?,
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    let (cols, complete) = self.query(src, &empty, Mode::Derived)?;
-                    if !known {
-                        self.apply_mode(&cols, Mode::Sink("a table pgveil has no rules for"))?;
-                    }
-                    for (i, c) in cols.iter().enumerate() {
-                        let target = targets.get(i).copied().flatten();
-                        match (target.filter(|t| t.encrypt.is_some()), c.origin) {
-                            (Some(t), _) if !complete => return Err(refuse::write_unsupported(t, "the result of a query whose columns are unknown")),
-                            (Some(t), Some(o)) if same_rule(t, o) => self.use_col(t, ColumnAction::EncryptedWrite),
-                            (Some(t), _) => return Err(refuse::write_unsupported(t, "the result of a query (only the same column of the same table can be copied)")),
-                            (None, Some(o)) if sensitive(o, self.roles()) => {
-                                let what = match target {
-                                    Some(t) => format!("column {}", t.qualified()),
-                                    None => "another column".to_string(),
-                                };
-                                return Err(if o.encrypt.is_some() { refuse::copy_elsewhere(o, &what) } else { refuse::denied(o, "copy") });
-                            }
-                            _ => {}
-                        }
-                    }
-                    // Source narrower than the targets (offline `*`): unknown for encrypted targets.
-                    if !complete {
-                        if let Some(t) = targets
-                            .iter()
-                            .skip(cols.len())
-                            .flatten()
-                            .find(|t| t.encrypt.is_some())
-                        {
-                            return Err(refuse::write_unsupported(
-                                t,
-                                "the result of a query whose columns are unknown",
-                            ));
-                        }
-                    }
-                }
-            }
+            self.insert_source(src, &targets, known, parent)?;
         }
         let mut scope = parent.child();
         scope.rels.push(rel.clone());
@@ -444,6 +391,96 @@ impl<'a> Analyzer<'a, '_> {
             self.refuse_if_sensitive(&rel, "ON DUPLICATE KEY")?;
         }
         self.returning(ins.returning.as_deref_mut(), &scope, mode)
+    }
+
+    /// The rows of an INSERT: VALUES items go through [`Self::write_value`]
+    /// for encrypted targets; a query's output columns must match them.
+    fn insert_source(
+        &mut self,
+        src: &mut Query,
+        targets: &[Option<&'a ColumnRule>],
+        known: bool,
+        parent: &Scope<'a, '_>,
+    ) -> R<()> {
+        let empty = parent.child();
+        let plain_values =
+            src.with.is_none() && src.order_by.is_none() && src.limit_clause.is_none();
+        match src.body.as_mut() {
+            SetExpr::Values(values) if plain_values => {
+                for row in values.rows.iter_mut() {
+                    for (i, e) in row.iter_mut().enumerate() {
+                        match targets.get(i).copied().flatten() {
+                            Some(rule) if rule.encrypt.is_some() => {
+                                self.write_value(e, rule, &empty)?
+                            }
+                            _ => self.walk(e, &empty, "VALUES")?,
+                        }
+                    }
+                }
+            }
+            _ => self.insert_query(src, targets, known, &empty)?,
+        }
+        Ok(())
+    }
+
+    /// `INSERT … SELECT`: every output column written into an encrypted
+    /// target must be a copy of the same rule's column.
+    fn insert_query(
+        &mut self,
+        src: &mut Query,
+        targets: &[Option<&'a ColumnRule>],
+        known: bool,
+        empty: &Scope<'a, '_>,
+    ) -> R<()> {
+        let (cols, complete) = self.query(src, empty, Mode::Derived)?;
+        if !known {
+            self.apply_mode(&cols, Mode::Sink("a table pgveil has no rules for"))?;
+        }
+        for (i, c) in cols.iter().enumerate() {
+            let target = targets.get(i).copied().flatten();
+            match (target.filter(|t| t.encrypt.is_some()), c.origin) {
+                (Some(t), _) if !complete => {
+                    return Err(refuse::write_unsupported(
+                        t,
+                        "the result of a query whose columns are unknown",
+                    ))
+                }
+                (Some(t), Some(o)) if same_rule(t, o) => {
+                    self.use_col(t, ColumnAction::EncryptedWrite)
+                }
+                (Some(t), _) => return Err(refuse::write_unsupported(
+                    t,
+                    "the result of a query (only the same column of the same table can be copied)",
+                )),
+                (None, Some(o)) if sensitive(o, self.roles()) => {
+                    let what = match target {
+                        Some(t) => format!("column {}", t.qualified()),
+                        None => "another column".to_string(),
+                    };
+                    return Err(if o.encrypt.is_some() {
+                        refuse::copy_elsewhere(o, &what)
+                    } else {
+                        refuse::denied(o, "copy")
+                    });
+                }
+                _ => {}
+            }
+        }
+        // Source narrower than the targets (offline `*`): unknown for encrypted targets.
+        if !complete {
+            if let Some(t) = targets
+                .iter()
+                .skip(cols.len())
+                .flatten()
+                .find(|t| t.encrypt.is_some())
+            {
+                return Err(refuse::write_unsupported(
+                    t,
+                    "the result of a query whose columns are unknown",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn refuse_if_sensitive(&self, rel: &Relation<'a>, why: &str) -> R<()> {
@@ -508,239 +545,5 @@ impl<'a> Analyzer<'a, '_> {
             }
         }
         Ok(())
-    }
-
-    fn copy(&mut self, st: &mut Statement) -> R<()> {
-        let Statement::Copy {
-            source,
-            to,
-            target,
-            options,
-            legacy_options,
-            values,
-        } = st
-        else {
-            return Ok(());
-        };
-        self.plan.kind = StatementKind::Copy;
-        let opts = CopyOpts::parse(options, legacy_options);
-        let root = Scope::default();
-        // Field i -> rule, and whether the list is known.
-        let (fields, known, label): (Vec<Option<&'a ColumnRule>>, bool, String) = match source {
-            CopySource::Table {
-                table_name,
-                columns,
-            } => {
-                let Some(t) = self.res.table(table_name) else {
-                    return Ok(());
-                };
-                self.record_table(&t);
-                let rel = self.res.relation(&t);
-                if !columns.is_empty() {
-                    (
-                        columns
-                            .iter()
-                            .map(|c| rel.column(&fold(c)).flatten())
-                            .collect(),
-                        true,
-                        t.to_string(),
-                    )
-                } else if rel.complete {
-                    (
-                        rel.cols.iter().map(|c| c.origin).collect(),
-                        true,
-                        t.to_string(),
-                    )
-                } else {
-                    (
-                        rel.cols.iter().map(|c| c.origin).collect(),
-                        false,
-                        t.to_string(),
-                    )
-                }
-            }
-            CopySource::Query(q) => {
-                let (cols, complete) = self.query(q, &root, Mode::Derived)?;
-                (
-                    cols.iter().map(|c| c.origin).collect(),
-                    complete,
-                    "a query".to_string(),
-                )
-            }
-        };
-        let roles = self.roles();
-        let any_enc = fields.iter().flatten().any(|r| r.encrypt.is_some());
-        let any_sens = fields.iter().flatten().any(|r| sensitive(r, roles));
-        if !any_sens {
-            for r in fields.iter().flatten() {
-                self.use_col(
-                    r,
-                    if *to {
-                        ColumnAction::Plaintext
-                    } else {
-                        ColumnAction::EncryptedWrite
-                    },
-                );
-            }
-            return Ok(());
-        }
-        if !known {
-            return Err(refuse::needs_schema(&label, "COPY without a column list"));
-        }
-        if opts.binary {
-            return Err(refuse::unsupported_statement("binary COPY", &label));
-        }
-        if opts.force_on_encrypted(&fields) {
-            return Err(refuse::unsupported_statement(
-                "FORCE_QUOTE / FORCE_NULL / FORCE_NOT_NULL on encrypted columns",
-                &label,
-            ));
-        }
-        let stdio = matches!(target, CopyTarget::Stdin | CopyTarget::Stdout);
-        if !*to {
-            if !any_enc {
-                return Ok(());
-            }
-            if !stdio || !values.is_empty() {
-                return Err(refuse::unsupported_statement(
-                    "COPY FROM a server file, a program or inline data",
-                    &label,
-                ));
-            }
-            let mut plan = opts.plan(fields.len());
-            for (i, r) in fields.iter().enumerate() {
-                if let Some(r) = r.filter(|r| r.encrypt.is_some()) {
-                    plan.fields[i] = Some(r.clone());
-                    self.use_col(r, ColumnAction::EncryptedWrite);
-                }
-            }
-            self.plan.copy_in = Some(plan);
-            return Ok(());
-        }
-        if !stdio {
-            return Err(refuse::unsupported_statement(
-                "COPY TO a server file or program",
-                &label,
-            ));
-        }
-        let mut plan = opts.plan(fields.len());
-        for (i, r) in fields.iter().enumerate() {
-            let Some(r) = r else { continue };
-            let action = refuse::check_output(r, roles)?;
-            if action == ColumnAction::Masked {
-                // COPY data carries no origin per value the session could mask by.
-                return Err(refuse::unsupported_statement(
-                    "COPY TO of a masked column",
-                    &label,
-                ));
-            }
-            self.use_col(r, action);
-            if r.encrypt.is_some() || action == ColumnAction::Null {
-                plan.fields[i] = Some((*r).clone());
-                plan.actions[i] = Some(action);
-            }
-        }
-        self.plan.copy_out = Some(plan);
-        Ok(())
-    }
-}
-
-/// COPY options in both the modern `WITH (…)` and the legacy spelling.
-struct CopyOpts {
-    binary: bool,
-    csv: bool,
-    delimiter: Option<char>,
-    null: Option<String>,
-    header: bool,
-    quote: Option<char>,
-    escape: Option<char>,
-    forced: Vec<String>,
-}
-
-impl CopyOpts {
-    fn parse(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Self {
-        let mut o = CopyOpts {
-            binary: false,
-            csv: false,
-            delimiter: None,
-            null: None,
-            header: false,
-            quote: None,
-            escape: None,
-            forced: Vec::new(),
-        };
-        for opt in options {
-            match opt {
-                CopyOption::Format(f) => {
-                    let f = fold(f);
-                    o.binary = f == "binary";
-                    o.csv = f == "csv";
-                }
-                CopyOption::Delimiter(c) => o.delimiter = Some(*c),
-                CopyOption::Null(s) => o.null = Some(s.clone()),
-                CopyOption::Header(h) => o.header = *h,
-                CopyOption::Quote(c) => o.quote = Some(*c),
-                CopyOption::Escape(c) => o.escape = Some(*c),
-                CopyOption::ForceQuote(c)
-                | CopyOption::ForceNotNull(c)
-                | CopyOption::ForceNull(c) => o.forced.extend(c.iter().map(fold)),
-                CopyOption::Freeze(_) | CopyOption::Encoding(_) => {}
-            }
-        }
-        for opt in legacy {
-            match opt {
-                CopyLegacyOption::Binary => o.binary = true,
-                CopyLegacyOption::Delimiter(c) => o.delimiter = Some(*c),
-                CopyLegacyOption::Null(s) => o.null = Some(s.clone()),
-                CopyLegacyOption::Header => o.header = true,
-                CopyLegacyOption::Csv(csv) => {
-                    o.csv = true;
-                    for c in csv {
-                        match c {
-                            CopyLegacyCsvOption::Header => o.header = true,
-                            CopyLegacyCsvOption::Quote(q) => o.quote = Some(*q),
-                            CopyLegacyCsvOption::Escape(e) => o.escape = Some(*e),
-                            CopyLegacyCsvOption::ForceQuote(c)
-                            | CopyLegacyCsvOption::ForceNotNull(c) => {
-                                o.forced.extend(c.iter().map(fold))
-                            }
-                        }
-                    }
-                }
-                // Options Postgres does not have; the server rejects them.
-                _ => {}
-            }
-        }
-        o
-    }
-
-    fn force_on_encrypted(&self, fields: &[Option<&ColumnRule>]) -> bool {
-        fields
-            .iter()
-            .flatten()
-            .any(|r| r.encrypt.is_some() && self.forced.iter().any(|f| f == &r.name || f == "*"))
-    }
-
-    fn plan(&self, n: usize) -> CopyPlan {
-        CopyPlan {
-            fields: vec![None; n],
-            actions: vec![None; n],
-            format: if self.csv {
-                CopyFormat::Csv
-            } else {
-                CopyFormat::Text
-            },
-            delimiter: self.delimiter.unwrap_or(if self.csv { ',' } else { '\t' }),
-            null: self.null.clone().unwrap_or_else(|| {
-                if self.csv {
-                    String::new()
-                } else {
-                    "\\N".to_string()
-                }
-            }),
-            header: self.header,
-            quote: self.quote.unwrap_or('"'),
-            escape: self.escape.or(self.quote).unwrap_or('"'),
-        }
     }
 }

@@ -25,10 +25,9 @@ fn refused_restricted(ex: &Ex, role: &str, sql: &str) -> Refusal {
     r
 }
 
-#[test]
-fn restricted_sessions_are_refused_per_threat_class() {
-    let ex = Ex::new();
-    let classes: &[(&str, &[&str])] = &[
+/// Statements a restricted session must be refused, by §9 threat class.
+fn threat_classes() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
         (
             "SQL hidden in strings",
             &[
@@ -91,6 +90,12 @@ fn restricted_sessions_are_refused_per_threat_class() {
                 "EXPLAIN (ANALYZE, FORMAT JSON) SELECT 1",
             ],
         ),
+    ]
+}
+
+/// The second half of [`threat_classes`].
+fn more_threat_classes() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
         (
             "out-of-band channels and files",
             &[
@@ -164,9 +169,16 @@ fn restricted_sessions_are_refused_per_threat_class() {
                 "SELECT full_name FROM customers; SET ROLE admin",
             ],
         ),
-    ];
+    ]
+}
+
+#[test]
+fn restricted_sessions_are_refused_per_threat_class() {
+    let ex = Ex::new();
+    let mut classes = threat_classes();
+    classes.extend(more_threat_classes());
     let mut n = 0;
-    for (class, sqls) in classes {
+    for (class, sqls) in &classes {
         for sql in *sqls {
             for role in ["support", "analyst"] {
                 let r = refused_restricted(&ex, role, sql);
