@@ -223,6 +223,18 @@ pub fn needs_schema(table: &str, what: &str) -> Refusal {
     }
 }
 
+/// A relation the analysis cannot name (a `TABLE` command whose name does
+/// not read back as one): it could be any table, so nothing is sent.
+pub fn unreadable_relation() -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message:
+            "pgveil cannot tell which relation this TABLE command reads; the statement was not sent"
+                .into(),
+        hint: Some("Write SELECT * FROM name instead.".into()),
+    }
+}
+
 pub fn unparsable(table: &str) -> Refusal {
     Refusal {
         sqlstate: SYNTAX_ERROR,

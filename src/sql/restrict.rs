@@ -36,6 +36,7 @@ use sqlparser::ast::{
 use super::builtins::{builtin_allowed, BUILTIN_OPERATORS};
 use super::lex::{fold_into, Lexer, Tok};
 use super::refuse::{self, access};
+use super::relations::{table_command_name, table_commands};
 use super::resolve::{fold_name, Resolver};
 use super::{Context, Refusal};
 
@@ -366,10 +367,14 @@ impl Visitor for Gate<'_, '_> {
                 match source {
                     CopySource::Table { table_name, .. } => tables.push(table_name.clone()),
                     CopySource::Query(q) => {
-                        let _ = sqlparser::ast::visit_relations(&**q, |n| {
-                            tables.push(n.clone());
-                            ControlFlow::<()>::Continue(())
-                        });
+                        for rel in super::relations::relations(&**q) {
+                            match rel {
+                                Some(n) => tables.push(n),
+                                None => {
+                                    return self.refuse("COPY of a relation pgveil cannot name")
+                                }
+                            }
+                        }
                     }
                 }
                 for n in &tables {
@@ -389,6 +394,13 @@ impl Visitor for Gate<'_, '_> {
         if let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() {
             if s.into.is_some() {
                 return self.refuse("SELECT INTO (copying query results into a table)");
+            }
+        }
+        // TABLE commands name a relation no table-factor hook sees.
+        for t in table_commands(&q.body) {
+            match table_command_name(t) {
+                Some(n) => self.relation(&n)?,
+                None => return self.refuse("a TABLE command pgveil cannot name"),
             }
         }
         ControlFlow::Continue(())

@@ -10,6 +10,7 @@ use crate::rules::model::{
 };
 use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
 
+mod failclosed;
 mod masking;
 mod restricted;
 mod write_path;

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_relations, AssignmentTarget, DataType, Expr, FromTable, Insert,
-    OnConflictAction, OnInsert, Query, SetExpr, Statement, TableObject, Value,
+    visit_expressions, AssignmentTarget, DataType, Expr, FromTable, Insert, OnConflictAction,
+    OnInsert, Query, SetExpr, Statement, TableObject, Value,
 };
 
 use crate::rules::model::ColumnRule;
@@ -153,12 +153,12 @@ impl<'a> Analyzer<'a, '_> {
     /// forwarded (and recorded); anything else over a tagged table is refused.
     fn other(&mut self, st: &mut Statement) -> R<()> {
         let mut tagged = Vec::new();
-        let _ = visit_relations(&*st, |n| {
-            if let Some(t) = self.res.table(n) {
-                tagged.push(t);
+        for rel in super::relations::relations(&*st) {
+            match rel {
+                Some(n) => tagged.extend(self.res.table(&n)),
+                None => return Err(refuse::unreadable_relation()),
             }
-            ControlFlow::<()>::Continue(())
-        });
+        }
         let Some(first) = tagged.first().cloned() else {
             return Ok(());
         };
