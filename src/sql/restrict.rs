@@ -40,7 +40,9 @@ use super::relations::{table_command_name, table_commands};
 use super::resolve::{fold_name, Resolver};
 use super::{Context, Refusal};
 
-pub use crate::policy::{is_restricted, protected_table, restricted_table, restricting_rule};
+pub use crate::policy::{
+    drift, is_restricted, protected_table, restricted_table, restricting_rule, Drift,
+};
 
 /// The refusal for a restricted session, naming the rule that restricts it.
 pub fn refusal(ctx: &Context, what: &str) -> Refusal {
@@ -188,7 +190,11 @@ pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
 }
 
 /// Statistics and activity views that expose column values (most common
-/// values, histogram bounds) or other sessions' statement text.
+/// values, histogram bounds) or other sessions' statement text (with their
+/// literals). Refused to restricted sessions outright, rather than scrubbed
+/// per tagged table: a scrub would have to follow every way of naming a
+/// table in their text columns. Views a DBA builds over them are in the
+/// catalog's protected relations (see `schema::dependent_views_query`).
 const VALUE_VIEWS: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
@@ -199,22 +205,51 @@ const VALUE_VIEWS: &[&str] = &[
     "pg_stat_activity",
     "pg_stat_statements",
     "pg_stat_statements_info",
+    "pg_stat_monitor",
+    "pg_stat_kcache",
+    "pg_qualstats",
+    "pg_store_plans",
     "pg_largeobject",
 ];
 
 /// The AST-level checks for a parsed statement of a restricted session.
 pub fn check_statement(st: &Statement, ctx: &Context) -> Result<(), Refusal> {
-    let mut gate = Gate {
-        ctx,
-        res: Resolver {
-            rules: ctx.rules,
-            schema: ctx.schema,
-        },
+    let res = Resolver {
+        rules: ctx.rules,
+        schema: ctx.schema,
     };
+    if let Some(d) = ctx.schema.and_then(|s| drift(ctx.rules, s)) {
+        check_drift(st, d, &res)?;
+    }
+    let mut gate = Gate { ctx, res };
     match st.visit(&mut gate) {
         ControlFlow::Break(r) => Err(r),
         ControlFlow::Continue(()) => Ok(()),
     }
+}
+
+/// While the catalog does not match the rules (see [`drift`]), refuses what
+/// could read the protected data under its new name.
+fn check_drift(st: &Statement, d: Drift, res: &Resolver) -> Result<(), Refusal> {
+    for rel in super::relations::relations(st) {
+        let Some(n) = rel else {
+            return Err(refuse::rules_out_of_sync(d));
+        };
+        let parts = fold_name(&n).unwrap_or_default();
+        let catalog = parts.len() >= 2
+            && matches!(
+                parts[parts.len() - 2].as_str(),
+                "pg_catalog" | "information_schema"
+            );
+        let hit = match d {
+            Drift::TableMissing(_) => !catalog,
+            Drift::ColumnMissing(r) => res.table(&n).is_some_and(|t| t == r.table),
+        };
+        if hit {
+            return Err(refuse::rules_out_of_sync(d));
+        }
+    }
+    Ok(())
 }
 
 struct Gate<'c, 'a> {
@@ -256,8 +291,9 @@ impl Gate<'_, '_> {
             return self.refuse("a relation named by an expression");
         };
         let last = parts.last().map(String::as_str).unwrap_or("");
-        let schema_ok = parts.len() < 2 || parts[parts.len() - 2] == "pg_catalog";
-        if VALUE_VIEWS.contains(&last) && schema_ok {
+        // Whatever the schema: pg_stat_statements lives in the extension's
+        // schema, and a same-named relation elsewhere costs only a refusal.
+        if VALUE_VIEWS.contains(&last) {
             return self.refuse(&format!("reading {last}, which exposes column values"));
         }
         if let Some(v) = self.protected_view(name) {

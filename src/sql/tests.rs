@@ -159,6 +159,16 @@ fn schema() -> SchemaSnapshot {
             columns: cols(&["id", "customer_email", "total"]),
         },
     );
+    // Every rule's table exists: a missing one is drift (a rename), which
+    // restricted sessions are refused over (see `failclosed`).
+    t.insert(
+        tn("app", "Customers"),
+        TableInfo {
+            oid: 102,
+            relkind: 'r',
+            columns: cols(&["id", "secret"]),
+        },
+    );
     SchemaSnapshot::new(vec!["public".into()], t)
 }
 

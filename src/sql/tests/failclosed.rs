@@ -3,7 +3,7 @@
 
 use super::super::*;
 use super::masking::{masked, Ex};
-use super::rewritten;
+use super::{refused, rewritten};
 
 /// Refused, with any SQLSTATE pgveil uses for refusals.
 #[track_caller]
@@ -71,4 +71,111 @@ fn table_commands_are_masked_or_refused() {
     let (out, plans) = rewritten(ex.run("admin", "TABLE customers"));
     assert_eq!(out, "SELECT * FROM customers");
     assert!(plans[0].columns.iter().any(|c| c.column.ends_with(".ssn")));
+}
+
+/// Class 2: statistics and statement-text views, in any schema and spelling.
+#[test]
+fn statistics_views_are_refused_in_every_spelling() {
+    let ex = Ex::new();
+    for sql in [
+        "SELECT most_common_vals FROM pg_stats",
+        "SELECT most_common_vals FROM \"pg_catalog\".\"pg_stats\"",
+        "SELECT * FROM PG_CATALOG.PG_STATS",
+        "SELECT * FROM pg_stats_ext",
+        "SELECT * FROM pg_catalog.pg_stats_ext_exprs",
+        "SELECT * FROM pg_catalog.pg_statistic_ext_data",
+        "SELECT * FROM pg_statistic",
+        "SELECT query FROM pg_stat_statements",
+        "SELECT query FROM public.pg_stat_statements",
+        "SELECT query FROM extensions.pg_stat_statements",
+        "SELECT * FROM pg_stat_statements_info",
+        "SELECT (SELECT histogram_bounds::text FROM pg_stats LIMIT 1)",
+        "WITH s AS (SELECT * FROM pg_stats) SELECT * FROM s",
+        "SELECT * FROM other WHERE EXISTS (SELECT 1 FROM pg_stats)",
+        "SELECT m.values FROM pg_statistic_ext_data d, pg_mcv_list_items(d.stxdmcv) m",
+        "SELECT pg_stat_get_activity(NULL)",
+    ] {
+        for role in ["support", "analyst"] {
+            refused_any(ex.run(role, sql), sql);
+        }
+    }
+    let q = crate::schema::dependent_views_query([&super::tn("public", "customers")]);
+    for needle in [
+        "'pg_statistic', 'pg_statistic_ext_data'",
+        "'query_to_xml'",
+        "'ts_stat'",
+        "SELECT i.inhparent, i.inhrelid",
+        "SELECT i.inhrelid, i.inhparent",
+    ] {
+        assert!(q.contains(needle), "{needle} not in {q}");
+    }
+    for f in crate::schema::SQL_TEXT_FUNCTIONS {
+        assert!(
+            !crate::sql::builtins::builtin_allowed(f),
+            "{f} is allowlisted"
+        );
+    }
+}
+
+/// Class 7 (renames): while the catalog does not match the rules, restricted
+/// sessions cannot read the data under its new name.
+#[test]
+fn renamed_tables_and_columns_refuse_restricted_reads() {
+    let mut ex = Ex::new();
+    let info = ex
+        .schema
+        .tables
+        .remove(&super::tn("public", "customers"))
+        .expect("fixture");
+    // ALTER TABLE customers RENAME TO customers_renamed (or SET SCHEMA moved).
+    for sql in [
+        "SELECT full_name FROM customers_renamed",
+        "SELECT * FROM moved.customers",
+        "TABLE customers_renamed",
+        "WITH x AS (SELECT 1) SELECT * FROM x, other",
+        "COPY (SELECT * FROM customers_renamed) TO STDOUT",
+    ] {
+        let r = refused(ex.run("support", sql), "55000");
+        assert!(
+            r.message.contains("public.customers") && r.message.contains("rules/customers.toml:"),
+            "{}",
+            r.message
+        );
+    }
+    for sql in [
+        "SELECT 1",
+        "SELECT relname FROM pg_catalog.pg_class",
+        "BEGIN",
+    ] {
+        assert!(
+            !matches!(ex.run("support", sql), Analysis::Refused(_)),
+            "{sql}"
+        );
+    }
+    // Admin is not restricted: served as before.
+    assert!(!matches!(
+        ex.run("admin", "SELECT * FROM customers_renamed"),
+        Analysis::Refused(_)
+    ));
+    // ALTER TABLE customers RENAME COLUMN full_name TO fname.
+    let mut renamed = info.clone();
+    for c in renamed.columns.iter_mut() {
+        if c.name == "full_name" {
+            c.name = "fname".into();
+        }
+    }
+    ex.schema
+        .tables
+        .insert(super::tn("public", "customers"), renamed);
+    for sql in [
+        "SELECT fname FROM customers",
+        "SELECT * FROM public.customers",
+        "TABLE customers",
+    ] {
+        refused(ex.run("support", sql), "55000");
+    }
+    assert!(!matches!(
+        ex.run("support", "SELECT * FROM people"),
+        Analysis::Refused(_)
+    ));
 }
