@@ -179,3 +179,65 @@ fn renamed_tables_and_columns_refuse_restricted_reads() {
         Analysis::Refused(_)
     ));
 }
+
+/// Class 5: names compared as PostgreSQL stores them: a name longer than 63
+/// bytes IS its 63-byte prefix, whatever the quoting and case.
+#[test]
+fn long_names_are_truncated_like_postgres() {
+    use crate::rules::model::RuleSet;
+    use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
+    let long = format!("t{}", "x".repeat(62));
+    assert_eq!(long.len(), 63);
+    let toml = format!(
+        "[[column]]\ntable = \"public.{long}\"\nname = \"secret\"\ntype = \"text\"\n\
+         encrypt = \"deterministic\"\n[column.access]\nadmin = \"plaintext\"\nsupport = \"redact\"\n\
+         [[column]]\ntable = \"public.{long}\"\nname = \"note\"\ntype = \"text\"\n\
+         [column.access]\nadmin = \"plaintext\"\nsupport = \"redact\"\n"
+    );
+    let cols = crate::rules::parse::parse_str("rules/long.toml", &toml).expect("rules parse");
+    let mut ex = Ex::new();
+    ex.rules = RuleSet::new(cols, "long".into());
+    let info = TableInfo {
+        oid: 300,
+        relkind: 'r',
+        columns: ["id", "note", "secret"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ColumnInfo {
+                name: n.to_string(),
+                attnum: i as i16 + 1,
+                type_oid: if *n == "secret" { 17 } else { 25 },
+                type_name: "text".into(),
+            })
+            .collect(),
+    };
+    let mut t = std::collections::HashMap::new();
+    t.insert(super::tn("public", &long), info);
+    ex.schema = SchemaSnapshot::new(vec!["public".into()], t);
+    let names = TaggedNames::new(&ex.rules);
+    for spelling in [
+        format!("{long}_v2"),
+        format!("{}_V2", long.to_uppercase()),
+        format!("\"{long}_v2\""),
+        format!("public.{long}{}", "y".repeat(200)),
+        format!("\"public\".\"{long}zzz\""),
+    ] {
+        let sql = format!("SELECT note FROM {spelling}");
+        assert!(mentions_tagged(&names, &sql), "{sql}");
+        let (out, _) = rewritten(ex.run("support", &sql));
+        assert!(out.contains("AS pgveil_t"), "{sql} not masked: {out}");
+        assert!(!out.contains("pgveil_t.\"note\" AS \"note\""), "{out}");
+        let ins = format!("INSERT INTO {spelling} (secret) VALUES ('s3cret')");
+        let (out, _) = rewritten(ex.run("admin", &ins));
+        assert!(!out.contains("s3cret"), "{ins} wrote plaintext: {out}");
+    }
+    // A 64-byte name in a rule file is a `check` error, never silently cut.
+    let bad = toml.replace(&long, &format!("{long}z"));
+    let d = crate::rules::parse::parse_str("rules/long.toml", &bad).expect_err("too long");
+    assert!(
+        d.iter().any(|d| d.message.contains("longer than 63 bytes")),
+        "{d:?}"
+    );
+    let bad = toml.replace(&long, &format!("{}é", "t".repeat(62)));
+    assert!(crate::rules::parse::parse_str("rules/long.toml", &bad).is_err());
+}
