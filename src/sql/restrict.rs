@@ -70,6 +70,24 @@ pub fn refusal(ctx: &Context, what: &str) -> Refusal {
     }
 }
 
+/// `UTF8` in the spellings PostgreSQL accepts for it.
+fn is_utf8(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().replace(['-', '_'], "").as_str(),
+        "utf8" | "unicode"
+    )
+}
+
+fn is_utf8_value(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(id) => is_utf8(&id.value),
+        Expr::Value(v) => {
+            matches!(&v.value, sqlparser::ast::Value::SingleQuotedString(s) if is_utf8(s))
+        }
+        _ => false,
+    }
+}
+
 /// What the text-level check decided.
 pub enum TextVerdict {
     Refuse(Refusal),
@@ -127,6 +145,13 @@ fn refused_create(words: &[String]) -> Option<&str> {
     REFUSED_CREATE.contains(&kind).then_some(kind)
 }
 
+/// Guarded settings whose harmless values are allowed: the value is checked
+/// on the parsed statement.
+const CHECKED_SETTINGS: &[&str] = &["search_path", "client_encoding", "names"];
+
+/// Guarded settings a restricted session may RESET.
+const RESETTABLE: &[&str] = &["all", "search_path", "client_encoding"];
+
 /// Checks on the leading words, before (and whether or not) sqlparser
 /// parses the statement; the same lexer as the pre-filter, so comments and
 /// quoting are read the way the server reads them.
@@ -173,6 +198,16 @@ pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
                 ("session" | "local", v) => v,
                 (v, _) => v,
             };
+            // Decided on the parsed statement (see `Gate::setting`).
+            if w(0) == "set" && CHECKED_SETTINGS.contains(&var) {
+                return TextVerdict::Parse;
+            }
+            // Back to the session's defaults, which are what its catalog
+            // snapshot was read under: nothing a restricted session could
+            // SET changes them (identity and name resolution are guarded).
+            if w(0) == "reset" && RESETTABLE.contains(&var) && words.len() == 2 && others == 0 {
+                return TextVerdict::Forward;
+            }
             if GUARDED_SETTINGS.contains(&var) {
                 return refuse(&format!(
                     "{} {}",
@@ -329,6 +364,80 @@ impl Gate<'_, '_> {
         }
     }
 
+    /// SET of a guarded setting that the text check let through: only
+    /// values that change nothing pgveil relies on. `search_path` must stay
+    /// exactly the effective path of the catalog snapshot (tracking a new
+    /// path needs the session; see `docs/rules.md`); `client_encoding` /
+    /// `NAMES` may only say UTF-8, the encoding pgveil reads text in. ROLE
+    /// forms are refused whatever their spelling.
+    fn setting(&self, set: &sqlparser::ast::Set) -> ControlFlow<Refusal> {
+        use sqlparser::ast::Set;
+        match set {
+            Set::SetRole { .. } => self.refuse("SET ROLE"),
+            Set::SetNames { charset_name, .. } if is_utf8(&charset_name.value) => {
+                ControlFlow::Continue(())
+            }
+            Set::SetNames { .. } | Set::SetNamesDefault {} => {
+                self.refuse("SET NAMES other than UTF8")
+            }
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let var = fold_name(variable)
+                    .and_then(|mut p| p.pop())
+                    .unwrap_or_default();
+                match var.as_str() {
+                    "search_path" if self.search_path_unchanged(values) => {
+                        ControlFlow::Continue(())
+                    }
+                    "search_path" => self
+                        .refuse("SET search_path to a value other than the session's current path"),
+                    "client_encoding" if values.len() == 1 && is_utf8_value(&values[0]) => {
+                        ControlFlow::Continue(())
+                    }
+                    "client_encoding" => self.refuse("SET client_encoding other than UTF8"),
+                    _ if GUARDED_SETTINGS.contains(&var.as_str()) => {
+                        self.refuse(&format!("SET {}", var.to_ascii_uppercase()))
+                    }
+                    _ => ControlFlow::Continue(()),
+                }
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Whether `SET search_path TO values` names exactly the snapshot's
+    /// effective path (`DEFAULT` is the path the snapshot was read under).
+    fn search_path_unchanged(&self, values: &[Expr]) -> bool {
+        let Some(schema) = self.ctx.schema else {
+            return false;
+        };
+        let mut names = Vec::new();
+        for v in values {
+            match v {
+                Expr::Identifier(id)
+                    if id.quote_style.is_none()
+                        && id.value.eq_ignore_ascii_case("default")
+                        && values.len() == 1 =>
+                {
+                    return true
+                }
+                Expr::Identifier(id) => names.push(super::resolve::fold(id)),
+                Expr::Value(sqlparser::ast::ValueWithSpan {
+                    value: sqlparser::ast::Value::SingleQuotedString(s),
+                    ..
+                }) if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                {
+                    names.push(s.clone())
+                }
+                _ => return false,
+            }
+        }
+        !names.is_empty() && names == schema.search_path
+    }
+
     /// True when the search_path lists pg_catalog after another schema, so an
     /// unqualified name could resolve to a function in that schema first.
     fn catalog_shadowed(&self) -> bool {
@@ -372,17 +481,7 @@ impl Visitor for Gate<'_, '_> {
                     .join(" ");
                 self.refuse(&kind.to_ascii_uppercase())
             }
-            Statement::Set(_) => {
-                // SET forms that name a guarded setting were refused on the text;
-                // ROLE / NAMES forms are refused here whatever their spelling.
-                use sqlparser::ast::Set;
-                match st {
-                    Statement::Set(Set::SetRole { .. } | Set::SetNames { .. }) => {
-                        self.refuse("SET ROLE / SET NAMES")
-                    }
-                    _ => ControlFlow::Continue(()),
-                }
-            }
+            Statement::Set(set) => self.setting(set),
             Statement::CreateTable(ct) if ct.query.is_some() => {
                 self.refuse("CREATE TABLE AS (copying query results into a table)")
             }

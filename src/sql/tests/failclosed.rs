@@ -241,3 +241,53 @@ fn long_names_are_truncated_like_postgres() {
     let bad = toml.replace(&long, &format!("{}é", "t".repeat(62)));
     assert!(crate::rules::parse::parse_str("rules/long.toml", &bad).is_err());
 }
+
+/// Usability: ordinary settings, locks and catalog helpers that ORMs and
+/// drivers run, allowed without weakening the guarded forms.
+#[test]
+fn harmless_settings_locks_and_catalog_helpers_are_allowed() {
+    let ex = Ex::new();
+    for sql in [
+        "SET search_path TO public",
+        "SET search_path = public",
+        "SET LOCAL search_path TO 'public'",
+        "SET search_path TO DEFAULT",
+        "SET client_encoding TO 'UTF8'",
+        "SET client_encoding = 'utf-8'",
+        "SET NAMES 'UTF8'",
+        "RESET ALL",
+        "RESET search_path",
+        "RESET client_encoding",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT pg_try_advisory_xact_lock(1, 2)",
+        "SELECT pg_advisory_unlock_all()",
+        "SELECT pg_get_serial_sequence('customers', 'id')",
+        "SELECT format_type(25, NULL)",
+        "SELECT to_regclass('public.customers')",
+        "TABLE orders",
+    ] {
+        for role in ["support", "analyst"] {
+            assert!(
+                !matches!(ex.run(role, sql), Analysis::Refused(_)),
+                "{sql}: {:?}",
+                ex.run(role, sql)
+            );
+        }
+    }
+    for sql in [
+        "SET search_path TO evil, public",
+        "SET search_path TO public, evil",
+        "SET search_path TO 'public, evil'",
+        "SET search_path TO \"$user\", public",
+        "SET search_path TO pg_temp, public",
+        "SET client_encoding TO 'SJIS'",
+        "SET NAMES 'LATIN1'",
+        "SET client_encoding TO DEFAULT",
+        "SET role TO admin",
+        "RESET ROLE",
+        "RESET session_authorization",
+        "RESET ALL; SET ROLE admin",
+    ] {
+        refused_any(ex.run("support", sql), sql);
+    }
+}

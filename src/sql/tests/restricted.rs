@@ -128,8 +128,6 @@ fn more_threat_classes() -> Vec<(&'static str, &'static [&'static str])> {
                 "SET SESSION AUTHORIZATION DEFAULT",
                 "RESET ROLE",
                 "RESET SESSION AUTHORIZATION",
-                "RESET ALL",
-                "RESET search_path",
                 "SET search_path = evil, public",
                 "SET LOCAL search_path TO evil",
                 "set \"search_path\" to evil",
