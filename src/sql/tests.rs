@@ -13,6 +13,7 @@ use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
 mod failclosed;
 mod masking;
 mod restricted;
+mod values_flow;
 mod write_path;
 
 struct FakeEnc;
