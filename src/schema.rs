@@ -122,19 +122,56 @@ pub fn catalog_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> St
     )
 }
 
-/// The relations that read any of `tables`, recursively: views and
-/// materialized views whose rewrite rules depend on one of them (or on such
-/// a view), inheritance children and partitions (which hold rows that a
-/// query of the parent returns), and views that call a function outside
-/// pg_catalog / information_schema (its body may read the tables, which no
-/// catalog dependency records). One row per relation: `schema, name`; the
-/// tables themselves are not listed. Fill [`SchemaSnapshot::protected_views`]
-/// from it. Names are escaped as in [`catalog_query`].
+/// pg_catalog functions that run SQL text or read a relation named by a
+/// string (`query_to_xml('SELECT … FROM customers')`): a view calling one
+/// has no catalog dependency on what it reads, so it counts as reading
+/// every tagged table.
+#[rustfmt::skip]
+pub const SQL_TEXT_FUNCTIONS: &[&str] = &[
+    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema", "table_to_xml", "table_to_xml_and_xmlschema", "table_to_xmlschema",
+    "schema_to_xml", "schema_to_xml_and_xmlschema", "schema_to_xmlschema", "database_to_xml",
+    "database_to_xml_and_xmlschema", "database_to_xmlschema", "ts_stat", "ts_rewrite",
+    "pg_mcv_list_items", "pg_stat_get_activity",
+];
+
+/// The pg_catalog relations holding column values (statistics) or other
+/// sessions' statement text.
+pub const STATISTICS_RELATIONS: &[&str] = &[
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_stat_activity",
+];
+
+/// The relations that read any of `tables`, recursively, and so must be
+/// refused to restricted sessions:
+/// - views and materialized views whose rewrite rules depend on one of them
+///   (or on such a relation);
+/// - the inheritance and partition graph in both directions: children and
+///   partitions hold rows of their own, and a query of a parent (or of any
+///   ancestor) returns the rows of the tagged child;
+/// - views that call a function outside pg_catalog / information_schema
+///   (its body may read the tables, which no catalog dependency records);
+/// - [`STATISTICS_RELATIONS`] and every user view that calls one of
+///   [`SQL_TEXT_FUNCTIONS`] or reads one of [`STATISTICS_RELATIONS`].
+///   PostgreSQL records no `pg_depend` row for a dependency on a pinned
+///   (built-in) object, so these are found in the views' stored query trees
+///   (`:funcid N` / `:relid N` in `pg_rewrite.ev_action`), which hold
+///   resolved OIDs whatever the spelling. User objects start at OID 16384
+///   (FirstNormalObjectId), which keeps the scan off the system views.
+///
+/// One row per relation: `schema, name`; the tables themselves are not
+/// listed. Fill [`SchemaSnapshot::protected_views`] from it. Names are
+/// escaped as in [`catalog_query`].
 pub fn dependent_views_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: I) -> String {
     let pairs = name_pairs(tables);
     if pairs.is_empty() {
         return "SELECT NULL::text, NULL::text WHERE false".into();
     }
+    let sql_text = quoted_list(SQL_TEXT_FUNCTIONS);
     format!(
         "WITH RECURSIVE edge(parent, child) AS ( \
            SELECT d.refobjid, r.ev_class FROM pg_catalog.pg_depend d \
@@ -143,17 +180,29 @@ pub fn dependent_views_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: 
              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
              AND r.ev_class <> d.refobjid \
            UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i \
+           UNION ALL SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i \
          ), dep(oid) AS ( \
            SELECT c.oid FROM pg_catalog.pg_class c \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
            WHERE (n.nspname::text, c.relname::text) IN (VALUES {v}) \
+              OR (n.nspname::text = 'pg_catalog' AND c.relname::text IN ({stats})) \
+           UNION SELECT r.ev_class FROM pg_catalog.pg_rewrite r \
+           WHERE r.ev_class >= 16384 AND r.ev_action::text ~ ( \
+             SELECT '(:funcid|:relid) (' || pg_catalog.string_agg(x.o::text, '|') || ')[^0-9]' \
+             FROM (SELECT p.oid AS o FROM pg_catalog.pg_proc p \
+                   WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace \
+                     AND p.proname::text IN ({sql_text}) \
+                   UNION ALL SELECT c.oid FROM pg_catalog.pg_class c \
+                   WHERE c.relnamespace = 'pg_catalog'::pg_catalog.regnamespace \
+                     AND c.relname::text IN ({stats})) x) \
            UNION SELECT r.ev_class FROM pg_catalog.pg_depend d \
            JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
            JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
            JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace \
            WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
              AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-             AND pn.nspname::text NOT IN ('pg_catalog', 'information_schema') \
+             AND (pn.nspname::text NOT IN ('pg_catalog', 'information_schema') \
+                  OR p.proname::text IN ({sql_text})) \
            UNION SELECT e.child FROM edge e JOIN dep ON dep.oid = e.parent \
          ) \
          SELECT n.nspname::text, c.relname::text FROM dep \
@@ -161,8 +210,18 @@ pub fn dependent_views_query<'a, I: IntoIterator<Item = &'a TableName>>(tables: 
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE (n.nspname::text, c.relname::text) NOT IN (VALUES {v}) \
          ORDER BY 1, 2",
-        v = pairs.join(", ")
+        v = pairs.join(", "),
+        stats = quoted_list(STATISTICS_RELATIONS),
     )
+}
+
+/// `'a', 'b'` for names that are constants of this module.
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Fills [`SchemaSnapshot::protected_views`] from the text rows of

@@ -308,3 +308,30 @@ async fn session_state_policy_changes_notifications_catalog() {
     session_cases::setup();
     run_class("session", session_cases::session_state()).await;
 }
+
+#[tokio::test]
+async fn hidden_relations_table_command() {
+    run_class("hidden-relations", cases::hidden_relations()).await;
+}
+
+#[tokio::test]
+async fn statistics_every_spelling() {
+    run_class("stats-more", cases::statistics_more()).await;
+}
+
+#[tokio::test]
+async fn objects_around_tagged_tables() {
+    run_class("objects-around", cases::objects_around()).await;
+}
+
+/// Renames move the protected table for a moment, which would disturb the other classes
+/// running concurrently; they run only with `PGVEIL_ADVERSARIAL_RENAMES=1`, alone:
+/// `PGVEIL_ADVERSARIAL_RENAMES=1 cargo test --test adversarial renames -- --test-threads 1`.
+#[tokio::test]
+async fn renames_of_tagged_tables() {
+    if std::env::var_os("PGVEIL_ADVERSARIAL_RENAMES").is_none() {
+        eprintln!("renames: skipped (set PGVEIL_ADVERSARIAL_RENAMES=1 and run alone)");
+        return;
+    }
+    run_class("renames", cases::renames()).await;
+}

@@ -14,6 +14,7 @@
 //!   statement analysed and the restricted-session checks.
 
 use crate::rules::model::{Access, ColumnRule, RuleSet, TableName};
+use crate::schema::SchemaSnapshot;
 
 #[cfg(test)]
 mod tests;
@@ -146,4 +147,44 @@ pub fn read_access(rule: Option<&ColumnRule>, roles: &[String]) -> Access {
         Some(r) if r.encrypt.is_some() => access(r, roles),
         _ => Access::Deny,
     }
+}
+
+/// How the rules and the live catalog disagree about one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift<'r> {
+    /// The rule's table is not in the catalog under its name: renamed,
+    /// moved to another schema (`SET SCHEMA`) or dropped. Its rows may be
+    /// readable under a name no rule covers.
+    TableMissing(&'r ColumnRule),
+    /// The table is there but the rule's column is not: renamed (or
+    /// dropped). Its values may be readable under a column name no rule
+    /// covers.
+    ColumnMissing(&'r ColumnRule),
+}
+
+impl Drift<'_> {
+    pub fn rule(&self) -> &ColumnRule {
+        match self {
+            Drift::TableMissing(r) | Drift::ColumnMissing(r) => r,
+        }
+    }
+}
+
+/// The first rule the catalog snapshot does not match (rules in file
+/// order). pgveil knows tables from the catalog by name and the rules by
+/// name, so after `ALTER TABLE … RENAME`, `RENAME COLUMN` or `SET SCHEMA`
+/// (done outside pgveil) the protected data lives under a name no rule
+/// covers. Restricted sessions are refused while this is `Some`: for a
+/// missing table any statement that reads a relation (pgveil cannot tell
+/// which one now holds the rows), for a missing column any statement on
+/// that table. `pgveil check --upstream` reports the same drift.
+pub fn drift<'r>(rules: &'r RuleSet, schema: &SchemaSnapshot) -> Option<Drift<'r>> {
+    rules
+        .columns()
+        .iter()
+        .find_map(|r| match schema.tables.get(&r.table) {
+            None => Some(Drift::TableMissing(r)),
+            Some(t) if t.column(&r.name).is_none() => Some(Drift::ColumnMissing(r)),
+            Some(_) => None,
+        })
 }

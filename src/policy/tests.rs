@@ -391,3 +391,73 @@ proptest! {
         }
     }
 }
+
+mod drift {
+    use std::collections::HashMap;
+
+    use super::super::{drift, Drift};
+    use crate::rules::model::{Access, ColumnRule, LogicalType, RuleSet, SourceLoc, TableName};
+    use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
+
+    fn t(name: &str) -> TableName {
+        TableName {
+            schema: "public".into(),
+            name: name.into(),
+        }
+    }
+
+    fn rule(table: &str, col: &str) -> ColumnRule {
+        ColumnRule {
+            table: t(table),
+            name: col.into(),
+            ty: LogicalType::Text,
+            encrypt: None,
+            class: "pii".into(),
+            access: Default::default(),
+            default: Access::Deny,
+            source: SourceLoc::default(),
+        }
+    }
+
+    fn schema(tables: &[(&str, &[&str])]) -> SchemaSnapshot {
+        let mut m = HashMap::new();
+        for (i, (n, cols)) in tables.iter().enumerate() {
+            m.insert(
+                t(n),
+                TableInfo {
+                    oid: 100 + i as u32,
+                    relkind: 'r',
+                    columns: cols
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| ColumnInfo {
+                            name: c.to_string(),
+                            attnum: j as i16 + 1,
+                            type_oid: 25,
+                            type_name: "text".into(),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        SchemaSnapshot::new(vec!["public".into()], m)
+    }
+
+    #[test]
+    fn renamed_tables_and_columns_are_drift() {
+        let rules = RuleSet::new(
+            vec![rule("customers", "name"), rule("orders", "email")],
+            "v".into(),
+        );
+        let ok = schema(&[("customers", &["id", "name"]), ("orders", &["email"])]);
+        assert_eq!(drift(&rules, &ok), None);
+        // ALTER TABLE customers RENAME TO c2 (or SET SCHEMA): the name is gone.
+        let renamed = schema(&[("c2", &["id", "name"]), ("orders", &["email"])]);
+        assert!(
+            matches!(drift(&rules, &renamed), Some(Drift::TableMissing(r)) if r.name == "name")
+        );
+        // RENAME COLUMN name TO n.
+        let col = schema(&[("customers", &["id", "n"]), ("orders", &["email"])]);
+        assert!(matches!(drift(&rules, &col), Some(Drift::ColumnMissing(r)) if r.name == "name"));
+    }
+}

@@ -22,7 +22,7 @@ use super::toml_tree::{self, Located, Node};
 
 /// Postgres silently truncates identifiers longer than this (NAMEDATALEN - 1
 /// bytes), so a longer name in a rule could never match the catalog.
-const MAX_IDENTIFIER_BYTES: usize = 63;
+use crate::ident::MAX_IDENTIFIER_BYTES;
 
 const COLUMN_KEYS: &[&str] = &["table", "name", "type", "encrypt", "class", "access"];
 const DEFAULT_CLASS: &str = "unclassified";

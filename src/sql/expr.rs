@@ -5,8 +5,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_relations, BinaryOperator, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArguments, UnaryOperator, Value, Visit, WindowType,
+    visit_expressions, BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, UnaryOperator, Value, Visit, WindowType,
 };
 
 use crate::rules::model::{ColumnRule, EncryptMode};
@@ -54,34 +54,33 @@ impl<'a> Analyzer<'a, '_> {
     /// Refuses when `v` names a tagged table (or a CTE carrying sensitive columns).
     pub fn refuse_if_tagged<V: Visit>(&self, v: &V, scope: &Scope<'a, '_>, why: &str) -> R<()> {
         let roles = self.roles();
-        let r = visit_relations(v, |n| {
-            if let Some(parts) = fold_name(n) {
-                if parts.len() == 1 {
-                    if let Some(c) = scope.cte(&parts[0]) {
-                        return match c
+        for rel in super::relations::relations(v) {
+            let Some(n) = rel else {
+                return Err(refuse::unreadable_relation());
+            };
+            if let Some(parts) = fold_name(&n) {
+                if let [single] = parts.as_slice() {
+                    if let Some(c) = scope.cte(single) {
+                        if let Some(r) = c
                             .cols
                             .iter()
                             .filter_map(|c| c.origin)
                             .find(|r| sensitive(r, roles))
                         {
-                            Some(r) => ControlFlow::Break(refuse::unsupported(r, why)),
-                            None => ControlFlow::Continue(()),
-                        };
+                            return Err(refuse::unsupported(r, why));
+                        }
+                        continue;
                     }
                 }
             }
-            match self.res.table(n) {
-                Some(t) => ControlFlow::Break(refuse::unsupported_statement(
+            if let Some(t) = self.res.table(&n) {
+                return Err(refuse::unsupported_statement(
                     &format!("a subquery inside {why}"),
                     &t.to_string(),
-                )),
-                None => ControlFlow::Continue(()),
+                ));
             }
-        });
-        match r {
-            ControlFlow::Break(h) => Err(h),
-            ControlFlow::Continue(()) => Ok(()),
         }
+        Ok(())
     }
 
     /// The expression walk (see module docs). `why` names the enclosing

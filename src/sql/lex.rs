@@ -371,6 +371,7 @@ pub fn fold_into(tok: &Tok<'_>, buf: &mut String) -> bool {
     match tok {
         Tok::Word(w) => {
             buf.extend(w.chars().map(|c| c.to_ascii_lowercase()));
+            crate::ident::truncate_in_place(buf);
             true
         }
         Tok::Quoted(q) => {
@@ -379,6 +380,7 @@ pub fn fold_into(tok: &Tok<'_>, buf: &mut String) -> bool {
             } else {
                 buf.push_str(q);
             }
+            crate::ident::truncate_in_place(buf);
             true
         }
         _ => false,
@@ -430,14 +432,8 @@ pub fn mentions_tagged(names: &TaggedNames, sql: &str) -> bool {
     let mut lx = Lexer::new(sql);
     let mut buf = String::with_capacity(32);
     for tok in lx.by_ref() {
-        let len = match &tok {
-            Tok::Word(w) => w.len(),
-            Tok::Quoted(q) => q.len(),
-            _ => continue,
-        };
-        if len > names.max_len + names.max_len / 2 + 2 {
-            continue;
-        }
+        // No length shortcut: the server truncates long names to 63 bytes,
+        // so a name of any length can be a tagged one.
         if fold_into(&tok, &mut buf) && names.names.contains(buf.as_str()) {
             return true;
         }

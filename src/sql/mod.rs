@@ -31,8 +31,10 @@ pub mod limits;
 mod masked;
 mod query;
 pub mod refuse;
+mod relations;
 pub mod resolve;
 pub mod restrict;
+mod values_flow;
 mod write;
 
 #[cfg(test)]
@@ -278,6 +280,8 @@ impl StatementPlan {
 /// Parses one statement (as split by [`lex::split_statements`]); `None` when
 /// sqlparser cannot, or sees more or less than one statement.
 fn parse_one(chunk: &str) -> Option<sqlparser::ast::Statement> {
+    let rewritten = relations::table_commands_as_select(chunk);
+    let chunk = rewritten.as_deref().unwrap_or(chunk);
     let copy_in = lex::is_copy_from_stdin(chunk);
     let parsed = if copy_in {
         // sqlparser wants inline data after `FROM STDIN;`: give it none.

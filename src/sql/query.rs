@@ -337,28 +337,16 @@ impl<'a, 'c> Analyzer<'a, 'c> {
                 Ok((cols, true, Vec::new()))
             }
             SetExpr::Table(t) => {
-                let name = match (&t.schema_name, &t.table_name) {
-                    (Some(s), Some(n)) => format!("{s}.{n}"),
-                    (None, Some(n)) => n.clone(),
-                    _ => return Ok((Vec::new(), false, Vec::new())),
-                };
-                let parsed =
-                    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                        .try_with_sql(&name)
-                        .and_then(|mut p| p.parse_object_name(false));
-                match parsed.ok().and_then(|n| self.res.table(&n)) {
-                    Some(t) => {
-                        self.record_table(&t);
-                        if super::restrict::protected_table(self.ctx.rules, &t, self.roles()) {
-                            return Err(refuse::unsupported_statement(
-                                "TABLE (write SELECT * FROM instead)",
-                                &t.to_string(),
-                            ));
-                        }
-                        let rel = self.res.relation(&t);
-                        Ok((rel.cols.clone(), rel.complete, vec![rel]))
+                // Left by sqlparser where the text rewrite of TABLE commands
+                // did not apply: read it as the SELECT * it means.
+                let star = super::relations::table_command_name(t)
+                    .and_then(|n| super::relations::select_star_from(&n));
+                match star {
+                    Some(sel) => {
+                        *body = sel;
+                        self.set_expr(body, scope, mode)
                     }
-                    None => Ok((Vec::new(), false, Vec::new())),
+                    None => Err(refuse::unreadable_relation()),
                 }
             }
             SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) => {

@@ -223,6 +223,49 @@ pub fn needs_schema(table: &str, what: &str) -> Refusal {
     }
 }
 
+/// The catalog no longer matches the rules (a tagged table or column was
+/// renamed, moved or dropped outside pgveil): restricted sessions wait for
+/// the DBA to update the rules.
+pub fn rules_out_of_sync(d: crate::policy::Drift) -> Refusal {
+    let r = d.rule();
+    let what = match d {
+        crate::policy::Drift::TableMissing(_) => format!(
+            "the rules name table {}, which the database does not have under that name",
+            r.table
+        ),
+        crate::policy::Drift::ColumnMissing(_) => format!(
+            "the rules name column {}, which table {} does not have",
+            r.qualified(),
+            r.table
+        ),
+    };
+    Refusal {
+        sqlstate: OBJECT_NOT_IN_PREREQUISITE_STATE,
+        message: format!(
+            "pgveil: {what} (renamed, moved to another schema or dropped?; rule {}:{}); \
+             the statement was not sent",
+            r.source.file, r.source.line
+        ),
+        hint: Some(
+            "Update the rule files to the new names (pgveil check --upstream shows the drift); \
+             restricted sessions are refused until then."
+                .into(),
+        ),
+    }
+}
+
+/// A relation the analysis cannot name (a `TABLE` command whose name does
+/// not read back as one): it could be any table, so nothing is sent.
+pub fn unreadable_relation() -> Refusal {
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message:
+            "pgveil cannot tell which relation this TABLE command reads; the statement was not sent"
+                .into(),
+        hint: Some("Write SELECT * FROM name instead.".into()),
+    }
+}
+
 pub fn unparsable(table: &str) -> Refusal {
     Refusal {
         sqlstate: SYNTAX_ERROR,

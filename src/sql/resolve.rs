@@ -16,12 +16,11 @@ use sqlparser::ast::{Ident, ObjectName, TableAlias};
 use crate::rules::model::{ColumnRule, RuleSet, TableName};
 use crate::schema::SchemaSnapshot;
 
-/// Postgres folding of one identifier.
+/// One identifier as Postgres stores it (folding and truncation to 63
+/// bytes; see [`crate::ident::normalize`]). Every name from a statement is
+/// compared through this.
 pub fn fold(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_ascii_lowercase(),
-    }
+    crate::ident::normalize(&ident.value, ident.quote_style.is_some())
 }
 
 /// The folded parts of a dotted name; `None` for function-call parts.

@@ -36,10 +36,13 @@ use sqlparser::ast::{
 use super::builtins::{builtin_allowed, BUILTIN_OPERATORS};
 use super::lex::{fold_into, Lexer, Tok};
 use super::refuse::{self, access};
+use super::relations::{table_command_name, table_commands};
 use super::resolve::{fold_name, Resolver};
 use super::{Context, Refusal};
 
-pub use crate::policy::{is_restricted, protected_table, restricted_table, restricting_rule};
+pub use crate::policy::{
+    drift, is_restricted, protected_table, restricted_table, restricting_rule, Drift,
+};
 
 /// The refusal for a restricted session, naming the rule that restricts it.
 pub fn refusal(ctx: &Context, what: &str) -> Refusal {
@@ -64,6 +67,24 @@ pub fn refusal(ctx: &Context, what: &str) -> Refusal {
              role with plaintext access."
                 .into(),
         ),
+    }
+}
+
+/// `UTF8` in the spellings PostgreSQL accepts for it.
+fn is_utf8(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().replace(['-', '_'], "").as_str(),
+        "utf8" | "unicode"
+    )
+}
+
+fn is_utf8_value(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(id) => is_utf8(&id.value),
+        Expr::Value(v) => {
+            matches!(&v.value, sqlparser::ast::Value::SingleQuotedString(s) if is_utf8(s))
+        }
+        _ => false,
     }
 }
 
@@ -124,6 +145,13 @@ fn refused_create(words: &[String]) -> Option<&str> {
     REFUSED_CREATE.contains(&kind).then_some(kind)
 }
 
+/// Guarded settings whose harmless values are allowed: the value is checked
+/// on the parsed statement.
+const CHECKED_SETTINGS: &[&str] = &["search_path", "client_encoding", "names"];
+
+/// Guarded settings a restricted session may RESET.
+const RESETTABLE: &[&str] = &["all", "search_path", "client_encoding"];
+
 /// Checks on the leading words, before (and whether or not) sqlparser
 /// parses the statement; the same lexer as the pre-filter, so comments and
 /// quoting are read the way the server reads them.
@@ -170,6 +198,16 @@ pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
                 ("session" | "local", v) => v,
                 (v, _) => v,
             };
+            // Decided on the parsed statement (see `Gate::setting`).
+            if w(0) == "set" && CHECKED_SETTINGS.contains(&var) {
+                return TextVerdict::Parse;
+            }
+            // Back to the session's defaults, which are what its catalog
+            // snapshot was read under: nothing a restricted session could
+            // SET changes them (identity and name resolution are guarded).
+            if w(0) == "reset" && RESETTABLE.contains(&var) && words.len() == 2 && others == 0 {
+                return TextVerdict::Forward;
+            }
             if GUARDED_SETTINGS.contains(&var) {
                 return refuse(&format!(
                     "{} {}",
@@ -187,7 +225,11 @@ pub fn check_text(chunk: &str, ctx: &Context) -> TextVerdict {
 }
 
 /// Statistics and activity views that expose column values (most common
-/// values, histogram bounds) or other sessions' statement text.
+/// values, histogram bounds) or other sessions' statement text (with their
+/// literals). Refused to restricted sessions outright, rather than scrubbed
+/// per tagged table: a scrub would have to follow every way of naming a
+/// table in their text columns. Views a DBA builds over them are in the
+/// catalog's protected relations (see `schema::dependent_views_query`).
 const VALUE_VIEWS: &[&str] = &[
     "pg_stats",
     "pg_stats_ext",
@@ -198,22 +240,51 @@ const VALUE_VIEWS: &[&str] = &[
     "pg_stat_activity",
     "pg_stat_statements",
     "pg_stat_statements_info",
+    "pg_stat_monitor",
+    "pg_stat_kcache",
+    "pg_qualstats",
+    "pg_store_plans",
     "pg_largeobject",
 ];
 
 /// The AST-level checks for a parsed statement of a restricted session.
 pub fn check_statement(st: &Statement, ctx: &Context) -> Result<(), Refusal> {
-    let mut gate = Gate {
-        ctx,
-        res: Resolver {
-            rules: ctx.rules,
-            schema: ctx.schema,
-        },
+    let res = Resolver {
+        rules: ctx.rules,
+        schema: ctx.schema,
     };
+    if let Some(d) = ctx.schema.and_then(|s| drift(ctx.rules, s)) {
+        check_drift(st, d, &res)?;
+    }
+    let mut gate = Gate { ctx, res };
     match st.visit(&mut gate) {
         ControlFlow::Break(r) => Err(r),
         ControlFlow::Continue(()) => Ok(()),
     }
+}
+
+/// While the catalog does not match the rules (see [`drift`]), refuses what
+/// could read the protected data under its new name.
+fn check_drift(st: &Statement, d: Drift, res: &Resolver) -> Result<(), Refusal> {
+    for rel in super::relations::relations(st) {
+        let Some(n) = rel else {
+            return Err(refuse::rules_out_of_sync(d));
+        };
+        let parts = fold_name(&n).unwrap_or_default();
+        let catalog = parts.len() >= 2
+            && matches!(
+                parts[parts.len() - 2].as_str(),
+                "pg_catalog" | "information_schema"
+            );
+        let hit = match d {
+            Drift::TableMissing(_) => !catalog,
+            Drift::ColumnMissing(r) => res.table(&n).is_some_and(|t| t == r.table),
+        };
+        if hit {
+            return Err(refuse::rules_out_of_sync(d));
+        }
+    }
+    Ok(())
 }
 
 struct Gate<'c, 'a> {
@@ -255,8 +326,9 @@ impl Gate<'_, '_> {
             return self.refuse("a relation named by an expression");
         };
         let last = parts.last().map(String::as_str).unwrap_or("");
-        let schema_ok = parts.len() < 2 || parts[parts.len() - 2] == "pg_catalog";
-        if VALUE_VIEWS.contains(&last) && schema_ok {
+        // Whatever the schema: pg_stat_statements lives in the extension's
+        // schema, and a same-named relation elsewhere costs only a refusal.
+        if VALUE_VIEWS.contains(&last) {
             return self.refuse(&format!("reading {last}, which exposes column values"));
         }
         if let Some(v) = self.protected_view(name) {
@@ -290,6 +362,80 @@ impl Gate<'_, '_> {
                  arguments are allowed)"
             )),
         }
+    }
+
+    /// SET of a guarded setting that the text check let through: only
+    /// values that change nothing pgveil relies on. `search_path` must stay
+    /// exactly the effective path of the catalog snapshot (tracking a new
+    /// path needs the session; see `docs/rules.md`); `client_encoding` /
+    /// `NAMES` may only say UTF-8, the encoding pgveil reads text in. ROLE
+    /// forms are refused whatever their spelling.
+    fn setting(&self, set: &sqlparser::ast::Set) -> ControlFlow<Refusal> {
+        use sqlparser::ast::Set;
+        match set {
+            Set::SetRole { .. } => self.refuse("SET ROLE"),
+            Set::SetNames { charset_name, .. } if is_utf8(&charset_name.value) => {
+                ControlFlow::Continue(())
+            }
+            Set::SetNames { .. } | Set::SetNamesDefault {} => {
+                self.refuse("SET NAMES other than UTF8")
+            }
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let var = fold_name(variable)
+                    .and_then(|mut p| p.pop())
+                    .unwrap_or_default();
+                match var.as_str() {
+                    "search_path" if self.search_path_unchanged(values) => {
+                        ControlFlow::Continue(())
+                    }
+                    "search_path" => self
+                        .refuse("SET search_path to a value other than the session's current path"),
+                    "client_encoding" if values.len() == 1 && is_utf8_value(&values[0]) => {
+                        ControlFlow::Continue(())
+                    }
+                    "client_encoding" => self.refuse("SET client_encoding other than UTF8"),
+                    _ if GUARDED_SETTINGS.contains(&var.as_str()) => {
+                        self.refuse(&format!("SET {}", var.to_ascii_uppercase()))
+                    }
+                    _ => ControlFlow::Continue(()),
+                }
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Whether `SET search_path TO values` names exactly the snapshot's
+    /// effective path (`DEFAULT` is the path the snapshot was read under).
+    fn search_path_unchanged(&self, values: &[Expr]) -> bool {
+        let Some(schema) = self.ctx.schema else {
+            return false;
+        };
+        let mut names = Vec::new();
+        for v in values {
+            match v {
+                Expr::Identifier(id)
+                    if id.quote_style.is_none()
+                        && id.value.eq_ignore_ascii_case("default")
+                        && values.len() == 1 =>
+                {
+                    return true
+                }
+                Expr::Identifier(id) => names.push(super::resolve::fold(id)),
+                Expr::Value(sqlparser::ast::ValueWithSpan {
+                    value: sqlparser::ast::Value::SingleQuotedString(s),
+                    ..
+                }) if !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                {
+                    names.push(s.clone())
+                }
+                _ => return false,
+            }
+        }
+        !names.is_empty() && names == schema.search_path
     }
 
     /// True when the search_path lists pg_catalog after another schema, so an
@@ -335,17 +481,7 @@ impl Visitor for Gate<'_, '_> {
                     .join(" ");
                 self.refuse(&kind.to_ascii_uppercase())
             }
-            Statement::Set(_) => {
-                // SET forms that name a guarded setting were refused on the text;
-                // ROLE / NAMES forms are refused here whatever their spelling.
-                use sqlparser::ast::Set;
-                match st {
-                    Statement::Set(Set::SetRole { .. } | Set::SetNames { .. }) => {
-                        self.refuse("SET ROLE / SET NAMES")
-                    }
-                    _ => ControlFlow::Continue(()),
-                }
-            }
+            Statement::Set(set) => self.setting(set),
             Statement::CreateTable(ct) if ct.query.is_some() => {
                 self.refuse("CREATE TABLE AS (copying query results into a table)")
             }
@@ -366,10 +502,14 @@ impl Visitor for Gate<'_, '_> {
                 match source {
                     CopySource::Table { table_name, .. } => tables.push(table_name.clone()),
                     CopySource::Query(q) => {
-                        let _ = sqlparser::ast::visit_relations(&**q, |n| {
-                            tables.push(n.clone());
-                            ControlFlow::<()>::Continue(())
-                        });
+                        for rel in super::relations::relations(&**q) {
+                            match rel {
+                                Some(n) => tables.push(n),
+                                None => {
+                                    return self.refuse("COPY of a relation pgveil cannot name")
+                                }
+                            }
+                        }
                     }
                 }
                 for n in &tables {
@@ -389,6 +529,13 @@ impl Visitor for Gate<'_, '_> {
         if let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() {
             if s.into.is_some() {
                 return self.refuse("SELECT INTO (copying query results into a table)");
+            }
+        }
+        // TABLE commands name a relation no table-factor hook sees.
+        for t in table_commands(&q.body) {
+            match table_command_name(t) {
+                Some(n) => self.relation(&n)?,
+                None => return self.refuse("a TABLE command pgveil cannot name"),
             }
         }
         ControlFlow::Continue(())

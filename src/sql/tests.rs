@@ -10,8 +10,10 @@ use crate::rules::model::{
 };
 use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
 
+mod failclosed;
 mod masking;
 mod restricted;
+mod values_flow;
 mod write_path;
 
 struct FakeEnc;
@@ -156,6 +158,16 @@ fn schema() -> SchemaSnapshot {
             oid: 101,
             relkind: 'r',
             columns: cols(&["id", "customer_email", "total"]),
+        },
+    );
+    // Every rule's table exists: a missing one is drift (a rename), which
+    // restricted sessions are refused over (see `failclosed`).
+    t.insert(
+        tn("app", "Customers"),
+        TableInfo {
+            oid: 102,
+            relkind: 'r',
+            columns: cols(&["id", "secret"]),
         },
     );
     SchemaSnapshot::new(vec!["public".into()], t)

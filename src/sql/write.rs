@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_relations, AssignmentTarget, DataType, Expr, FromTable, Insert,
-    OnConflictAction, OnInsert, Query, SetExpr, Statement, TableObject, Value,
+    visit_expressions, AssignmentTarget, DataType, Expr, FromTable, Insert, OnConflictAction,
+    OnInsert, Query, SetExpr, Statement, TableObject, Value,
 };
 
 use crate::rules::model::ColumnRule;
@@ -153,12 +153,12 @@ impl<'a> Analyzer<'a, '_> {
     /// forwarded (and recorded); anything else over a tagged table is refused.
     fn other(&mut self, st: &mut Statement) -> R<()> {
         let mut tagged = Vec::new();
-        let _ = visit_relations(&*st, |n| {
-            if let Some(t) = self.res.table(n) {
-                tagged.push(t);
+        for rel in super::relations::relations(&*st) {
+            match rel {
+                Some(n) => tagged.extend(self.res.table(&n)),
+                None => return Err(refuse::unreadable_relation()),
             }
-            ControlFlow::<()>::Continue(())
-        });
+        }
         let Some(first) = tagged.first().cloned() else {
             return Ok(());
         };
@@ -302,7 +302,12 @@ impl<'a> Analyzer<'a, '_> {
     }
 
     /// One value written into an encrypted column.
-    fn write_value(&mut self, e: &mut Expr, rule: &'a ColumnRule, scope: &Scope<'a, '_>) -> R<()> {
+    pub(super) fn write_value(
+        &mut self,
+        e: &mut Expr,
+        rule: &'a ColumnRule,
+        scope: &Scope<'a, '_>,
+    ) -> R<()> {
         match encrypt::operand(e, rule.ty) {
             Some(Operand::Null) | Some(Operand::Default) => Ok(()),
             Some(Operand::Literal(text)) => {
@@ -424,7 +429,8 @@ impl<'a> Analyzer<'a, '_> {
     }
 
     /// `INSERT … SELECT`: every output column written into an encrypted
-    /// target must be a copy of the same rule's column.
+    /// target must be a copy of the same rule's column, or a VALUES column
+    /// passed straight through (see `values_flow`).
     fn insert_query(
         &mut self,
         src: &mut Query,
@@ -432,11 +438,15 @@ impl<'a> Analyzer<'a, '_> {
         known: bool,
         empty: &Scope<'a, '_>,
     ) -> R<()> {
+        let handled = self.values_flow(src, targets)?;
         let (cols, complete) = self.query(src, empty, Mode::Derived)?;
         if !known {
             self.apply_mode(&cols, Mode::Sink("a table pgveil has no rules for"))?;
         }
         for (i, c) in cols.iter().enumerate() {
+            if handled.contains(&i) {
+                continue;
+            }
             let target = targets.get(i).copied().flatten();
             match (target.filter(|t| t.encrypt.is_some()), c.origin) {
                 (Some(t), _) if !complete => {

@@ -981,3 +981,107 @@ pub fn audit_evasion() -> Vec<Case> {
             .startup(&[("application_name", "x\",\"role\":\"admin\n")]),
     ]
 }
+
+/// Issue 10 class 1: relations that no visitor sees (`TABLE name`) in every position where a
+/// query can stand.
+pub fn hidden_relations() -> Vec<Case> {
+    vec![
+        case("TABLE top level", &["TABLE customers", "TABLE public.customers", "table \"customers\""]),
+        case("TABLE of a child table", &["TABLE customers_archive", "TABLE public.customers_archive"]),
+        case("TABLE in MERGE USING", &["BEGIN", "MERGE INTO sink s USING (TABLE public.customers) c ON false WHEN NOT MATCHED THEN INSERT VALUES (c.full_name)", "SELECT v FROM sink", "ROLLBACK"]),
+        case("TABLE unqualified in MERGE USING", &["BEGIN", "MERGE INTO sink s USING (TABLE customers) c ON false WHEN NOT MATCHED THEN INSERT VALUES (c.full_name)", "SELECT v FROM sink", "ROLLBACK"]),
+        case("TABLE of a protected view", &["(TABLE public.v_names)", "SELECT * FROM (TABLE public.v_customers) x", "SELECT * FROM (TABLE v_names) x"]),
+        case("TABLE in COPY", &["COPY (TABLE public.customers) TO STDOUT", "COPY (TABLE customers) TO STDOUT", "COPY (TABLE public.mv_names) TO STDOUT"]),
+        case("TABLE in a CTE", &["WITH x AS (TABLE public.customers) SELECT * FROM x", "WITH x AS (TABLE customers) SELECT full_name FROM x"]),
+        case("TABLE in a set operation", &["SELECT * FROM customers WHERE false UNION ALL TABLE public.customers_archive", "SELECT 'x' UNION TABLE public.mv_names"]),
+        case("TABLE in CTAS", &["CREATE TEMP TABLE tt1 AS TABLE public.customers", "SELECT * FROM tt1"]),
+        case("TABLE in INSERT", &["CREATE TEMP TABLE tt2 (LIKE public.v_names)", "INSERT INTO tt2 TABLE public.v_names", "SELECT * FROM tt2"]),
+        case("TABLE in EXISTS / IN", &["SELECT count(*) FROM sink WHERE EXISTS (TABLE public.v_names)", "SELECT 1 WHERE 'x' IN (SELECT full_name FROM (TABLE public.customers) c)"]),
+        case("TABLE in a cursor", &["BEGIN", "DECLARE tk CURSOR FOR TABLE public.customers", "FETCH ALL tk", "COMMIT"]),
+        case("TABLE in PREPARE", &["PREPARE tp AS TABLE public.customers", "EXECUTE tp"]),
+        case("TABLE scalar subquery", &["SELECT (SELECT full_name FROM (TABLE public.customers) c WHERE id = 2)"]),
+    ]
+}
+
+/// Issue 10 class 2: statistics, every spelling and sibling view.
+pub fn statistics_more() -> Vec<Case> {
+    let ext = "CREATE STATISTICS IF NOT EXISTS public.st_customers (mcv) ON full_name, id FROM public.customers; \
+               CREATE STATISTICS IF NOT EXISTS public.st_customers_x ON lower(full_name) FROM public.customers; \
+               ANALYZE public.customers";
+    vec![
+        case("pg_stats quoted", &[r#"SELECT most_common_vals::text FROM "pg_catalog"."pg_stats" WHERE tablename = 'customers'"#]),
+        case("pg_stats upper case", &["SELECT MOST_COMMON_VALS::text FROM PG_CATALOG.PG_STATS WHERE TABLENAME = 'customers'"]),
+        case("pg_stats via TABLE", &["TABLE pg_stats", "TABLE pg_catalog.pg_stats"]),
+        case("pg_stats in a scalar subquery", &["SELECT (SELECT string_agg(most_common_vals::text, ',') FROM pg_stats WHERE attname = 'full_name')"]),
+        case("pg_stats in a CTE", &["WITH s AS (SELECT * FROM pg_stats) SELECT histogram_bounds::text FROM s WHERE tablename = 'customers'"]),
+        case("pg_stats in EXISTS oracle", &["SELECT EXISTS (SELECT 1 FROM pg_stats WHERE most_common_vals::text LIKE '%Marchbanks%')"]),
+        case("pg_statistic", &["SELECT stavalues1::text FROM pg_catalog.pg_statistic"]),
+        case("pg_stats_ext", &[]).then(Step::Su(ext.into())).q("SELECT most_common_vals::text FROM pg_stats_ext WHERE tablename = 'customers'"),
+        case("pg_stats_ext_exprs", &[]).then(Step::Su(ext.into())).q("SELECT most_common_vals::text FROM pg_catalog.pg_stats_ext_exprs WHERE tablename = 'customers'"),
+        case("pg_statistic_ext_data", &["SELECT stxdmcv::text FROM pg_catalog.pg_statistic_ext_data"]),
+        case("pg_mcv_list_items", &[]).then(Step::Su(ext.into())).q("SELECT m.values::text FROM pg_statistic_ext s, pg_statistic_ext_data d, pg_mcv_list_items(d.stxdmcv) m WHERE d.stxoid = s.oid"),
+        case("pg_stat_statements", &["SELECT query FROM pg_stat_statements", "SELECT query FROM public.pg_stat_statements"]),
+        case("view over pg_stats", &[])
+            .then(Step::Su("CREATE OR REPLACE VIEW public.v_stats AS SELECT tablename, attname, most_common_vals::text AS v FROM pg_catalog.pg_stats; GRANT SELECT ON public.v_stats TO PUBLIC; SELECT pg_sleep(1.2)".into()))
+            .q("SELECT v FROM v_stats WHERE tablename = 'customers'"),
+    ]
+}
+
+/// Issue 10 class 7: objects the rules do not name that read the tagged table.
+pub fn objects_around() -> Vec<Case> {
+    let parent = "CREATE TABLE IF NOT EXISTS public.customers_gp (id bigint, full_name text); \
+                  CREATE TABLE IF NOT EXISTS public.customers_parent (email bytea, ssn bytea) INHERITS (public.customers_gp); \
+                  GRANT SELECT ON public.customers_gp, public.customers_parent TO PUBLIC; \
+                  DO $$BEGIN ALTER TABLE public.customers INHERIT public.customers_parent; EXCEPTION WHEN others THEN NULL; END$$; \
+                  CREATE OR REPLACE VIEW public.v_parent AS SELECT * FROM public.customers_gp; \
+                  GRANT SELECT ON public.v_parent TO PUBLIC; SELECT pg_sleep(1.2)";
+    let xml = "CREATE OR REPLACE VIEW public.v_xml AS SELECT query_to_xml('SELECT full_name FROM public.customers', true, false, '')::text AS x; \
+               CREATE OR REPLACE VIEW public.v_xml2 AS SELECT query_to_xml_and_xmlschema('SELECT full_name FROM public.customers', true, false, '')::text AS x; \
+               CREATE OR REPLACE VIEW public.v_tsstat AS SELECT * FROM ts_stat('SELECT to_tsvector(''simple'', full_name) FROM public.customers'); \
+               CREATE OR REPLACE VIEW public.v_tabxml AS SELECT table_to_xml('public.customers', true, false, '')::text AS x; \
+               GRANT SELECT ON public.v_xml, public.v_xml2, public.v_tsstat, public.v_tabxml TO PUBLIC; SELECT pg_sleep(1.2)";
+    vec![
+        case("inheritance parent", &[])
+            .then(Step::Su(parent.into()))
+            .q("SELECT full_name FROM customers_parent")
+            .q("SELECT * FROM public.customers_parent")
+            .q("SELECT full_name FROM customers_gp")
+            .q("TABLE customers_gp"),
+        case("view over an inheritance parent", &[])
+            .then(Step::Su(parent.into()))
+            .q("SELECT * FROM v_parent"),
+        case("views over SQL-text functions", &[])
+            .then(Step::Su(xml.into()))
+            .q("SELECT * FROM v_xml")
+            .q("SELECT * FROM v_xml2")
+            .q("SELECT * FROM v_tsstat")
+            .q("SELECT * FROM v_tabxml"),
+    ]
+}
+
+/// Issue 10 class 7, renames (run alone: they move the protected table for a moment).
+pub fn renames() -> Vec<Case> {
+    let back = "ALTER TABLE IF EXISTS public.customers_renamed RENAME TO customers; \
+                ALTER TABLE IF EXISTS moved.customers SET SCHEMA public";
+    vec![
+        case("table renamed behind the proxy", &[])
+            .then(Step::Su("ALTER TABLE public.customers RENAME TO customers_renamed; SELECT pg_sleep(1.2)".into()))
+            .q("SELECT full_name, email FROM customers_renamed")
+            .q("SELECT * FROM public.customers_renamed")
+            .q("TABLE customers_renamed")
+            .then(Step::Su(back.into())),
+        case("column renamed behind the proxy", &[])
+            .then(Step::Su("ALTER TABLE public.customers RENAME COLUMN full_name TO fname; SELECT pg_sleep(1.2)".into()))
+            .q("SELECT fname FROM customers")
+            .q("SELECT * FROM customers")
+            .then(Step::Su("ALTER TABLE public.customers RENAME COLUMN fname TO full_name".into())),
+        case("table moved to another schema", &[])
+            .then(Step::Su("CREATE SCHEMA IF NOT EXISTS moved; GRANT USAGE ON SCHEMA moved TO PUBLIC; \
+                            ALTER TABLE public.customers SET SCHEMA moved; SELECT pg_sleep(1.2)".into()))
+            .q("SELECT full_name FROM moved.customers")
+            .q("SELECT * FROM moved.customers")
+            .then(Step::Su(back.into())),
+        case("renamed through the proxy by the restricted role", &["ALTER TABLE customers RENAME TO customers_renamed", "SELECT full_name FROM customers_renamed"])
+            .then(Step::Su(back.into())),
+    ]
+}
