@@ -9,7 +9,7 @@
 # installed is reported on stderr and the script goes on; validate-deploy.sh then says which
 # check it skipped. Prints the directory holding the tools' binaries last, on stdout.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 TOOLS="$ROOT/.tools"
 BIN="$TOOLS/bin"
