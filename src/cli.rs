@@ -245,3 +245,176 @@ pub fn http_probe(addr: &str, path: &str) -> Result<u16, String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("{sa}: not an HTTP answer"))
 }
+
+/// What `pgveil check` looks at.
+pub struct CheckRequest<'a> {
+    pub rules: Option<&'a Path>,
+    pub config: Option<&'a Path>,
+    pub upstream: Option<&'a str>,
+    pub keyring: Option<&'a Path>,
+}
+
+/// One problem `check` found, in a shape CI can consume.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// `config`, `rules`, `keyring` or `schema` (found against the live database).
+    pub kind: &'static str,
+    pub file: String,
+    /// 0 when the problem is not tied to a line.
+    pub line: usize,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// The verdict: findings are the configuration's fault (exit 1); an error
+/// means the check itself could not run (exit 2), e.g. no connection.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tagged_columns: Option<usize>,
+    /// The one-line summary `check` prints when all is well.
+    #[serde(skip)]
+    pub summary: Option<String>,
+}
+
+impl CheckReport {
+    pub fn exit_code(&self) -> u8 {
+        match (&self.error, self.findings.is_empty()) {
+            (Some(_), _) => 2,
+            (None, false) => 1,
+            (None, true) => 0,
+        }
+    }
+
+    fn rules(&mut self, kind: &'static str, diags: Vec<Diagnostic>) {
+        self.findings.extend(diags.into_iter().map(|d| Finding {
+            kind,
+            file: d.file,
+            line: d.line,
+            message: d.message,
+            hint: d.hint,
+        }));
+    }
+
+    fn plain(&mut self, kind: &'static str, file: &Path, message: String) {
+        self.findings.push(Finding {
+            kind,
+            file: file.display().to_string(),
+            line: 0,
+            message,
+            hint: None,
+        });
+    }
+
+    /// Human rendering, the same lines as before for rule diagnostics.
+    pub fn render_human(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let d = Diagnostic {
+                file: f.file.clone(),
+                line: f.line,
+                message: f.message.clone(),
+                hint: f.hint.clone(),
+            };
+            out.push_str(&d.to_string());
+            out.push('\n');
+        }
+        if !self.findings.is_empty() {
+            let n = self.findings.len();
+            out.push_str(&format!("{n} error{}\n", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        out
+    }
+}
+
+/// Validates a config file (as `serve` would read it, every problem at
+/// once), the rules it or `--rules` names, the keyring it or `--keyring`
+/// names (permissions and format), and with `--upstream` the rules against
+/// the live schema.
+pub fn check(req: &CheckRequest<'_>) -> CheckReport {
+    let mut report = CheckReport::default();
+    let mut rules_dir = req.rules.map(Path::to_path_buf);
+    let mut keyring = req.keyring.map(Path::to_path_buf);
+    if let Some(path) = req.config {
+        match crate::config::FileConfig::load(path) {
+            Err(e) => report.plain("config", path, e.to_string()),
+            Ok(f) => {
+                rules_dir = rules_dir.or_else(|| f.rules.clone());
+                keyring = keyring.or_else(|| f.keyring.clone());
+                if let Err(crate::config::ConfigError::Invalid(errs)) =
+                    crate::config::Config::from_file(f)
+                {
+                    for e in errs {
+                        report.plain("config", path, e);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(k) = keyring.as_deref() {
+        if let Err(e) = Keyring::load_file(k) {
+            report.plain("keyring", k, e.to_string());
+        }
+    }
+    let rules = match rules_dir.as_deref() {
+        // A missing directory named by the config is already a config finding.
+        Some(dir) if req.rules.is_none() && !dir.exists() => None,
+        Some(dir) => match crate::rules::load_dir(dir) {
+            Ok(r) => Some(r),
+            Err(diags) => {
+                report.rules("rules", diags);
+                None
+            }
+        },
+        None => Some(RuleSet::default()),
+    };
+    // The live check needs valid inputs; its findings would only repeat these.
+    let Some(rules) = rules.filter(|_| report.findings.is_empty()) else {
+        return report;
+    };
+    if let Some(url) = req.upstream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let res = match rt {
+            Ok(rt) => rt.block_on(check_live(&rules, url, keyring.as_deref())),
+            Err(e) => Err(CliError::Upstream(e.to_string())),
+        };
+        match res {
+            Ok(diags) => report.rules("schema", diags),
+            Err(e @ CliError::Keyring(_)) => {
+                let k = keyring.as_deref().unwrap_or(Path::new("PGVEIL_KEYRING"));
+                report.plain("keyring", k, e.to_string());
+            }
+            Err(e) => {
+                // tokio-postgres says only "error connecting to server"; the
+                // cause (refused, TLS, authentication) is in the source chain.
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    let part = s.to_string();
+                    if !msg.contains(&part) {
+                        msg.push_str(&format!(": {part}"));
+                    }
+                    src = s.source();
+                }
+                report.error = Some(msg);
+            }
+        }
+    }
+    if report.findings.is_empty() && report.error.is_none() {
+        report.rules_version = Some(rules.version.clone());
+        report.tagged_columns = Some(rules.columns().len());
+        report.summary = Some(crate::rules::render_ok(&rules));
+    }
+    report
+}

@@ -47,18 +47,34 @@ enum Command {
     Demo(pgveil::demo::DemoOptions),
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckFormat {
+    Human,
+    Json,
+}
+
+/// Exit status: 0 clean, 1 findings, 2 usage error or the check could not run (e.g. the
+/// upstream connection failed).
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["rules", "config"])))]
 struct CheckArgs {
-    /// Directory of rule files (*.toml).
+    /// Directory of rule files (*.toml). Defaults to the config file's `rules`.
     #[arg(long, value_name = "DIR")]
-    rules: PathBuf,
+    rules: Option<PathBuf>,
+    /// Validate this `serve` config file too: every setting, the paths it names, and the
+    /// keyring's permissions and format.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Also check against this database (credentials from PGUSER, PGPASSWORD, PGDATABASE):
     /// tables and columns exist, encrypted columns are bytea, and a sample of stored values decrypts.
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
-    /// Keyring used to test-decrypt sampled values (with --upstream).
+    /// Keyring used to test-decrypt sampled values (with --upstream). Defaults to the config file's.
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+    /// `human` (default) or `json` (one object with `findings`, for CI).
+    #[arg(long, value_enum, default_value = "human")]
+    format: CheckFormat,
 }
 
 #[derive(Args)]
@@ -320,26 +336,26 @@ fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn check(a: CheckArgs) -> Result<ExitCode> {
-    let rules = match pgveil::rules::load_dir(&a.rules) {
-        Ok(r) => r,
-        Err(diags) => {
-            eprint!("{}", pgveil::rules::render_report(&diags));
-            return Ok(ExitCode::from(1));
-        }
-    };
-    if let Some(url) = &a.upstream {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let diags = rt.block_on(pgveil::cli::check_live(&rules, url, a.keyring.as_deref()))?;
-        if !diags.is_empty() {
-            eprint!("{}", pgveil::rules::render_report(&diags));
-            return Ok(ExitCode::from(1));
+fn check(a: CheckArgs) -> ExitCode {
+    let report = pgveil::cli::check(&pgveil::cli::CheckRequest {
+        rules: a.rules.as_deref(),
+        config: a.config.as_deref(),
+        upstream: a.upstream.as_deref(),
+        keyring: a.keyring.as_deref(),
+    });
+    match a.format {
+        CheckFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => eprintln!("error: {e}"),
+        },
+        CheckFormat::Human => {
+            eprint!("{}", report.render_human());
+            if let Some(s) = &report.summary {
+                println!("{s}");
+            }
         }
     }
-    println!("{}", pgveil::rules::render_ok(&rules));
-    Ok(ExitCode::SUCCESS)
+    ExitCode::from(report.exit_code())
 }
 
 fn explain(a: ExplainArgs) -> Result<ExitCode> {
@@ -478,7 +494,7 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a).map(|()| ExitCode::SUCCESS),
-        Command::Check(a) => check(a),
+        Command::Check(a) => Ok(check(a)),
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
