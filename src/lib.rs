@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod demo;
 pub mod mask;
 pub mod metrics;
+pub mod migrate;
 pub mod net;
 pub mod pgtemp;
 pub mod policy;

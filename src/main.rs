@@ -36,6 +36,8 @@ enum Command {
     /// Show what pgveil would do with a statement for a role: the decision per tagged
     /// column, the statement as it would be forwarded, or why it is refused.
     Explain(ExplainArgs),
+    /// Encrypt existing plaintext (or re-encrypt after a rotation or rename), online.
+    Encrypt(pgveil::migrate::args::EncryptArgs),
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -304,6 +306,10 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             .enable_all()
             .build()?;
         let diags = rt.block_on(pgveil::cli::check_live(&rules, url, a.keyring.as_deref()))?;
+        match rt.block_on(pgveil::migrate::status::report_url(&rules, url)) {
+            Ok(r) => print!("{r}"),
+            Err(e) => eprintln!("note: key versions not counted: {e}"),
+        }
         if !diags.is_empty() {
             eprint!("{}", pgveil::rules::render_report(&diags));
             return Ok(ExitCode::from(1));
@@ -435,6 +441,7 @@ fn main() -> Result<ExitCode> {
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
+        Command::Encrypt(a) => Ok(pgveil::migrate::args::main(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)
