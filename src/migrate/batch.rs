@@ -80,13 +80,15 @@ pub fn stale_predicate(plan: &Plan) -> String {
     }
 }
 
-/// Key columns as text, then per column: (`c::text`, shadow present) on the
+/// Key columns as text (aliased: an output column named like the key would
+/// make `ORDER BY key` sort by the text), then per column: (`c::text`, shadow present) on the
 /// shadow path, or the raw `bytea` in place.
 pub fn select_sql(plan: &Plan, which: Select, limit: usize) -> String {
     let mut cols: Vec<String> = plan
         .key
         .iter()
-        .map(|k| format!("{}::text", quote_ident(&k.name)))
+        .enumerate()
+        .map(|(i, k)| format!("{}::text AS pgveil_k{i}", quote_ident(&k.name)))
         .collect();
     for c in &plan.columns {
         let name = quote_ident(&c.rule.name);
@@ -119,7 +121,9 @@ pub fn select_sql(plan: &Plan, which: Select, limit: usize) -> String {
     )
 }
 
-/// One `UPDATE … FROM unnest(…)` for the whole batch; a NULL in a column's
+/// One `UPDATE … FROM unnest(…)` for the whole batch (multi-array `unnest`
+/// exists only as FROM-clause syntax, so it cannot be schema-qualified; the
+/// session's search_path is pg_catalog). A NULL in a column's
 /// array means "leave it".
 pub fn update_sql(plan: &Plan) -> String {
     let nk = plan.key.len();
@@ -145,7 +149,7 @@ pub fn update_sql(plan: &Plan) -> String {
         let _ = write!(on, "t.{} = v.k{i}::{}", quote_ident(&k.name), k.ty);
     }
     format!(
-        "UPDATE {} AS t SET {} FROM pg_catalog.unnest({}) AS v({}) WHERE {on}",
+        "UPDATE {} AS t SET {} FROM unnest({}) AS v({}) WHERE {on}",
         plan.qualified_table(),
         sets.join(", "),
         args.join(", "),

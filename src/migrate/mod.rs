@@ -350,7 +350,7 @@ async fn dry_run(
     }
     text.push('\n');
     for c in &plan.columns {
-        let n = would_change(client, plan, c, keyring.active_id()).await?;
+        let n = would_change(client, plan, c, keyring.active_id(), state.is_some()).await?;
         let path = match (&c.shadow, c.in_place) {
             (_, true) => "in place".to_string(),
             (Some(s), _) => format!(
@@ -381,6 +381,7 @@ async fn would_change(
     plan: &Plan,
     c: &plan::ColumnPlan,
     active: u32,
+    resuming: bool,
 ) -> Result<i64, MigrateError> {
     let name = plan::quote_ident(&c.rule.name);
     let k = status::key_id_sql(&c.rule.name);
@@ -391,7 +392,9 @@ async fn would_change(
         (true, Kind::Rename) => format!("({k}) IS NOT NULL"),
     };
     let filter = match &c.shadow {
-        Some(s) if !c.in_place => format!("{filter} AND {} IS NULL", plan::quote_ident(s)),
+        Some(s) if !c.in_place && resuming => {
+            format!("{filter} AND {} IS NULL", plan::quote_ident(s))
+        }
         _ => filter,
     };
     let sql = format!(

@@ -65,7 +65,7 @@ impl Converter<'_> {
 
     fn ciphertext(&self, b: &[u8]) -> Action {
         if let Ok(plain) = self.cipher.decrypt(b) {
-            let stale = parse_header(b).map_or(false, |h| h.key_id != self.cipher.active_key_id());
+            let stale = parse_header(b).is_ok_and(|h| h.key_id != self.cipher.active_key_id());
             if self.rekey && stale {
                 return self.seal(&plain);
             }
