@@ -35,7 +35,7 @@ fn quote_ident(s: &str) -> String {
 
 /// Connects with the usual PG environment variables (PGUSER, PGPASSWORD,
 /// PGDATABASE); the URL gives only host and port.
-async fn connect(url: &str) -> Result<tokio_postgres::Client, CliError> {
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, CliError> {
     let up = crate::config::Upstream::parse(url).map_err(CliError::Upstream)?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&up.host).port(up.port);

@@ -35,6 +35,7 @@ pub mod error;
 pub mod ident;
 pub mod mask;
 pub mod metrics;
+pub mod migrate;
 pub mod net;
 pub mod pgtemp;
 pub mod policy;

@@ -36,6 +36,8 @@ enum Command {
     /// Show what pgveil would do with a statement for a role: the decision per tagged
     /// column, the statement as it would be forwarded, or why it is refused.
     Explain(ExplainArgs),
+    /// Encrypt existing plaintext (or re-encrypt after a rotation or rename), online.
+    Encrypt(pgveil::migrate::args::EncryptArgs),
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -353,9 +355,29 @@ fn check(a: CheckArgs) -> ExitCode {
             if let Some(s) = &report.summary {
                 println!("{s}");
             }
+            key_versions(&a);
         }
     }
     ExitCode::from(report.exit_code())
+}
+
+/// `check --upstream`: how many values each key version still protects,
+/// per column (what `pgveil encrypt --rekey` has left to do).
+fn key_versions(a: &CheckArgs) {
+    let (Some(dir), Some(url)) = (a.rules.as_deref(), a.upstream.as_deref()) else {
+        return;
+    };
+    let Ok(rules) = pgveil::rules::load_dir(dir) else {
+        return;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return eprintln!("note: key versions not counted: {e}"),
+    };
+    match rt.block_on(pgveil::migrate::status::report_url(&rules, url)) {
+        Ok(r) => print!("{r}"),
+        Err(e) => eprintln!("note: key versions not counted: {e}"),
+    }
 }
 
 fn explain(a: ExplainArgs) -> Result<ExitCode> {
@@ -499,6 +521,7 @@ fn main() -> Result<ExitCode> {
         Command::Explain(a) => explain(a),
         Command::Audit(c) => audit(c),
         Command::Probe(a) => Ok(probe(&a)),
+        Command::Encrypt(a) => Ok(pgveil::migrate::args::main(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)
