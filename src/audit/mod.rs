@@ -26,7 +26,8 @@ use std::path::PathBuf;
 pub use config::{AuditConfig, AuditMetrics, Backpressure, Durability};
 pub use record::{
     AuditRecord, AuditRecordInput, ColumnAction, RecordKind, Recovery, RecoveryReason,
-    StatementKind, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK, SCHEMA_VERSION,
+    StatementKind, SubjectTokens, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK,
+    SCHEMA_VERSION, SUBJECT_TOKEN_LIMIT,
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};
 pub use verify::{verify, Problem, VerifyFailure, VerifySummary};

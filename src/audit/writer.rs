@@ -266,6 +266,9 @@ fn validate_input(input: &AuditRecordInput) -> Result<(), AuditError> {
             "recovery records are written by the writer only",
         ));
     }
+    if let Some(s) = &input.subjects {
+        s.check().map_err(AuditError::InvalidRecord)?;
+    }
     Ok(())
 }
 
