@@ -14,7 +14,9 @@ pub mod config;
 pub mod record;
 pub mod search;
 pub mod segment;
+pub mod ship;
 pub mod verify;
+pub mod verify_stream;
 pub mod writer;
 
 #[cfg(test)]
@@ -31,7 +33,7 @@ pub use record::{
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};
 pub use verify::{verify, Problem, VerifyFailure, VerifySummary};
-pub use writer::Audit;
+pub use writer::{Audit, DurableSeq};
 
 /// Errors of the audit writer. Messages name paths and causes, never record
 /// contents or keys.
