@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs pgveil's whole test suite (the README's test command; .ci/run calls exactly this).
 #
-# Installs the PostgreSQL tools first if they are missing (scripts/install-deps.sh). The
+# Installs the PostgreSQL tools first if they are missing (scripts/install-deps.sh), and
+# nats-server for the audit shipping tests (scripts/install-nats.sh). The
 # integration tests start their own throwaway PostgreSQL and proxy on free ports, so nothing
 # else needs to be running. Extra arguments go to `cargo test` (e.g. a test-name filter).
 # PGVEIL_NEXTEST=1 uses cargo-nextest instead when it is installed.
@@ -9,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/install-nats.sh
 
 if [ "${PGVEIL_NEXTEST:-0}" = 1 ] && cargo nextest --version >/dev/null 2>&1; then
     exec cargo nextest run --all-targets "$@"

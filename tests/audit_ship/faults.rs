@@ -2,6 +2,8 @@
 
 use super::*;
 
+const CURSOR: &str = "ship-cursor.json";
+
 /// nats-server stopped for several seconds under load: statements keep being served, the
 /// lag shows, and after the restart the stream converges with nothing lost or doubled.
 #[tokio::test]
@@ -57,14 +59,34 @@ async fn interrupted_publishes_leave_no_duplicates() {
     let mut nats = Nats::start();
     let url = nats.url();
     let mut node = Node::start("ship_interrupt", "db-int", &nats);
+    let mut skipped = Vec::new();
+    let stale = node.audit.with_file_name("stale-cursor.json");
     for round in 0..3 {
         let load = Load::start(&node, 4).await;
         tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        skipped.push(skipped_in_log(&node.proxy.log()));
         node.proxy.signal(libc::SIGKILL);
         let _ = node.proxy.wait_exit(Duration::from_secs(10));
         let _ = load.stop().await;
+        if round == 0 {
+            std::fs::copy(node.audit.join(CURSOR), &stale).expect("cursor written");
+        }
         node.restart(&url);
     }
+    // Worst case of a lost cursor write: the cursor from the first round, thousands of
+    // acknowledged records ago. The stream says where it stands; nothing is sent twice.
+    node.proxy.signal(libc::SIGKILL);
+    let _ = node.proxy.wait_exit(Duration::from_secs(10));
+    std::fs::copy(&stale, node.audit.join(CURSOR)).unwrap();
+    node.restart(&url);
+    let (shipped, local) = converge(&url, &node, Duration::from_secs(60)).await;
+    assert_exactly_once(&shipped, &local, "after restoring a stale cursor");
+    let rewound = skipped_in_log(&node.proxy.log());
+    assert!(
+        rewound > 0,
+        "the stale cursor was not detected:\n{}",
+        node.proxy.log()
+    );
     let load = Load::start(&node, 4).await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -92,13 +114,42 @@ async fn interrupted_publishes_leave_no_duplicates() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("duplicate"), "{out}");
     eprintln!(
-        "interrupt figures: {} records, {} recovery records, duplicates acknowledged by the \
-         sink after the last restart: {}",
+        "interrupt figures: {} records, {} recovery records, records the stream already held \
+         at each restart (not re-sent): {skipped:?}, {rewound} after a stale cursor, then {} \
+         after the nats kills; duplicates \
+         acknowledged by the sink since the last restart: {}",
         local.len(),
         local
             .iter()
             .filter(|l| l.contains("\"kind\":\"recovery\""))
             .count(),
+        skipped_in_log(&node.proxy.log()) - rewound,
         node.metric("pgveil_audit_ship_duplicates_total")
     );
+}
+
+/// Records the shipper skipped because the stream already held them, per its log.
+fn skipped_in_log(log: &str) -> u64 {
+    // Drop ANSI colour sequences (ESC [ ... m) around field names.
+    let mut plain = String::with_capacity(log.len());
+    let mut in_esc = false;
+    for c in log.chars() {
+        match (in_esc, c) {
+            (false, '\u{1b}') => in_esc = true,
+            (true, 'm') => in_esc = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| l.contains("already held records past the cursor"))
+        .filter_map(|l| {
+            let rest = &l[l.find("skipped=")? + 8..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }

@@ -19,6 +19,9 @@ pub mod cursor;
 pub mod sink;
 pub mod tail;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -57,7 +57,8 @@ impl Shipper {
             }
             self.refresh_lag()?;
             if self.pending.is_empty() {
-                self.save_cursor(false)?;
+                // Idle: a good moment to make the cursor current.
+                self.save_cursor(true)?;
                 tokio::time::sleep(self.config.poll_interval).await;
                 continue;
             }
@@ -143,9 +144,7 @@ impl Shipper {
     }
 
     fn save_cursor(&mut self, now: bool) -> Result<(), ShipError> {
-        let due = now || self.pending.is_empty() || {
-            self.cursor_saved.elapsed() >= self.config.cursor_interval
-        };
+        let due = now || self.cursor_saved.elapsed() >= self.config.cursor_interval;
         if self.cursor_dirty && due {
             cursor::store(&self.dir, &self.cursor)?;
             self.cursor_dirty = false;
@@ -230,6 +229,13 @@ impl Shipper {
                 why: "the stream's newest record for this subject is not the local record at that seq"
                     .into(),
             });
+        }
+        if seq > self.cursor.seq {
+            tracing::info!(
+                skipped = seq - self.cursor.seq,
+                shipped_seq = seq,
+                "audit shipping: the stream already held records past the cursor (ack or cursor write lost); not sent again"
+            );
         }
         self.cursor.seq = seq;
         self.cursor.hash = if seq == 0 {
