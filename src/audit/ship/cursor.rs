@@ -63,9 +63,11 @@ pub fn cursor_path(dir: &Path) -> PathBuf {
 }
 
 /// The stored cursor for `stream`/`subject`, or a fresh one when there is
-/// none or it belongs to another destination (then everything is shipped
-/// to the new one). An unreadable cursor is an error: guessing could skip
-/// records.
+/// none, it belongs to another destination (then everything is shipped to
+/// the new one), or it does not parse. A fresh cursor is always safe: the
+/// shipper first asks the stream where this subject stands and skips what
+/// it holds, so a lost cursor costs a rescan of the local files, never a
+/// duplicate, and never stops the proxy from serving.
 pub fn load(dir: &Path, stream: &str, subject: &str) -> Result<Cursor, ShipError> {
     let path = cursor_path(dir);
     let text = match fs::read(&path) {
@@ -75,8 +77,13 @@ pub fn load(dir: &Path, stream: &str, subject: &str) -> Result<Cursor, ShipError
         }
         Err(source) => return Err(ShipError::Io { path, source }),
     };
-    let c: Cursor = serde_json::from_slice(&text)
-        .map_err(|e| ShipError::Cursor(format!("{}: {e}", path.display())))?;
+    let c: Cursor = match serde_json::from_slice(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "audit ship cursor unreadable; starting from the stream's position");
+            return Ok(Cursor::start(stream, subject));
+        }
+    };
     if c.stream != stream || c.subject != subject {
         tracing::warn!(
             old_stream = %c.stream, old_subject = %c.subject,
@@ -134,9 +141,9 @@ mod tests {
         assert_eq!(load(d.path(), "T", "a.b").unwrap().seq, 0);
         assert_eq!(load(d.path(), "S", "a.c").unwrap().seq, 0);
         fs::write(cursor_path(d.path()), b"{\"v\":1,").unwrap();
-        assert!(matches!(
-            load(d.path(), "S", "a.b"),
-            Err(ShipError::Cursor(_))
-        ));
+        assert_eq!(
+            load(d.path(), "S", "a.b").unwrap(),
+            Cursor::start("S", "a.b")
+        );
     }
 }

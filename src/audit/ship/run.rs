@@ -17,6 +17,10 @@ impl Shipper {
         let mut last_err: Option<String> = None;
         loop {
             let res = self.session().await;
+            // A session that got as far as shipping starts the backoff over.
+            if self.metrics.connected.get() == 1 {
+                backoff = BACKOFF_MIN;
+            }
             self.metrics.connected.set(0);
             let Err(e) = res else { continue };
             self.metrics.errors.with_label_values(&[e.op()]).inc();
@@ -38,9 +42,6 @@ impl Shipper {
                 tokio::time::sleep(Duration::from_millis(250).min(backoff)).await;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            if self.metrics.connected.get() == 1 {
-                backoff = BACKOFF_MIN;
-            }
         }
     }
 
