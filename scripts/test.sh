@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs pgveil's whole test suite (the README's test command; .ci/run calls exactly this).
 #
-# Installs the PostgreSQL tools first if they are missing (scripts/install-deps.sh), then
-# validates the deployment artifacts (scripts/validate-deploy.sh, which installs its own tools). The
+# Installs the PostgreSQL tools first if they are missing (scripts/install-deps.sh) and
+# nats-server for the audit shipping tests (scripts/install-nats.sh), then validates the
+# deployment artifacts (scripts/validate-deploy.sh, which installs its own tools). The
 # integration tests start their own throwaway PostgreSQL and proxy on free ports, so nothing
 # else needs to be running. Extra arguments go to `cargo test` (e.g. a test-name filter).
 # PGVEIL_NEXTEST=1 uses cargo-nextest instead when it is installed.
@@ -10,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/install-nats.sh
 # Dockerfile, compose, Kubernetes, Prometheus rules: fails the run on any finding.
 scripts/validate-deploy.sh
 

@@ -128,16 +128,22 @@ enum AuditCommand {
     /// Check the hash chain of every segment; exit 1 at the first edited, inserted, deleted,
     /// reordered or truncated record.
     Verify {
-        /// The audit directory.
-        dir: PathBuf,
+        /// The audit directory (or use --nats to verify a fleet's shipped stream).
+        #[arg(required_unless_present = "nats")]
+        dir: Option<PathBuf>,
         /// File holding the chain HMAC key, when the stream was written with one.
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        #[command(flatten)]
+        from: StreamArgs,
     },
     /// Print the records matching every given filter.
     Search {
-        /// The audit directory.
-        dir: PathBuf,
+        /// The audit directory (or use --nats to search a fleet's shipped stream).
+        #[arg(required_unless_present = "nats")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        from: StreamArgs,
         /// Records at or after this time (RFC 3339, e.g. 2026-11-29T00:00:00Z).
         #[arg(long)]
         since: Option<String>,
@@ -163,6 +169,25 @@ enum AuditCommand {
         #[arg(long, default_value = "json")]
         format: String,
     },
+}
+
+/// Where `audit verify`/`search` read a shipped stream from.
+#[derive(Args)]
+struct StreamArgs {
+    /// Read the records from NATS JetStream at this URL (nats://HOST:PORT) instead of a directory.
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    nats: Option<String>,
+    /// The JetStream stream the fleet ships into.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "PGVEIL_AUDIT",
+        requires = "nats"
+    )]
+    stream: String,
+    /// Only this instance (subject pgveil.audit.NAME) [default: every subject of the stream].
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    instance: Option<String>,
 }
 
 #[derive(Args)]
@@ -199,6 +224,18 @@ struct ServeArgs {
     /// Also write every audit record to stdout (one JSON line each).
     #[arg(long, env = "PGVEIL_AUDIT_STDOUT")]
     audit_stdout: bool,
+    /// Ship every audit record to NATS JetStream at this URL (nats://HOST:PORT).
+    #[arg(long, value_name = "URL", env = "PGVEIL_AUDIT_SHIP")]
+    audit_ship: Option<String>,
+    /// JetStream stream to ship into, created if missing [default: PGVEIL_AUDIT].
+    #[arg(long, value_name = "NAME", env = "PGVEIL_AUDIT_SHIP_STREAM")]
+    audit_ship_stream: Option<String>,
+    /// Subject this instance publishes on [default: pgveil.audit.<instance>].
+    #[arg(long, value_name = "SUBJECT", env = "PGVEIL_AUDIT_SHIP_SUBJECT")]
+    audit_ship_subject: Option<String>,
+    /// This proxy's name in the fleet's audit stream [default: the host name].
+    #[arg(long, value_name = "NAME", env = "PGVEIL_AUDIT_INSTANCE")]
+    audit_instance: Option<String>,
     /// Log format: human (default) or json. Logs never contain query values.
     #[arg(long, env = "PGVEIL_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
@@ -284,6 +321,16 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.audit_stdout {
         f.audit.stdout = Some(true);
     }
+    for (flag, field) in [
+        (a.audit_ship, &mut f.audit.ship),
+        (a.audit_ship_stream, &mut f.audit.ship_stream),
+        (a.audit_ship_subject, &mut f.audit.ship_subject),
+        (a.audit_instance, &mut f.audit.instance),
+    ] {
+        if flag.is_some() {
+            *field = flag;
+        }
+    }
     let config = Config::from_file(f)?;
     init_logging(config.log_format);
     let source = SnapshotSource {
@@ -300,6 +347,16 @@ fn serve(a: ServeArgs) -> Result<()> {
         None => None,
     };
     policy.set_audit(audit.clone());
+    if let (Some(ship), Some(a), Some(writer)) = (&config.audit_ship, &config.audit, &audit) {
+        pgveil::audit::ship::start(
+            ship.clone(),
+            &a.dir,
+            a.chain_key.as_ref(),
+            Some(writer.durable_seq()),
+        )
+        .context("starting audit shipping")?;
+        tracing::info!(stream = %ship.stream, subject = %ship.subject, instance = %ship.instance, "audit shipping to NATS JetStream");
+    }
     let server = Server::bind(config, policy.clone(), audit).context("starting pgveil")?;
     let handle = server.shutdown_handle();
     std::thread::Builder::new()
@@ -445,12 +502,19 @@ fn probe(a: &ProbeArgs) -> ExitCode {
 fn audit(c: AuditCommand) -> Result<ExitCode> {
     use pgveil::audit::{format_json_line, format_table, search, verify, Filter, Timestamp};
     match c {
-        AuditCommand::Verify { dir, key_file } => {
+        AuditCommand::Verify {
+            dir,
+            key_file,
+            from,
+        } => {
             let key = match key_file {
                 Some(p) => {
                     Some(std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
                 }
                 None => None,
+            };
+            let Some(dir) = dir else {
+                return verify_fleet(&from, key.as_deref());
             };
             match verify(&dir, key.as_deref()) {
                 Ok(s) => {
@@ -472,6 +536,7 @@ fn audit(c: AuditCommand) -> Result<ExitCode> {
         }
         AuditCommand::Search {
             dir,
+            from,
             since,
             until,
             role,
@@ -495,6 +560,9 @@ fn audit(c: AuditCommand) -> Result<ExitCode> {
                 outcome,
                 kind: None,
             };
+            let Some(dir) = dir else {
+                return search_fleet(&from, &filter, format == "table");
+            };
             let mut records = Vec::new();
             for r in search(&dir, &filter)? {
                 let r = r?;
@@ -510,6 +578,103 @@ fn audit(c: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn verify_fleet(from: &StreamArgs, key: Option<&[u8]>) -> Result<ExitCode> {
+    let url = from.nats.as_deref().unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(pgveil::audit::verify_stream::verify_stream(
+        url,
+        &from.stream,
+        from.instance.as_deref(),
+        key,
+    ))?;
+    if results.is_empty() {
+        eprintln!(
+            "audit stream {}: no records for the selected instance(s)",
+            from.stream
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut broken = false;
+    for r in results {
+        match r {
+            Ok(s) => println!(
+                "ok: {}: {} records verified{}; head seq {} hash {}{}",
+                s.subject,
+                s.records,
+                if key.is_some() { " (keyed chain)" } else { "" },
+                s.head_seq,
+                s.head_hash,
+                if s.duplicates > 0 {
+                    format!(" ({} duplicate deliveries ignored)", s.duplicates)
+                } else {
+                    String::new()
+                }
+            ),
+            Err(f) => {
+                broken = true;
+                eprintln!("audit chain broken: {f}");
+            }
+        }
+    }
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn search_fleet(
+    from: &StreamArgs,
+    filter: &pgveil::audit::Filter,
+    table: bool,
+) -> Result<ExitCode> {
+    use pgveil::audit::verify_stream::instance_filter;
+    let url = from.nats.as_deref().unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let messages = rt.block_on(pgveil::audit::ship::sink::read_stream(
+        url,
+        &from.stream,
+        &instance_filter(from.instance.as_deref()),
+    ))?;
+    let mut by_subject: std::collections::BTreeMap<String, Vec<pgveil::audit::AuditRecord>> =
+        Default::default();
+    for m in messages {
+        let r: pgveil::audit::AuditRecord = match serde_json::from_slice(&m.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!(
+                    "warning: {} stream seq {}: not an audit record ({e})",
+                    m.subject, m.stream_seq
+                );
+                continue;
+            }
+        };
+        if !filter.matches(&r) {
+            continue;
+        }
+        if table {
+            by_subject.entry(m.subject).or_default().push(r);
+        } else {
+            // The stored record, with the subject it was shipped on in front.
+            let line = pgveil::audit::format_json_line(&r);
+            let subject = serde_json::to_string(&m.subject)?;
+            println!(
+                "{{\"subject\":{subject},{}",
+                line.get(1..).unwrap_or_default()
+            );
+        }
+    }
+    for (subject, records) in by_subject {
+        println!("== {subject}");
+        print!("{}", pgveil::audit::format_table(&records));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> Result<ExitCode> {

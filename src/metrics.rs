@@ -40,6 +40,20 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     pub crypto_ops: IntCounterVec,
     pub masked_values: IntCounterVec,
+    /// Audit shipping (src/audit/ship): records the sink acknowledged.
+    pub audit_ship_records: IntCounter,
+    /// Acknowledged as duplicates (a redelivery the sink de-duplicated).
+    pub audit_ship_duplicates: IntCounter,
+    /// Sink and local-read errors, by operation (children pre-set to 0).
+    pub audit_ship_errors: IntCounterVec,
+    /// Durable local records not yet acknowledged by the sink.
+    pub audit_ship_lag_records: IntGauge,
+    /// Age of the oldest durable record not yet acknowledged (0 when caught up).
+    pub audit_ship_lag_seconds: Gauge,
+    /// Seq of the newest record the sink acknowledged (an off-host anchor).
+    pub audit_ship_head_seq: IntGauge,
+    /// 1 while the shipper is connected to the sink and its stream is ready.
+    pub audit_ship_connected: IntGauge,
     pub ready: AtomicBool,
 }
 
@@ -105,6 +119,9 @@ fn register_process_and_build(r: &Registry) {
         r.register(Box::new(pc)).expect("unique metric name");
     }
 }
+
+/// The `op` label values of `pgveil_audit_ship_errors_total`.
+pub const AUDIT_SHIP_ERROR_OPS: [&str; 5] = ["connect", "stream", "publish", "local", "cursor"];
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
@@ -253,6 +270,52 @@ impl Metrics {
                 "pgveil_masked_values_total",
                 "Values masked, nulled or denied on the way out, by action and classification",
                 &["action", "class"],
+            ),
+            audit_ship_records: counter(
+                &r,
+                "pgveil_audit_ship_records_total",
+                "Audit records shipped and acknowledged by the sink (NATS JetStream)",
+            ),
+            audit_ship_duplicates: counter(
+                &r,
+                "pgveil_audit_ship_duplicates_total",
+                "Shipped audit records the sink acknowledged as duplicates (harmless redeliveries)",
+            ),
+            audit_ship_errors: {
+                let c = counter_vec(
+                    &r,
+                    "pgveil_audit_ship_errors_total",
+                    "Audit shipping errors, by operation (connect, stream, publish, local, cursor)",
+                    &["op"],
+                );
+                for op in AUDIT_SHIP_ERROR_OPS {
+                    c.with_label_values(&[op]);
+                }
+                c
+            },
+            audit_ship_lag_records: gauge(
+                &r,
+                "pgveil_audit_ship_lag_records",
+                "Durable audit records not yet acknowledged by the sink",
+            ),
+            audit_ship_lag_seconds: {
+                let g = Gauge::new(
+                    "pgveil_audit_ship_lag_seconds",
+                    "Age of the oldest durable audit record not yet acknowledged by the sink (0 when caught up)",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            audit_ship_head_seq: gauge(
+                &r,
+                "pgveil_audit_ship_head_seq",
+                "Sequence number of the newest audit record acknowledged by the sink",
+            ),
+            audit_ship_connected: gauge(
+                &r,
+                "pgveil_audit_ship_connected",
+                "1 while the audit shipper is connected and its stream is ready, else 0",
             ),
             connections_active,
             registry: r,

@@ -14,7 +14,9 @@ pub mod config;
 pub mod record;
 pub mod search;
 pub mod segment;
+pub mod ship;
 pub mod verify;
+pub mod verify_stream;
 pub mod writer;
 
 #[cfg(test)]
@@ -26,11 +28,12 @@ use std::path::PathBuf;
 pub use config::{AuditConfig, AuditMetrics, Backpressure, Durability};
 pub use record::{
     AuditRecord, AuditRecordInput, ColumnAction, RecordKind, Recovery, RecoveryReason,
-    StatementKind, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK, SCHEMA_VERSION,
+    StatementKind, SubjectTokens, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK,
+    SCHEMA_VERSION, SUBJECT_TOKEN_LIMIT,
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};
 pub use verify::{verify, Problem, VerifyFailure, VerifySummary};
-pub use writer::Audit;
+pub use writer::{Audit, DurableSeq};
 
 /// Errors of the audit writer. Messages name paths and causes, never record
 /// contents or keys.

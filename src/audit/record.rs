@@ -20,8 +20,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// Version of the record schema, written as `v` in every record.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the record schema, written as `v` in every new record.
+/// Version 2 added `subjects`; version 1 records (without it) still verify,
+/// so a chain may hold both (see the changelog in docs/audit.md).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Oldest record schema `verify` and `search` still read.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
+
+/// Most subject tokens one record lists; beyond it the record says `bulk`
+/// and only counts. Bounds the record size of a full-table read.
+pub const SUBJECT_TOKEN_LIMIT: usize = 64;
+
+/// Prefix of a version-1 subject token; the rest is 32 lower-case hex digits.
+pub const SUBJECT_TOKEN_PREFIX: &str = "ds1:";
 
 /// `prev` of the very first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -162,6 +174,76 @@ pub struct Recovery {
     pub torn: Vec<TornTail>,
 }
 
+/// The data subjects whose rows a statement returned (or an erasure
+/// touched), as opaque tokens: a keyed HMAC of the subject id, never the id
+/// itself, so the audit stays free of personal data (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectTokens {
+    /// Distinct tokens, sorted, at most [`SUBJECT_TOKEN_LIMIT`].
+    pub tokens: Vec<String>,
+    /// Distinct subjects seen; more than `tokens.len()` only when `bulk`.
+    pub count: u64,
+    /// True when the statement returned more subjects than one record lists.
+    pub bulk: bool,
+}
+
+impl SubjectTokens {
+    /// Builds the field from the tokens seen (any order, duplicates allowed),
+    /// keeping the first [`SUBJECT_TOKEN_LIMIT`] in sort order.
+    pub fn from_tokens(mut tokens: Vec<String>) -> Self {
+        tokens.sort_unstable();
+        tokens.dedup();
+        let count = tokens.len() as u64;
+        let bulk = tokens.len() > SUBJECT_TOKEN_LIMIT;
+        tokens.truncate(SUBJECT_TOKEN_LIMIT);
+        SubjectTokens {
+            tokens,
+            count,
+            bulk,
+        }
+    }
+
+    /// Rejects anything that is not a well-formed token list. This is the
+    /// guard that keeps a raw subject id (a customer number, an email) out of
+    /// the audit even if a caller passes one by mistake.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.tokens.len() > SUBJECT_TOKEN_LIMIT {
+            return Err("too many subject tokens");
+        }
+        if !self.tokens.iter().all(|t| is_subject_token(t)) {
+            return Err("subject token is not ds1: followed by 32 lower-case hex digits");
+        }
+        if !self.tokens.windows(2).all(|w| w[0] < w[1]) {
+            return Err("subject tokens must be sorted and distinct");
+        }
+        let listed = self.tokens.len() as u64;
+        if self.count < listed || self.bulk != (self.count > listed) {
+            return Err("subject count and bulk flag disagree with the tokens");
+        }
+        Ok(())
+    }
+}
+
+/// `ds1:` + 32 lower-case hex digits (a truncated HMAC-SHA256).
+pub fn is_subject_token(t: &str) -> bool {
+    t.strip_prefix(SUBJECT_TOKEN_PREFIX).is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Deserialises a present field (even `null`) as `Some`, so an absent field
+/// (a version-1 record) and an explicit `null` stay distinguishable.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// What a caller submits; the writer adds `seq`, `prev` and `hash`.
 ///
 /// `time` is taken by the caller when the event ends (statement end), so the
@@ -181,6 +263,9 @@ pub struct AuditRecordInput {
     pub fingerprint: Option<String>,
     pub tables: Vec<String>,
     pub columns: Vec<TaggedColumn>,
+    /// Data subjects whose rows were returned; `None` when the statement
+    /// read no subject table (or the record is not about a statement).
+    pub subjects: Option<SubjectTokens>,
     pub rows: u64,
     pub duration_us: u64,
     /// `"ok"` or a SQLSTATE.
@@ -208,6 +293,7 @@ impl AuditRecordInput {
             fingerprint: None,
             tables: Vec::new(),
             columns: Vec::new(),
+            subjects: None,
             rows: 0,
             duration_us: 0,
             outcome: OUTCOME_OK.to_string(),
@@ -236,6 +322,14 @@ pub struct AuditRecord {
     pub fingerprint: Option<String>,
     pub tables: Vec<String>,
     pub columns: Vec<TaggedColumn>,
+    /// Version 2 on: always present (`null` or the tokens). `None` only in a
+    /// version-1 record, where the field did not exist and is not written.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub subjects: Option<Option<SubjectTokens>>,
     pub rows: u64,
     pub duration_us: u64,
     pub outcome: String,
@@ -269,6 +363,7 @@ impl AuditRecord {
             fingerprint: input.fingerprint,
             tables: input.tables,
             columns: input.columns,
+            subjects: Some(input.subjects),
             rows: input.rows,
             duration_us: input.duration_us,
             outcome: input.outcome,
@@ -670,9 +765,11 @@ mod tests {
     fn unknown_or_duplicate_fields_are_rejected() {
         let mut r = AuditRecord::from_input(sample(), 1, GENESIS_HASH.into());
         let line = String::from_utf8(r.seal(&ChainHasher::new(None)).unwrap()).unwrap();
-        let extra = line.replacen("{\"v\":1,", "{\"v\":1,\"evil\":1,", 1);
+        let extra = line.replacen("{\"v\":2,", "{\"v\":2,\"evil\":1,", 1);
+        assert_ne!(extra, line);
         assert!(serde_json::from_str::<AuditRecord>(&extra).is_err());
-        let dup = line.replacen("{\"v\":1,", "{\"v\":1,\"seq\":5,", 1);
+        let dup = line.replacen("{\"v\":2,", "{\"v\":2,\"seq\":5,", 1);
+        assert_ne!(dup, line);
         assert!(serde_json::from_str::<AuditRecord>(&dup).is_err());
     }
 }

@@ -11,7 +11,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::record::encode_line;
-use super::record::{sha256_hex, AuditRecord, ChainHasher, TornTail, GENESIS_HASH, SCHEMA_VERSION};
+use super::record::{
+    sha256_hex, AuditRecord, ChainHasher, TornTail, GENESIS_HASH, MIN_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+};
 use super::AuditError;
 
 const PREFIX: &str = "audit-";
@@ -89,8 +92,19 @@ pub fn check_line(line: &[u8], hasher: &ChainHasher) -> Result<AuditRecord, Line
         // serde_json errors name a position and a category, never the input.
         LineProblem::Malformed(e.to_string())
     })?;
-    if rec.v != SCHEMA_VERSION {
+    if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&rec.v) {
         return Err(LineProblem::Version(rec.v));
+    }
+    // `subjects` exists from version 2 on: absent before, present after.
+    if rec.subjects.is_some() != (rec.v >= 2) {
+        return Err(LineProblem::Malformed(format!(
+            "`subjects` field does not match record version {}",
+            rec.v
+        )));
+    }
+    if let Some(Some(s)) = &rec.subjects {
+        s.check()
+            .map_err(|why| LineProblem::Malformed(why.to_string()))?;
     }
     if rec.recovery.is_some() != (rec.kind == super::record::RecordKind::Recovery) {
         return Err(LineProblem::Malformed(
@@ -189,6 +203,99 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::record::{AuditRecordInput, RecordKind, SubjectTokens, SUBJECT_TOKEN_LIMIT};
+
+    fn sealed(input: AuditRecordInput) -> (AuditRecord, Vec<u8>) {
+        let mut r = AuditRecord::from_input(input, 1, GENESIS_HASH.into());
+        let line = r.seal(&ChainHasher::new(None)).unwrap();
+        (r, line)
+    }
+
+    fn token(i: usize) -> String {
+        format!("ds1:{i:032x}")
+    }
+
+    #[test]
+    fn version_1_records_still_verify_and_version_2_carries_subjects() {
+        let plain = ChainHasher::new(None);
+        // A v1 record exactly as the v1 writer produced it: no `subjects` member.
+        let mut v1 = AuditRecord::from_input(
+            AuditRecordInput::new(RecordKind::SessionStart, std::time::UNIX_EPOCH),
+            1,
+            GENESIS_HASH.into(),
+        );
+        v1.v = 1;
+        v1.subjects = None;
+        let line = v1.seal(&plain).unwrap();
+        assert!(!String::from_utf8_lossy(&line).contains("subjects"));
+        assert_eq!(check_line(&line, &plain).unwrap().v, 1);
+
+        let mut input = AuditRecordInput::new(RecordKind::Statement, std::time::UNIX_EPOCH);
+        let (_, none) = sealed(input.clone());
+        assert!(String::from_utf8_lossy(&none).contains(",\"subjects\":null,"));
+        assert_eq!(check_line(&none, &plain).unwrap().subjects, Some(None));
+        input.subjects = Some(SubjectTokens::from_tokens(vec![
+            token(2),
+            token(1),
+            token(2),
+        ]));
+        let (_, with) = sealed(input);
+        let rec = check_line(&with, &plain).unwrap();
+        let s = rec.subjects.flatten().unwrap();
+        assert_eq!(
+            (s.tokens, s.count, s.bulk),
+            (vec![token(1), token(2)], 2, false)
+        );
+
+        // A v2 record without the field, or a v1 record with it, is not canonical.
+        let text = String::from_utf8(none).unwrap();
+        let dropped = text.replace(",\"subjects\":null", "");
+        let mut r: AuditRecord = serde_json::from_str(&dropped).unwrap();
+        let resealed = r.seal(&plain).unwrap();
+        assert!(matches!(
+            check_line(&resealed, &plain),
+            Err(LineProblem::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn subject_tokens_are_bounded_and_never_raw_ids() {
+        let many: Vec<String> = (0..SUBJECT_TOKEN_LIMIT + 10).rev().map(token).collect();
+        let s = SubjectTokens::from_tokens(many);
+        assert_eq!(s.tokens.len(), SUBJECT_TOKEN_LIMIT);
+        assert_eq!((s.count, s.bulk), (SUBJECT_TOKEN_LIMIT as u64 + 10, true));
+        assert_eq!(s.tokens[0], token(0));
+        assert!(s.check().is_ok());
+        for bad in [
+            "42",
+            "alice@example.com",
+            "ds1:ABCDEF0123456789abcdef0123456789",
+            "ds1:00",
+        ] {
+            let s = SubjectTokens::from_tokens(vec![bad.to_string()]);
+            assert!(s.check().is_err(), "{bad}");
+        }
+        let lying = SubjectTokens {
+            tokens: vec![token(1)],
+            count: 5,
+            bulk: false,
+        };
+        assert!(lying.check().is_err());
+        let unsorted = SubjectTokens {
+            tokens: vec![token(2), token(1)],
+            count: 2,
+            bulk: false,
+        };
+        assert!(unsorted.check().is_err());
+        // The line check applies the same rule to what is on disk.
+        let mut input = AuditRecordInput::new(RecordKind::Statement, std::time::UNIX_EPOCH);
+        input.subjects = Some(SubjectTokens::from_tokens(vec!["42".into()]));
+        let (_, line) = sealed(input);
+        assert!(matches!(
+            check_line(&line, &ChainHasher::new(None)),
+            Err(LineProblem::Malformed(_))
+        ));
+    }
 
     #[test]
     fn names_round_trip_and_sort_lexically() {

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::record::{ChainHasher, RecordKind, TornTail, GENESIS_HASH};
+use super::record::{AuditRecord, ChainHasher, RecordKind, TornTail, GENESIS_HASH};
 use super::segment::{check_line, list_segments, LineProblem};
 
 /// A fully verified chain.
@@ -114,24 +114,79 @@ fn fail(
     }
 }
 
+/// The chain rules every record source shares (segment files here, a
+/// JetStream stream in `verify_stream`): each line is canonical with a
+/// correct hash, seqs run 1, 2, 3… and each `prev` is the hash before.
+pub struct ChainCheck {
+    hasher: ChainHasher,
+    /// The seq the next record must have.
+    pub expected_seq: u64,
+    /// Hash of the newest accepted record ([`GENESIS_HASH`] before any).
+    pub prev: String,
+    pub records: u64,
+    pub recoveries: u64,
+}
+
+impl ChainCheck {
+    pub fn new(chain_key: Option<&[u8]>) -> Self {
+        ChainCheck {
+            hasher: ChainHasher::new(chain_key),
+            expected_seq: 1,
+            prev: GENESIS_HASH.to_string(),
+            records: 0,
+            recoveries: 0,
+        }
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.hasher.is_keyed()
+    }
+
+    /// Position-independent checks of one line (without its newline).
+    pub fn parse(&self, line: &[u8]) -> Result<AuditRecord, Problem> {
+        Ok(check_line(line, &self.hasher)?)
+    }
+
+    /// Does `rec` continue the chain here?
+    pub fn check_link(&self, rec: &AuditRecord) -> Result<(), Problem> {
+        if rec.seq != self.expected_seq {
+            return Err(Problem::Seq {
+                expected: self.expected_seq,
+                found: rec.seq,
+            });
+        }
+        if rec.prev != self.prev {
+            return Err(Problem::PrevMismatch);
+        }
+        Ok(())
+    }
+
+    /// Appends a record that passed [`check_link`](Self::check_link).
+    pub fn accept(&mut self, rec: AuditRecord) {
+        if rec.kind == RecordKind::Recovery {
+            self.recoveries += 1;
+        }
+        self.prev = rec.hash;
+        self.records += 1;
+        self.expected_seq += 1;
+    }
+}
+
 /// Verifies the whole chain in `dir`. `chain_key` must be the key the writer
 /// used (HMAC mode), or `None` for a plain SHA-256 chain.
 pub fn verify(dir: &Path, chain_key: Option<&[u8]>) -> Result<VerifySummary, VerifyFailure> {
-    let hasher = ChainHasher::new(chain_key);
+    let mut chain = ChainCheck::new(chain_key);
     let segs =
         list_segments(dir).map_err(|e| fail(None, None, None, Problem::Io(e.to_string())))?;
     if segs.is_empty() {
         return Err(fail(None, None, None, Problem::NoSegments));
     }
-    let mut expected_seq = 1u64;
-    let mut prev = GENESIS_HASH.to_string();
-    let mut records = 0u64;
-    let mut recoveries = 0u64;
     // Torn tails seen since the last complete record, in chain order.
     let mut pending: Vec<TornTail> = Vec::new();
 
     for (expected_index, seg) in (1u64..).zip(&segs) {
         let name = Some(seg.name.as_str());
+        let expected_seq = chain.expected_seq;
         // A torn tail followed by anything but its recovery record is the
         // first anomaly: report it rather than what follows from it.
         if seg.index != expected_index || seg.start_seq != expected_seq {
@@ -187,24 +242,16 @@ pub fn verify(dir: &Path, chain_key: Option<&[u8]>) -> Result<VerifySummary, Ver
                 break;
             }
             line_no += 1;
+            let expected_seq = chain.expected_seq;
             let at = |p: Problem| fail(name, Some(line_no), Some(expected_seq), p);
-            let rec = check_line(&buf[..n - 1], &hasher).map_err(|p| at(p.into()))?;
+            let rec = chain.parse(&buf[..n - 1]).map_err(at)?;
             if rec.kind != RecordKind::Recovery {
                 if let Some(e) = torn_first(&pending, expected_seq) {
                     return Err(e);
                 }
             }
-            if rec.seq != expected_seq {
-                return Err(at(Problem::Seq {
-                    expected: expected_seq,
-                    found: rec.seq,
-                }));
-            }
-            if rec.prev != prev {
-                return Err(at(Problem::PrevMismatch));
-            }
+            chain.check_link(&rec).map_err(at)?;
             if rec.kind == RecordKind::Recovery {
-                recoveries += 1;
                 let named = rec.recovery.as_ref().map_or(0, |r| r.torn.len());
                 if rec.recovery.as_ref().map(|r| &r.torn) != Some(&pending) {
                     return Err(at(Problem::RecoveryMismatch {
@@ -214,22 +261,20 @@ pub fn verify(dir: &Path, chain_key: Option<&[u8]>) -> Result<VerifySummary, Ver
                 }
             }
             pending.clear();
-            prev = rec.hash;
-            records += 1;
-            expected_seq += 1;
+            chain.accept(rec);
             offset += n as u64;
         }
     }
     if let Some(t) = pending.first() {
-        return Err(torn_failure(t, expected_seq));
+        return Err(torn_failure(t, chain.expected_seq));
     }
     Ok(VerifySummary {
-        records,
+        records: chain.records,
         segments: segs.len(),
-        head_seq: expected_seq - 1,
-        head_hash: prev,
-        recoveries,
-        keyed: hasher.is_keyed(),
+        head_seq: chain.expected_seq - 1,
+        keyed: chain.is_keyed(),
+        head_hash: chain.prev,
+        recoveries: chain.recoveries,
     })
 }
 
@@ -345,7 +390,7 @@ mod tests {
         assert_eq!(e.problem, Problem::Line(LineProblem::HashMismatch));
         // An edit that keeps the value but changes the encoding is still caught.
         let mut l = lines(&p[0]);
-        l[0] = l[0].replace("\"v\":1,", "\"v\": 1,");
+        l[0] = l[0].replace("\"v\":2,", "\"v\": 2,");
         put_lines(&p[0], &l);
         let e = verify(d.path(), None).unwrap_err();
         assert_eq!(

@@ -25,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -68,9 +68,27 @@ enum Msg {
 
 struct Shared {
     healthy: Arc<AtomicBool>,
+    durable: DurableSeq,
     metrics: AuditMetrics,
     backpressure: Backpressure,
     durability: Durability,
+}
+
+/// The seq of the newest record known to be on disk *and fsynced*: one
+/// atomic the writer stores once per fsync (not per record). The shipper
+/// polls it so it never publishes a record a power loss could still take
+/// back; reading it costs the statement path nothing.
+#[derive(Clone, Debug, Default)]
+pub struct DurableSeq(Arc<AtomicU64>);
+
+impl DurableSeq {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
+    }
 }
 
 /// Cheap, cloneable handle to the audit writer.
@@ -106,7 +124,9 @@ impl Audit {
         config.validate()?;
         let metrics = AuditMetrics::new()?;
         let healthy = Arc::new(AtomicBool::new(false));
+        let durable = DurableSeq::default();
         let mut writer = Writer::new(&config, metrics.clone(), healthy.clone(), hooks);
+        writer.durable = durable.clone();
         writer.open_at_start()?;
         metrics.register(registry)?;
         healthy.store(true, Ordering::Release);
@@ -130,6 +150,7 @@ impl Audit {
             tx,
             shared: Arc::new(Shared {
                 healthy,
+                durable,
                 metrics,
                 backpressure: config.backpressure,
                 durability: config.durability,
@@ -230,6 +251,11 @@ impl Audit {
         self.shared.durability
     }
 
+    /// Handle on the newest fsynced seq (for the shipper).
+    pub fn durable_seq(&self) -> DurableSeq {
+        self.shared.durable.clone()
+    }
+
     /// Counts a statement refused because the audit was unavailable.
     pub fn note_refused(&self) {
         self.shared.metrics.refused.inc();
@@ -265,6 +291,9 @@ fn validate_input(input: &AuditRecordInput) -> Result<(), AuditError> {
         return Err(AuditError::InvalidRecord(
             "recovery records are written by the writer only",
         ));
+    }
+    if let Some(s) = &input.subjects {
+        s.check().map_err(AuditError::InvalidRecord)?;
     }
     Ok(())
 }
@@ -302,6 +331,9 @@ struct Writer {
     seg: Option<OpenSegment>,
     head_seq: u64,
     head_hash: String,
+    /// Seq of the newest record written to the file (fsynced or not).
+    written_seq: u64,
+    durable: DurableSeq,
     /// Written since the last fsync.
     dirty: bool,
     last_sync: Instant,
@@ -333,6 +365,8 @@ impl Writer {
             seg: None,
             head_seq: 0,
             head_hash: String::new(),
+            written_seq: 0,
+            durable: DurableSeq::default(),
             dirty: false,
             last_sync: now,
             next_retry: now,
@@ -360,6 +394,10 @@ impl Writer {
             return self.start_recovered_segment(tail, RecoveryReason::Startup);
         }
         self.set_head(tail.head_seq, tail.head_hash.clone());
+        // What a previous process left is taken as durable: it is what the
+        // chain continues from.
+        self.written_seq = tail.head_seq;
+        self.durable.set(tail.head_seq);
         match tail.last {
             Some((last, len)) => {
                 let file = OpenOptions::new()
@@ -431,7 +469,10 @@ impl Writer {
             .seal(&self.hasher)
             .map_err(|e| AuditError::Corrupt(format!("cannot encode recovery record: {e}")))?;
         line.push(b'\n');
-        let res = self.write(&line).and_then(|()| self.sync());
+        let res = self.write(&line).and_then(|()| {
+            self.written_seq = rec.seq;
+            self.sync()
+        });
         if let Err(e) = res {
             self.seg = None;
             return Err(io_at(&self.dir)(e));
@@ -474,6 +515,7 @@ impl Writer {
         self.metrics
             .fsync_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.durable.set(self.written_seq);
         self.dirty = false;
         self.last_sync = Instant::now();
         Ok(())
@@ -593,6 +635,7 @@ impl Writer {
             self.fault("write", &e);
             return self.fail_done(done);
         }
+        self.written_seq = seq;
         if force_sync || self.durability == Durability::Strict {
             if let Err(e) = self.sync() {
                 self.fault("fsync", &e);

@@ -67,6 +67,14 @@ pub struct AuditFileConfig {
     /// `continue` (default) or `refuse`: what happens to statements that
     /// touch nothing tagged while the audit cannot be written.
     pub untagged_when_unavailable: Option<String>,
+    /// `nats://HOST:PORT`: also ship every record to NATS JetStream.
+    pub ship: Option<String>,
+    /// JetStream stream (created if missing) [default: PGVEIL_AUDIT].
+    pub ship_stream: Option<String>,
+    /// Subject this instance publishes on [default: pgveil.audit.<instance>].
+    pub ship_subject: Option<String>,
+    /// This proxy's name in the fleet [default: the host name].
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +173,7 @@ pub struct Config {
     pub require_client_tls: bool,
     pub audit: Option<crate::audit::AuditConfig>,
     pub audit_required_for_untagged: bool,
+    pub audit_ship: Option<crate::audit::ship::ShipConfig>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -276,6 +285,21 @@ impl Config {
                 Some(a)
             }
         };
+        let audit_ship = match (&f.audit.ship, &f.audit_dir) {
+            (None, _) => None,
+            (Some(_), None) => {
+                errs.push("audit ship needs audit_dir (the local audit is what is shipped)".into());
+                None
+            }
+            (Some(url), Some(_)) => crate::audit::ship::ShipConfig::new(
+                url,
+                f.audit.ship_stream.as_deref(),
+                f.audit.ship_subject.as_deref(),
+                f.audit.instance.as_deref(),
+            )
+            .map_err(|e| errs.push(e.to_string()))
+            .ok(),
+        };
         let workers = f
             .workers
             .filter(|w| *w > 0)
@@ -300,6 +324,7 @@ impl Config {
                 require_client_tls,
                 audit,
                 audit_required_for_untagged,
+                audit_ship,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }
@@ -336,6 +361,28 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(errs.len(), 5, "{errs:?}");
+    }
+
+    #[test]
+    fn audit_ship_settings() {
+        let parse = |t: &str| Config::from_file(toml::from_str::<FileConfig>(t).unwrap());
+        let c = parse(
+            "audit_dir = \"/tmp/a\"\n[audit]\nship = \"nats://127.0.0.1:4222\"\ninstance = \"db-1\"\n",
+        )
+        .unwrap();
+        let s = c.audit_ship.unwrap();
+        assert_eq!(
+            (s.stream.as_str(), s.subject.as_str()),
+            ("PGVEIL_AUDIT", "pgveil.audit.db-1")
+        );
+        for bad in [
+            "[audit]\nship = \"nats://h:1\"\n",
+            "audit_dir = \"/a\"\n[audit]\nship = \"http://h:1\"\n",
+            "audit_dir = \"/a\"\n[audit]\nship = \"nats://h:1\"\ninstance = \"a.b\"\n",
+            "audit_dir = \"/a\"\n[audit]\nship = \"nats://h:1\"\nship_subject = \"x.>\"\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

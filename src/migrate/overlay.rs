@@ -114,12 +114,12 @@ mod tests {
         let email = s.column(t, "email").unwrap();
         assert!(email.encrypt.is_none());
         assert_eq!(
-            email.access_for(["support"]),
-            rules.column(t, "email").unwrap().access_for(["support"])
+            crate::policy::access_by(email, ["support"]),
+            crate::policy::access_by(rules.column(t, "email").unwrap(), ["support"])
         );
         let shadow = s.column(t, "pgveil_enc_email").unwrap();
         assert!(shadow.encrypt.is_some());
-        assert_eq!(shadow.access_for(["admin"]), Access::Deny);
+        assert_eq!(crate::policy::access_by(shadow, ["admin"]), Access::Deny);
         assert!(
             s.column(t, "ssn").unwrap().encrypt.is_some(),
             "not in flight"

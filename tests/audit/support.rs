@@ -208,7 +208,7 @@ pub fn psql_app(
 /// Asserts the session-level facts every statement record of `app` carries.
 pub fn assert_who(rs: &[Value], role: &str, db: &str) {
     for r in rs {
-        assert_eq!(r["v"], 1, "{r}");
+        assert_eq!(r["v"], 2, "{r}");
         assert_eq!(s(r, "login_role"), role, "{r}");
         assert_eq!(r["effective_roles"], serde_json::json!([role]), "{r}");
         assert_eq!(s(r, "database"), db, "{r}");
