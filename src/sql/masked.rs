@@ -32,7 +32,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::mask;
-use crate::rules::model::{Access, Mask, TableName};
+use crate::rules::model::{Access, ColumnRule, Mask, TableName};
 
 use super::query::{Analyzer, R};
 use super::refuse::{self, access};
@@ -161,6 +161,27 @@ impl<'a> Analyzer<'a, '_> {
         Ok(q)
     }
 
+    /// The SQL serving plaintext-at-rest column `r` (referenced by `col`)
+    /// to this session: the column, its mask, or a typed NULL.
+    pub(super) fn served_sql(&self, r: &ColumnRule, col: String) -> R<String> {
+        Ok(match access(r, self.roles()) {
+            Access::Plaintext => col,
+            Access::Mask(m) => {
+                let key = match m {
+                    Mask::Hash => Some(
+                        (self.ctx.hash_key_hex)(r).ok_or_else(|| refuse::no_pseudonym_key(r))?,
+                    ),
+                    _ => None,
+                };
+                mask::sql_expr(m, r.ty, &col, key.as_deref())
+                    .map_err(|e| refuse::mask_failed(&r.table, &e.to_string()))?
+            }
+            Access::Null | Access::Deny => {
+                format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())
+            }
+        })
+    }
+
     fn derived_sql(&self, t: &TableName) -> R<String> {
         let info = self
             .ctx
@@ -168,29 +189,12 @@ impl<'a> Analyzer<'a, '_> {
             .and_then(|s| s.tables.get(t))
             .filter(|i| !i.columns.is_empty())
             .ok_or_else(|| refuse::needs_schema(&t.to_string(), "masking"))?;
-        let roles = self.roles();
         let mut items = Vec::with_capacity(info.columns.len());
         for c in &info.columns {
             let q = quote_ident(&c.name);
             let col = format!("pgveil_t.{q}");
             let expr = match self.ctx.rules.column(t, &c.name) {
-                Some(r) if r.encrypt.is_none() => match access(r, roles) {
-                    Access::Plaintext => col,
-                    Access::Mask(m) => {
-                        let key = match m {
-                            Mask::Hash => Some(
-                                (self.ctx.hash_key_hex)(r)
-                                    .ok_or_else(|| refuse::no_pseudonym_key(r))?,
-                            ),
-                            _ => None,
-                        };
-                        mask::sql_expr(m, r.ty, &col, key.as_deref())
-                            .map_err(|e| refuse::mask_failed(t, &e.to_string()))?
-                    }
-                    Access::Null | Access::Deny => {
-                        format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())
-                    }
-                },
+                Some(r) if r.encrypt.is_none() => self.served_sql(r, col)?,
                 _ => col,
             };
             items.push(format!("{expr} AS {q}"));

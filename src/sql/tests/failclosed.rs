@@ -291,3 +291,95 @@ fn harmless_settings_locks_and_catalog_helpers_are_allowed() {
         refused_any(ex.run("support", sql), sql);
     }
 }
+
+/// Usability: RETURNING of a write target serves plaintext-at-rest columns
+/// masked (never raw), upserts may copy EXCLUDED values.
+#[test]
+fn returning_is_masked_and_upserts_use_excluded() {
+    let ex = Ex::new();
+    for (role, mask_marker) in [
+        ("support", "pg_catalog.SUBSTR"),
+        ("analyst", "CAST(NULL AS pg_catalog.text)"),
+    ] {
+        for sql in [
+            "INSERT INTO customers (full_name, email) VALUES ('a', 'b') RETURNING full_name, id",
+            "INSERT INTO customers (full_name) VALUES ('a') RETURNING *",
+            "INSERT INTO customers AS c (full_name) VALUES ('a') RETURNING c.*",
+            "UPDATE customers SET email = 'x@y' WHERE id = 1 RETURNING full_name AS n",
+            "DELETE FROM customers WHERE id = 1 RETURNING *",
+        ] {
+            // analyst may not read ssn or card_number at all: `*` is refused.
+            if role == "analyst" && sql.contains('*') {
+                refused_any(ex.run(role, sql), sql);
+                continue;
+            }
+            let (out, plans) = rewritten(ex.run(role, sql));
+            let ret = &out[out.find("RETURNING").expect("returning")..];
+            assert!(ret.contains(mask_marker), "{role} {sql}: {ret}");
+            assert!(
+                !ret.contains("AS \"full_name\"") || ret.contains(mask_marker),
+                "{ret}"
+            );
+            // No bare reference to full_name survives in RETURNING.
+            for bare in [
+                "RETURNING full_name",
+                ", full_name",
+                "RETURNING \"customers\".\"full_name\",",
+            ] {
+                assert!(!ret.contains(bare), "{role} {sql}: raw in {ret}");
+            }
+            assert!(
+                plans[0]
+                    .columns
+                    .iter()
+                    .any(|c| c.column == "public.customers.full_name"
+                        && matches!(c.action, ColumnAction::Masked | ColumnAction::Null)),
+                "{sql}: {:?}",
+                plans[0].columns
+            );
+        }
+    }
+    // deny stays refused; the WHERE on a raw target value stays refused.
+    refused_any(
+        ex.run(
+            "analyst",
+            "INSERT INTO customers (full_name) VALUES ('a') RETURNING ssn",
+        ),
+        "RETURNING ssn",
+    );
+    refused_any(
+        ex.run(
+            "support",
+            "UPDATE customers SET email = 'x' WHERE full_name LIKE 'A%' RETURNING id",
+        ),
+        "WHERE",
+    );
+    for sql in [
+        "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', $1) \
+         ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone",
+        "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', '1') \
+         ON CONFLICT (id) DO UPDATE SET full_name = EXCLUDED.full_name, phone = excluded.phone",
+    ] {
+        for role in ["support", "analyst"] {
+            rewritten(ex.run(role, sql));
+        }
+    }
+    // Ciphertext still moves only within its own column.
+    refused_any(
+        ex.run(
+            "support",
+            "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', '1') \
+             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.phone",
+        ),
+        "email = EXCLUDED.phone",
+    );
+    // Reading the existing raw value in DO UPDATE WHERE is still an oracle.
+    refused_any(
+        ex.run(
+            "support",
+            "INSERT INTO customers (id, full_name) VALUES (1, 'x') ON CONFLICT (id) \
+             DO UPDATE SET full_name = 'y' WHERE customers.full_name LIKE 'A%'",
+        ),
+        "DO UPDATE WHERE",
+    );
+}
