@@ -505,6 +505,7 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         e: &mut Expr,
         scope: &Scope<'a, '_>,
     ) -> R<(Option<String>, Option<&'a ColumnRule>)> {
+        self.field_of_relation(e, scope);
         match self.colref(e, scope) {
             Some(ColRef::Column(origin)) => {
                 let name = match strip_nested(e) {

@@ -383,3 +383,40 @@ fn returning_is_masked_and_upserts_use_excluded() {
         "DO UPDATE WHERE",
     );
 }
+
+/// Usability: `(rel).col` is the column `rel.col`, served through the
+/// masked table like any reference; a composite column's field stays refused.
+#[test]
+fn field_selection_from_a_relation_is_a_column_reference() {
+    let ex = Ex::new();
+    let (out, _) = masked(
+        &ex,
+        "support",
+        "SELECT (c).full_name, (c).id FROM customers c",
+    );
+    assert!(
+        out.starts_with("SELECT c.full_name, c.id FROM (SELECT"),
+        "{out}"
+    );
+    let (out, plans) =
+        rewritten(ex.run("support", "SELECT (c).email FROM customers c WHERE id = 1"));
+    assert!(out.starts_with("SELECT c.email FROM"), "{out}");
+    assert!(plans[0]
+        .columns
+        .iter()
+        .any(|u| u.column.ends_with(".email") && u.action == ColumnAction::Masked));
+    refused_any(
+        ex.run("analyst", "SELECT (c).ssn FROM customers c"),
+        "(c).ssn",
+    );
+    refused_any(
+        ex.run("support", "SELECT (c).email || 'x' FROM customers c"),
+        "(c).email ||",
+    );
+    // Still refused: whole rows and functional notation.
+    refused_any(ex.run("support", "SELECT (c).* FROM customers c"), "(c).*");
+    refused_any(
+        ex.run("support", "SELECT row_to_json(c) FROM customers c"),
+        "row_to_json",
+    );
+}
