@@ -24,6 +24,7 @@ use super::{ColumnAction, ParamPlan, ParamUse, SqlPrepare, StatementKind};
 impl<'a> Analyzer<'a, '_> {
     /// Analyses (and rewrites in place) one top-level statement.
     pub fn statement(&mut self, st: &mut Statement) -> R<()> {
+        (self.system_columns, self.has_wildcard) = super::masked::system_columns_of(st);
         let is_prepare = matches!(st, Statement::Prepare { .. });
         self.dispatch(st)?;
         if !is_prepare {

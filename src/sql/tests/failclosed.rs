@@ -420,3 +420,33 @@ fn field_selection_from_a_relation_is_a_column_reference() {
         "row_to_json",
     );
 }
+
+/// Usability: system columns read through the masked table (ORMs use
+/// `xmin` as a concurrency token).
+#[test]
+fn system_columns_are_carried_by_the_masked_table() {
+    let ex = Ex::new();
+    let (out, _) = masked(
+        &ex,
+        "support",
+        "SELECT ctid, xmin, tableoid::regclass, full_name FROM customers",
+    );
+    for c in ["ctid", "xmin", "tableoid"] {
+        assert!(out.contains(&format!("pgveil_t.{c} AS {c}")), "{c}: {out}");
+    }
+    assert!(!out.contains("pgveil_t.xmax"), "{out}");
+    let (out, _) = masked(
+        &ex,
+        "analyst",
+        "SELECT c.id, c.xmin FROM customers c WHERE c.id = 1",
+    );
+    assert!(out.contains("pgveil_t.xmin AS xmin"), "{out}");
+    // Without system columns the derived table is unchanged.
+    let (out, _) = masked(&ex, "support", "SELECT id FROM customers");
+    assert!(!out.contains("xmin"), "{out}");
+    // With a * they would change what * returns.
+    refused_any(
+        ex.run("support", "SELECT *, xmin FROM customers"),
+        "*, xmin",
+    );
+}
