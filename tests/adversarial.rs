@@ -162,8 +162,17 @@ fn frame_tags(b: &[u8]) -> String {
     tags
 }
 
+/// Classes run concurrently (shared); the rename class moves the protected table for a moment,
+/// so it runs alone (exclusive).
+static TABLE_IN_PLACE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Runs every case of a class as each of its roles; fails listing every leaking case.
 async fn run_class(class: &str, cases: Vec<Case>) {
+    let _shared = TABLE_IN_PLACE.read().await;
+    run_class_now(class, cases).await;
+}
+
+async fn run_class_now(class: &str, cases: Vec<Case>) {
     let mut failures = Vec::new();
     let mut n = 0;
     for case in &cases {
@@ -203,6 +212,7 @@ async fn run_class(class: &str, cases: Vec<Case>) {
 async fn seeded_values_are_visible_to_admin() {
     // Guards the suite itself: the needles must match what admin legitimately sees, or a
     // leak could go unnoticed.
+    let _shared = TABLE_IN_PLACE.read().await;
     let baseline =
         cases::case("admin baseline", &["SELECT * FROM customers ORDER BY id"]).roles(&["admin"]);
     let o = run_case(&baseline, "admin").await;
@@ -324,14 +334,9 @@ async fn objects_around_tagged_tables() {
     run_class("objects-around", cases::objects_around()).await;
 }
 
-/// Renames move the protected table for a moment, which would disturb the other classes
-/// running concurrently; they run only with `PGVEIL_ADVERSARIAL_RENAMES=1`, alone:
-/// `PGVEIL_ADVERSARIAL_RENAMES=1 cargo test --test adversarial renames -- --test-threads 1`.
+/// Renames move the protected table for a moment: they hold the table exclusively.
 #[tokio::test]
 async fn renames_of_tagged_tables() {
-    if std::env::var_os("PGVEIL_ADVERSARIAL_RENAMES").is_none() {
-        eprintln!("renames: skipped (set PGVEIL_ADVERSARIAL_RENAMES=1 and run alone)");
-        return;
-    }
-    run_class("renames", cases::renames()).await;
+    let _alone = TABLE_IN_PLACE.write().await;
+    run_class_now("renames", cases::renames()).await;
 }

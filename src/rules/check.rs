@@ -51,11 +51,12 @@ pub fn check_against_schema(rules: &RuleSet, schema: &SchemaSnapshot) -> Vec<Dia
                 out.push(at(
                     rule,
                     format!(
-                        "table {} does not exist in the database (or is not visible to this user)",
+                        "table {} does not exist in the database (or is not visible to this user); \
+                         until it does, pgveil refuses restricted sessions every statement that reads a table",
                         rule.table
                     ),
-                    "create the table, or fix `table`; unquoted names are folded to lower case, \
-                     double-quote mixed-case names: public.\"Customers\"",
+                    "create the table, or fix `table` (after ALTER TABLE … RENAME or SET SCHEMA, write the new name); \
+                     unquoted names are folded to lower case, double-quote mixed-case names: public.\"Customers\"",
                 ));
             }
             continue;
@@ -63,8 +64,14 @@ pub fn check_against_schema(rules: &RuleSet, schema: &SchemaSnapshot) -> Vec<Dia
         let Some(col) = table.column(&rule.name) else {
             out.push(at(
                 rule,
-                format!("column {} does not exist in the database", rule.qualified()),
-                "fix `name`; unquoted names are folded to lower case",
+                format!(
+                    "column {} does not exist in the database; until it does, pgveil refuses \
+                     restricted sessions every statement on table {}",
+                    rule.qualified(),
+                    rule.table
+                ),
+                "fix `name` (after ALTER TABLE … RENAME COLUMN, write the new name); \
+                 unquoted names are folded to lower case",
             ));
             continue;
         };

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr,
+    visit_expressions, AccessExpr, BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArguments, UnaryOperator, Value, Visit, WindowType,
 };
 
@@ -86,6 +86,7 @@ impl<'a> Analyzer<'a, '_> {
     /// The expression walk (see module docs). `why` names the enclosing
     /// construct for refusal messages.
     pub fn walk(&mut self, e: &mut Expr, scope: &Scope<'a, '_>, why: &str) -> R<()> {
+        self.field_of_relation(e, scope);
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.colref(e, scope) {
                 Some(ColRef::Column(Some(r))) if sensitive(r, self.roles()) => {
@@ -228,6 +229,35 @@ impl<'a> Analyzer<'a, '_> {
             }
             other => self.generic(&*other, scope, "this expression"),
         }
+    }
+
+    /// `(rel).col`, field selection from a relation's whole row, is the
+    /// column `rel.col`; rewritten so, it is analysed (masked table,
+    /// origin, access) and served (RowDescription origin) like one. Only
+    /// when `rel` names a relation and no column: Postgres reads `(x)` as a
+    /// column first, and a composite column's field stays refused.
+    pub(super) fn field_of_relation(&self, e: &mut Expr, scope: &Scope<'a, '_>) {
+        let Expr::CompoundFieldAccess { root, access_chain } = e else {
+            return;
+        };
+        let (Expr::Nested(inner), [AccessExpr::Dot(Expr::Identifier(col))]) =
+            (root.as_ref(), access_chain.as_slice())
+        else {
+            return;
+        };
+        let Expr::Identifier(rel) = inner.as_ref() else {
+            return;
+        };
+        let name = super::resolve::fold(rel);
+        let here = std::slice::from_ref(&name);
+        if matches!(
+            scope.column(here),
+            Some(ColRef::Column(_) | ColRef::FieldOf(_))
+        ) || scope.wildcard_rel(here).is_none()
+        {
+            return;
+        }
+        *e = Expr::CompoundIdentifier(vec![rel.clone(), col.clone()]);
     }
 
     fn function(&mut self, f: &mut Function, scope: &Scope<'a, '_>) -> R<()> {

@@ -32,13 +32,61 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::mask;
-use crate::rules::model::{Access, Mask, TableName};
+use crate::rules::model::{Access, ColumnRule, Mask, TableName};
 
 use super::query::{Analyzer, R};
 use super::refuse::{self, access};
 use super::resolve::{fold_name, Relation, Scope};
 use super::restrict::protected_table;
 use super::ColumnAction;
+
+/// System columns every table has. ORMs read `xmin` as a concurrency
+/// token and `ctid` / `tableoid` to address rows.
+const SYSTEM_COLUMNS: &[&str] = &["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
+
+/// The system columns `st` names (by any qualification) and whether it
+/// expands a `*` anywhere. The masked derived table exposes exactly those
+/// system columns, as plain columns of the same name, so `SELECT xmin,
+/// ctid, tableoid::regclass FROM customers` keeps working; with a `*` in
+/// the statement they would change what `*` returns, so that is refused.
+pub fn system_columns_of(st: &Statement) -> (Vec<&'static str>, bool) {
+    use sqlparser::ast::{Expr, SelectItem, SetExpr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct V(Vec<&'static str>, bool);
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let last = match e {
+                Expr::Identifier(id) => Some(id),
+                Expr::CompoundIdentifier(ids) => ids.last(),
+                _ => None,
+            };
+            if let Some(c) = last.and_then(|id| {
+                let n = super::resolve::fold(id);
+                SYSTEM_COLUMNS.iter().find(|s| **s == n)
+            }) {
+                if !self.0.contains(c) {
+                    self.0.push(c);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(s) = q.body.as_ref() {
+                self.1 |= s.projection.iter().any(|i| {
+                    matches!(
+                        i,
+                        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                    )
+                });
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V(Vec::new(), false);
+    let _ = st.visit(&mut v);
+    (v.0, v.1)
+}
 
 /// `"name"` with embedded quotes doubled.
 pub fn quote_ident(s: &str) -> String {
@@ -161,6 +209,27 @@ impl<'a> Analyzer<'a, '_> {
         Ok(q)
     }
 
+    /// The SQL serving plaintext-at-rest column `r` (referenced by `col`)
+    /// to this session: the column, its mask, or a typed NULL.
+    pub(super) fn served_sql(&self, r: &ColumnRule, col: String) -> R<String> {
+        Ok(match access(r, self.roles()) {
+            Access::Plaintext => col,
+            Access::Mask(m) => {
+                let key = match m {
+                    Mask::Hash => Some(
+                        (self.ctx.hash_key_hex)(r).ok_or_else(|| refuse::no_pseudonym_key(r))?,
+                    ),
+                    _ => None,
+                };
+                mask::sql_expr(m, r.ty, &col, key.as_deref())
+                    .map_err(|e| refuse::mask_failed(&r.table, &e.to_string()))?
+            }
+            Access::Null | Access::Deny => {
+                format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())
+            }
+        })
+    }
+
     fn derived_sql(&self, t: &TableName) -> R<String> {
         let info = self
             .ctx
@@ -168,32 +237,26 @@ impl<'a> Analyzer<'a, '_> {
             .and_then(|s| s.tables.get(t))
             .filter(|i| !i.columns.is_empty())
             .ok_or_else(|| refuse::needs_schema(&t.to_string(), "masking"))?;
-        let roles = self.roles();
         let mut items = Vec::with_capacity(info.columns.len());
         for c in &info.columns {
             let q = quote_ident(&c.name);
             let col = format!("pgveil_t.{q}");
             let expr = match self.ctx.rules.column(t, &c.name) {
-                Some(r) if r.encrypt.is_none() => match access(r, roles) {
-                    Access::Plaintext => col,
-                    Access::Mask(m) => {
-                        let key = match m {
-                            Mask::Hash => Some(
-                                (self.ctx.hash_key_hex)(r)
-                                    .ok_or_else(|| refuse::no_pseudonym_key(r))?,
-                            ),
-                            _ => None,
-                        };
-                        mask::sql_expr(m, r.ty, &col, key.as_deref())
-                            .map_err(|e| refuse::mask_failed(t, &e.to_string()))?
-                    }
-                    Access::Null | Access::Deny => {
-                        format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())
-                    }
-                },
+                Some(r) if r.encrypt.is_none() => self.served_sql(r, col)?,
                 _ => col,
             };
             items.push(format!("{expr} AS {q}"));
+        }
+        if !self.system_columns.is_empty() {
+            if self.has_wildcard {
+                return Err(refuse::unsupported_statement(
+                    "a system column together with * over a masked table (list the columns)",
+                    &t.to_string(),
+                ));
+            }
+            for c in &self.system_columns {
+                items.push(format!("pgveil_t.{c} AS {c}"));
+            }
         }
         Ok(format!(
             "SELECT {} FROM {}.{} AS pgveil_t",

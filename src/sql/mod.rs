@@ -34,6 +34,7 @@ pub mod refuse;
 mod relations;
 pub mod resolve;
 pub mod restrict;
+mod returning;
 mod values_flow;
 mod write;
 

@@ -64,6 +64,11 @@ pub struct Analyzer<'a, 'c> {
     pub in_target: bool,
     /// Masked derived-table queries built so far in this statement.
     pub derived: HashMap<TableName, Box<Query>>,
+    /// System columns (`xmin`, `ctid`, …) the statement names, and whether
+    /// it expands `*` anywhere: the masked derived table carries the former,
+    /// which `*` would then return too (see `masked`).
+    pub system_columns: Vec<&'static str>,
+    pub has_wildcard: bool,
 }
 
 impl<'a, 'c> Analyzer<'a, 'c> {
@@ -84,6 +89,8 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             enc_occurrences: HashMap::new(),
             in_target: false,
             derived: HashMap::new(),
+            system_columns: Vec::new(),
+            has_wildcard: false,
         }
     }
 
@@ -505,6 +512,7 @@ impl<'a, 'c> Analyzer<'a, 'c> {
         e: &mut Expr,
         scope: &Scope<'a, '_>,
     ) -> R<(Option<String>, Option<&'a ColumnRule>)> {
+        self.field_of_relation(e, scope);
         match self.colref(e, scope) {
             Some(ColRef::Column(origin)) => {
                 let name = match strip_nested(e) {

@@ -24,6 +24,7 @@ use super::{ColumnAction, ParamPlan, ParamUse, SqlPrepare, StatementKind};
 impl<'a> Analyzer<'a, '_> {
     /// Analyses (and rewrites in place) one top-level statement.
     pub fn statement(&mut self, st: &mut Statement) -> R<()> {
+        (self.system_columns, self.has_wildcard) = super::masked::system_columns_of(st);
         let is_prepare = matches!(st, Statement::Prepare { .. });
         self.dispatch(st)?;
         if !is_prepare {
@@ -232,7 +233,7 @@ impl<'a> Analyzer<'a, '_> {
                 if let Some(w) = selection.as_mut() {
                     self.walk(w, &scope, "WHERE")?;
                 }
-                self.returning(returning.as_deref_mut(), &scope, mode)
+                self.returning(returning.as_mut(), target.as_ref(), &scope, mode)
             }
             Statement::Delete(d) => {
                 self.plan.kind = StatementKind::Delete;
@@ -242,13 +243,14 @@ impl<'a> Analyzer<'a, '_> {
                     self.in_target = true;
                     self.table_with_joins(twj, &mut scope)?;
                 }
+                let target = scope.rels.first().cloned();
                 for twj in d.using.iter_mut().flatten() {
                     self.table_with_joins(twj, &mut scope)?;
                 }
                 if let Some(w) = d.selection.as_mut() {
                     self.walk(w, &scope, "WHERE")?;
                 }
-                self.returning(d.returning.as_deref_mut(), &scope, mode)
+                self.returning(d.returning.as_mut(), target.as_ref(), &scope, mode)
             }
             other => {
                 self.refuse_if_tagged(&*other, parent, "this statement")?;
@@ -257,16 +259,19 @@ impl<'a> Analyzer<'a, '_> {
         }
     }
 
+    /// RETURNING; `target` is the written table's relation (its
+    /// plaintext-at-rest columns are returned masked, see `returning`).
     fn returning(
         &mut self,
-        items: Option<&mut [sqlparser::ast::SelectItem]>,
+        items: Option<&mut Vec<sqlparser::ast::SelectItem>>,
+        target: Option<&Relation<'a>>,
         scope: &Scope<'a, '_>,
         mode: Mode,
     ) -> R<Vec<OutCol<'a>>> {
         let Some(items) = items else {
             return Ok(Vec::new());
         };
-        let (cols, _) = self.projection(items, scope)?;
+        let cols = self.masked_returning(items, target, scope)?;
         self.apply_mode(&cols, mode)?;
         Ok(cols)
     }
@@ -383,6 +388,16 @@ impl<'a> Analyzer<'a, '_> {
                 let mut excluded = rel.clone();
                 excluded.alias = "excluded".into();
                 excluded.table = None;
+                // EXCLUDED holds the row this statement proposed (literals,
+                // parameters, or a source the analysis already masked), not
+                // a stored value: its plaintext-at-rest columns are no
+                // oracle. Encrypted ones keep their rule, so ciphertext
+                // still only moves within its own column.
+                for c in excluded.cols.iter_mut() {
+                    if c.origin.is_some_and(|r| r.encrypt.is_none()) {
+                        c.origin = None;
+                    }
+                }
                 scope.rels.push(excluded);
                 for a in du.assignments.iter_mut() {
                     self.assignment(&a.target, &mut a.value, Some(&rel), &scope)?;
@@ -395,7 +410,7 @@ impl<'a> Analyzer<'a, '_> {
         } else if ins.on.is_some() {
             self.refuse_if_sensitive(&rel, "ON DUPLICATE KEY")?;
         }
-        self.returning(ins.returning.as_deref_mut(), &scope, mode)
+        self.returning(ins.returning.as_mut(), Some(&rel), &scope, mode)
     }
 
     /// The rows of an INSERT: VALUES items go through [`Self::write_value`]

@@ -291,3 +291,162 @@ fn harmless_settings_locks_and_catalog_helpers_are_allowed() {
         refused_any(ex.run("support", sql), sql);
     }
 }
+
+/// Usability: RETURNING of a write target serves plaintext-at-rest columns
+/// masked (never raw), upserts may copy EXCLUDED values.
+#[test]
+fn returning_is_masked_and_upserts_use_excluded() {
+    let ex = Ex::new();
+    for (role, mask_marker) in [
+        ("support", "pg_catalog.SUBSTR"),
+        ("analyst", "CAST(NULL AS pg_catalog.text)"),
+    ] {
+        for sql in [
+            "INSERT INTO customers (full_name, email) VALUES ('a', 'b') RETURNING full_name, id",
+            "INSERT INTO customers (full_name) VALUES ('a') RETURNING *",
+            "INSERT INTO customers AS c (full_name) VALUES ('a') RETURNING c.*",
+            "UPDATE customers SET email = 'x@y' WHERE id = 1 RETURNING full_name AS n",
+            "DELETE FROM customers WHERE id = 1 RETURNING *",
+        ] {
+            // analyst may not read ssn or card_number at all: `*` is refused.
+            if role == "analyst" && sql.contains('*') {
+                refused_any(ex.run(role, sql), sql);
+                continue;
+            }
+            let (out, plans) = rewritten(ex.run(role, sql));
+            let ret = &out[out.find("RETURNING").expect("returning")..];
+            assert!(ret.contains(mask_marker), "{role} {sql}: {ret}");
+            assert!(
+                !ret.contains("AS \"full_name\"") || ret.contains(mask_marker),
+                "{ret}"
+            );
+            // No bare reference to full_name survives in RETURNING.
+            for bare in [
+                "RETURNING full_name",
+                ", full_name",
+                "RETURNING \"customers\".\"full_name\",",
+            ] {
+                assert!(!ret.contains(bare), "{role} {sql}: raw in {ret}");
+            }
+            assert!(
+                plans[0]
+                    .columns
+                    .iter()
+                    .any(|c| c.column == "public.customers.full_name"
+                        && matches!(c.action, ColumnAction::Masked | ColumnAction::Null)),
+                "{sql}: {:?}",
+                plans[0].columns
+            );
+        }
+    }
+    // deny stays refused; the WHERE on a raw target value stays refused.
+    refused_any(
+        ex.run(
+            "analyst",
+            "INSERT INTO customers (full_name) VALUES ('a') RETURNING ssn",
+        ),
+        "RETURNING ssn",
+    );
+    refused_any(
+        ex.run(
+            "support",
+            "UPDATE customers SET email = 'x' WHERE full_name LIKE 'A%' RETURNING id",
+        ),
+        "WHERE",
+    );
+    for sql in [
+        "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', $1) \
+         ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone",
+        "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', '1') \
+         ON CONFLICT (id) DO UPDATE SET full_name = EXCLUDED.full_name, phone = excluded.phone",
+    ] {
+        for role in ["support", "analyst"] {
+            rewritten(ex.run(role, sql));
+        }
+    }
+    // Ciphertext still moves only within its own column.
+    refused_any(
+        ex.run(
+            "support",
+            "INSERT INTO customers (id, full_name, phone) VALUES (1, 'x', '1') \
+             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.phone",
+        ),
+        "email = EXCLUDED.phone",
+    );
+    // Reading the existing raw value in DO UPDATE WHERE is still an oracle.
+    refused_any(
+        ex.run(
+            "support",
+            "INSERT INTO customers (id, full_name) VALUES (1, 'x') ON CONFLICT (id) \
+             DO UPDATE SET full_name = 'y' WHERE customers.full_name LIKE 'A%'",
+        ),
+        "DO UPDATE WHERE",
+    );
+}
+
+/// Usability: `(rel).col` is the column `rel.col`, served through the
+/// masked table like any reference; a composite column's field stays refused.
+#[test]
+fn field_selection_from_a_relation_is_a_column_reference() {
+    let ex = Ex::new();
+    let (out, _) = masked(
+        &ex,
+        "support",
+        "SELECT (c).full_name, (c).id FROM customers c",
+    );
+    assert!(
+        out.starts_with("SELECT c.full_name, c.id FROM (SELECT"),
+        "{out}"
+    );
+    let (out, plans) =
+        rewritten(ex.run("support", "SELECT (c).email FROM customers c WHERE id = 1"));
+    assert!(out.starts_with("SELECT c.email FROM"), "{out}");
+    assert!(plans[0]
+        .columns
+        .iter()
+        .any(|u| u.column.ends_with(".email") && u.action == ColumnAction::Masked));
+    refused_any(
+        ex.run("analyst", "SELECT (c).ssn FROM customers c"),
+        "(c).ssn",
+    );
+    refused_any(
+        ex.run("support", "SELECT (c).email || 'x' FROM customers c"),
+        "(c).email ||",
+    );
+    // Still refused: whole rows and functional notation.
+    refused_any(ex.run("support", "SELECT (c).* FROM customers c"), "(c).*");
+    refused_any(
+        ex.run("support", "SELECT row_to_json(c) FROM customers c"),
+        "row_to_json",
+    );
+}
+
+/// Usability: system columns read through the masked table (ORMs use
+/// `xmin` as a concurrency token).
+#[test]
+fn system_columns_are_carried_by_the_masked_table() {
+    let ex = Ex::new();
+    let (out, _) = masked(
+        &ex,
+        "support",
+        "SELECT ctid, xmin, tableoid::regclass, full_name FROM customers",
+    );
+    for c in ["ctid", "xmin", "tableoid"] {
+        assert!(out.contains(&format!("pgveil_t.{c} AS {c}")), "{c}: {out}");
+    }
+    assert!(!out.contains("pgveil_t.xmax"), "{out}");
+    let (out, _) = masked(
+        &ex,
+        "analyst",
+        "SELECT c.id, c.xmin FROM customers c WHERE c.id = 1",
+    );
+    assert!(out.contains("pgveil_t.xmin AS xmin"), "{out}");
+    // Without system columns the derived table is unchanged.
+    let (out, _) = masked(&ex, "support", "SELECT id FROM customers");
+    assert!(!out.contains("xmin"), "{out}");
+    // With a * they would change what * returns.
+    refused_any(
+        ex.run("support", "SELECT *, xmin FROM customers"),
+        "*, xmin",
+    );
+}
