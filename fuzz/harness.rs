@@ -651,8 +651,16 @@ pub fn copy(data: &[u8]) {
             "byte-wise",
         );
     }
-    if let (Ok((out, seen)), 0) = (&whole, variant % 4) {
-        let again = run_copy(&o, &fields, 0, &[out]);
+    // Text format with NULL '' cannot write an empty string at all (the
+    // server's own COPY TO has the same ambiguity), so it has no round trip.
+    let representable = o.format == pgveil::copy::CopyFormat::Csv || !o.null.is_empty();
+    if let (Ok((out, seen)), 0, true) = (&whole, variant % 4, representable) {
+        // Re-escaping may lengthen a row past a small line cap.
+        let unbounded = CopyOptions {
+            max_line_bytes: pgveil::copy::DEFAULT_MAX_LINE_BYTES,
+            ..o.clone()
+        };
+        let again = run_copy(&unbounded, &fields, 0, &[out]);
         let (out2, seen2) = again.expect("the identity transform's output is valid COPY data");
         assert_eq!(&seen2, seen, "re-encoded COPY values decode differently");
         assert_eq!(&out2, out, "the identity transform is not stable");
