@@ -40,6 +40,15 @@ impl Splitter {
         }
     }
 
+    /// The line terminator the stream has established (`\n` while none is known yet).
+    pub(super) fn terminator(&self) -> &'static [u8] {
+        match self.eol {
+            Eol::Unknown | Eol::Nl => b"\n",
+            Eol::Cr => b"\r",
+            Eol::CrNl => b"\r\n",
+        }
+    }
+
     fn end_line(&mut self, content_end: usize, line_end: usize) -> Option<(usize, usize)> {
         self.in_quote = false;
         self.last_was_esc = false;

@@ -440,6 +440,7 @@ impl CopyTransformer {
                     msg: "end-of-copy marker corrupt",
                 });
             }
+            let row_start = out.len();
             if line_no == 1 && self.opts.header {
                 out.extend_from_slice(line);
             } else {
@@ -456,6 +457,11 @@ impl CopyTransformer {
                 )?;
             }
             out.extend_from_slice(term);
+            if term.is_empty() && out.len() == row_start && !line.is_empty() {
+                // A final row without terminator whose one field became empty: the server
+                // reads an empty final line as no row at all, so terminate it to keep the row.
+                out.extend_from_slice(self.splitter.terminator());
+            }
             start = line_end;
         }
         self.buf.drain(..start);

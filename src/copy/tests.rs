@@ -386,6 +386,27 @@ fn line_endings() {
 }
 
 #[test]
+fn final_row_that_renders_empty_stays_a_row() {
+    // Found by fuzzing (fuzz/regressions/copy/final-row-renders-empty-*): the last row has no
+    // terminator and its one field becomes empty; forwarded as-is it would be no row at all.
+    let (out, seen) = run_chunks(&opts_text(), &[true], &[b"\\"], identity).unwrap();
+    assert_eq!(seen, vec![(0, Some(Vec::new()))]);
+    assert_eq!(out, b"\n");
+    let (out, _) = run_chunks(&opts_text(), &[true], &[b"a\r\nx"], |_, _| Ok(Some(Vec::new())))
+        .unwrap();
+    assert_eq!(out, b"\r\n\r\n", "the stream's own terminator is used");
+    let csv_null = CopyOptions {
+        null: b"N".to_vec(),
+        ..opts_csv()
+    };
+    let (out, _) = run_chunks(&csv_null, &[true], &[b"\"\""], identity).unwrap();
+    assert_eq!(decode_rows(&csv_null, 1, &out).unwrap(), vec![vec![Some(Vec::new())]]);
+    // An empty final line is still no row.
+    let (out, seen) = run_chunks(&opts_text(), &[true], &[b"a\n"], identity).unwrap();
+    assert_eq!((out, seen.len()), (b"a\n".to_vec(), 1));
+}
+
+#[test]
 fn wrong_field_count_names_line_not_content() {
     for (o, input) in [
         (opts_text(), &b"1\tsecret\n2\tsecret\textra\n"[..]),
