@@ -6,6 +6,8 @@
 //! - [`writer`]: the writer thread behind a bounded channel ([`Audit`]).
 //! - [`mod@verify`]: checks the whole chain ([`fn@verify`]).
 //! - [`mod@search`]: filters and prints records ([`fn@search`]).
+//! - [`ship`]: ships fsynced records to NATS JetStream (own thread, durable cursor).
+//! - [`verify_stream`]: verifies each instance's chain from the stream.
 //!
 //! The file format, the durability and backpressure policies, fault handling
 //! and what the chain proves are documented in `docs/audit.md`.

@@ -71,7 +71,7 @@ pub struct AuditFileConfig {
     pub ship: Option<String>,
     /// JetStream stream (created if missing) [default: PGVEIL_AUDIT].
     pub ship_stream: Option<String>,
-    /// Subject this instance publishes on [default: pgveil.audit.<instance>].
+    /// Subject this instance publishes on [default: `pgveil.audit.<instance>`].
     pub ship_subject: Option<String>,
     /// This proxy's name in the fleet [default: the host name].
     pub instance: Option<String>,
