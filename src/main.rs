@@ -427,7 +427,10 @@ fn key_versions(a: &CheckArgs) {
     let Ok(rules) = pgveil::rules::load_dir(dir) else {
         return;
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return eprintln!("note: key versions not counted: {e}"),
     };

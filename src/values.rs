@@ -30,53 +30,176 @@
 //! numeric column therefore reads back without trailing zeros; the binary form
 //! carries the matching (minimal) `dscale`.
 //!
-//! **Accepted input.** Integers, numerics, booleans and bytea accept what
-//! Postgres 15 accepts in a literal or text parameter (surrounding whitespace,
-//! signs, exponents, `t`/`yes`/`on`/`1`, hex and escape bytea). Dates and
-//! timestamps accept only ISO 8601 forms with years 0001–9999, plus
-//! `infinity`/`-infinity`, and a timestamptz must carry an explicit UTC offset
-//! or `Z`: the proxy does not know the session's `DateStyle` and `TimeZone`
-//! reliably, and guessing would store a different instant than Postgres would.
+//! **Accepted input.** Every type accepts what PostgreSQL 15's input
+//! function accepts in a text parameter or literal: integers, numerics,
+//! booleans and bytea with surrounding whitespace, signs, exponents, `NaN`,
+//! `t`/`yes`/`on`/`1`, hex and escape bytea; dates and timestamps in all the
+//! spellings of PostgreSQL's date/time input (ISO with `T` or space, SQL,
+//! Postgres and German styles, month names, BC, Julian days, run-together
+//! forms, numeric zones, `infinity`, `epoch`; see [`dtparse`]). Three things
+//! depend on session state PostgreSQL knows and pgveil may not (see
+//! [`InputSettings`]): the field order of `01/02/03`-style dates (DateStyle),
+//! the zone of a timestamptz given without one (TimeZone), and zone names and
+//! abbreviations other than UTC. With the setting unknown those are refused
+//! (`Unsupported`), never guessed.
 //!
 //! Errors never contain the value: they name the type and what was wrong.
 
 use crate::rules::model::LogicalType;
 
 pub(crate) mod datetime;
+pub(crate) mod dtparse;
 pub(crate) mod numeric;
 
 pub(crate) use datetime::{Date, Timestamp};
 pub(crate) use numeric::Numeric;
 
 /// Why a value could not be read or converted. Never carries the value itself,
-/// since values are exactly the PII the proxy protects.
+/// since values are exactly the PII the proxy protects. Messages are
+/// PostgreSQL's own wording for the same input, without the quoted value.
+///
+/// One variant per SQLSTATE class, so the error map can translate without
+/// looking at messages: `Syntax` 22P02 invalid_text_representation,
+/// `OutOfRange` 22003 numeric_value_out_of_range, `DatetimeFormat` 22007
+/// invalid_datetime_format, `DatetimeOverflow` 22008
+/// datetime_field_overflow, `TimeZoneDisplacement` 22009
+/// invalid_time_zone_displacement_value, `Unsupported` 0A000
+/// feature_not_supported, `Binary` 22P03 invalid_binary_representation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
-    /// Not a valid text form of the type (SQLSTATE 22P02 territory).
-    #[error("invalid input syntax for type {ty}: {reason}")]
+    /// Not a valid text form of a non-date/time type.
+    #[error("invalid input syntax for type {}", pg_type_name(*ty))]
     Syntax {
         ty: LogicalType,
+        /// What was wrong, for tests and debugging; not sent.
         reason: &'static str,
     },
-    /// Well-formed but outside the range of the type (22003 / 22008).
-    #[error("value out of range for type {ty}: {reason}")]
+    /// Well-formed but outside the range of a numeric type.
+    #[error("{reason}")]
     OutOfRange {
         ty: LogicalType,
         reason: &'static str,
     },
-    /// A form Postgres would accept but the proxy cannot handle faithfully
-    /// (0A000), e.g. a timestamptz without an explicit offset.
-    #[error("unsupported input for type {ty}: {reason}")]
+    /// Not a date/time spelling PostgreSQL accepts.
+    #[error("invalid input syntax for type {}", pg_type_name(*ty))]
+    DatetimeFormat { ty: LogicalType },
+    /// A date/time field or the whole value is out of range. With
+    /// `datestyle_hint`, PostgreSQL adds the hint [`ValueError::hint`] gives.
+    #[error("{reason}")]
+    DatetimeOverflow {
+        ty: LogicalType,
+        reason: &'static str,
+        datestyle_hint: bool,
+    },
+    /// A numeric zone beyond ±15:59:59.
+    #[error("time zone displacement out of range")]
+    TimeZoneDisplacement { ty: LogicalType },
+    /// A form PostgreSQL may accept but whose value pgveil cannot determine
+    /// (it depends on session settings or the server's clock).
+    #[error("unsupported input for type {}: {reason}", pg_type_name(*ty))]
     Unsupported {
         ty: LogicalType,
         reason: &'static str,
     },
-    /// A malformed binary-format value (08P01 / 22P03).
-    #[error("invalid binary value for type {ty}: {reason}")]
+    /// A malformed binary-format value.
+    #[error("invalid binary value for type {}: {reason}", pg_type_name(*ty))]
     Binary {
         ty: LogicalType,
         reason: &'static str,
     },
+}
+
+impl ValueError {
+    /// PostgreSQL's HINT for the same error, if it sends one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ValueError::DatetimeOverflow {
+                datestyle_hint: true,
+                ..
+            } => Some("Perhaps you need a different \"datestyle\" setting."),
+            _ => None,
+        }
+    }
+}
+
+/// The type name PostgreSQL's input errors use.
+pub fn pg_type_name(ty: LogicalType) -> &'static str {
+    use LogicalType::*;
+    match ty {
+        Text => "text",
+        Varchar => "character varying",
+        Date => "date",
+        Timestamptz => "timestamp with time zone",
+        Int4 => "integer",
+        Int8 => "bigint",
+        Numeric => "numeric",
+        Bool => "boolean",
+        Bytea => "bytea",
+    }
+}
+
+/// The order of numeric day, month and year fields (DateStyle's second part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateOrder {
+    Ymd,
+    Dmy,
+    Mdy,
+}
+
+/// The session settings PostgreSQL's date/time input depends on. `None`
+/// means "not known to pgveil": inputs that depend on it are refused. The
+/// server reports both in ParameterStatus (DateStyle and TimeZone are
+/// GUC_REPORT), so a session can fill this in with
+/// [`InputSettings::from_reported`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputSettings {
+    pub date_order: Option<DateOrder>,
+    /// The session TimeZone as a fixed offset, seconds east of UTC; only
+    /// zones without daylight saving rules can be represented.
+    pub utc_offset_secs: Option<i32>,
+}
+
+impl InputSettings {
+    /// From the server's reported `DateStyle` (e.g. `ISO, MDY`) and
+    /// `TimeZone` (e.g. `Etc/UTC`). Zones other than UTC and `Etc/GMT±N`
+    /// stay unknown: their offset depends on the date and the tz database.
+    pub fn from_reported(datestyle: Option<&str>, timezone: Option<&str>) -> Self {
+        let date_order = datestyle.and_then(|d| {
+            d.split(',')
+                .find_map(|part| match part.trim().to_ascii_lowercase().as_str() {
+                    "mdy" | "us" | "noneuropean" | "non-european" => Some(DateOrder::Mdy),
+                    "dmy" | "euro" | "european" => Some(DateOrder::Dmy),
+                    "ymd" => Some(DateOrder::Ymd),
+                    _ => None,
+                })
+        });
+        let utc_offset_secs = timezone.and_then(fixed_zone_offset);
+        InputSettings {
+            date_order,
+            utc_offset_secs,
+        }
+    }
+}
+
+/// Seconds east of UTC for the zone names that are fixed offsets.
+fn fixed_zone_offset(tz: &str) -> Option<i32> {
+    let t = tz.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("etc/").unwrap_or(&t);
+    match t {
+        "utc" | "gmt" | "uct" | "universal" | "zulu" | "greenwich" | "gmt0" | "gmt+0" | "gmt-0" => {
+            return Some(0)
+        }
+        _ => {}
+    }
+    // POSIX sign convention: Etc/GMT+5 is five hours *west*.
+    let rest = t.strip_prefix("gmt")?;
+    let (sign, hours) = match rest.as_bytes().first()? {
+        b'+' => (-1, &rest[1..]),
+        b'-' => (1, &rest[1..]),
+        _ => return None,
+    };
+    let h: i32 = hours.parse().ok().filter(|h| (0..=14).contains(h))?;
+    (tz.trim().to_ascii_lowercase().starts_with("etc/")).then_some(sign * h * 3600)
 }
 
 /// A parsed value of one of the logical types; the common ground of the text
@@ -102,8 +225,18 @@ impl std::fmt::Debug for Value {
 
 /// Validates a text-format value and returns its canonical text form (see the
 /// module docs). Equal values give equal bytes whatever spelling was used.
+/// Session settings are taken as unknown (see [`canonical_text_with`]).
 pub fn canonical_text(ty: LogicalType, input: &[u8]) -> Result<Vec<u8>, ValueError> {
-    Ok(parse_text(ty, input)?.to_text())
+    canonical_text_with(ty, input, &InputSettings::default())
+}
+
+/// [`canonical_text`] under the session's known DateStyle and TimeZone.
+pub fn canonical_text_with(
+    ty: LogicalType,
+    input: &[u8],
+    settings: &InputSettings,
+) -> Result<Vec<u8>, ValueError> {
+    Ok(parse_text_with(ty, input, settings)?.to_text())
 }
 
 /// Converts a binary-format value (as a client sends it in Bind with format 1)
@@ -140,8 +273,16 @@ pub(crate) fn trim_pg_space(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Parses a text-format value of `ty`.
+/// Parses a text-format value of `ty` (session settings unknown).
 pub(crate) fn parse_text(ty: LogicalType, input: &[u8]) -> Result<Value, ValueError> {
+    parse_text_with(ty, input, &InputSettings::default())
+}
+
+fn parse_text_with(
+    ty: LogicalType,
+    input: &[u8],
+    set: &InputSettings,
+) -> Result<Value, ValueError> {
     use LogicalType::*;
     match ty {
         Text | Varchar => parse_utf8(ty, input).map(|s| Value::Text(s.to_owned())),
@@ -149,8 +290,8 @@ pub(crate) fn parse_text(ty: LogicalType, input: &[u8]) -> Result<Value, ValueEr
         Int8 => parse_int(ty, input, i64::MIN, i64::MAX).map(Value::Int),
         Numeric => numeric::parse(input).map(Value::Numeric),
         Bool => parse_bool(input).map(Value::Bool),
-        Date => datetime::parse_date(input).map(Value::Date),
-        Timestamptz => datetime::parse_timestamptz(input).map(Value::Timestamptz),
+        Date => datetime::parse_date(input, set).map(Value::Date),
+        Timestamptz => datetime::parse_timestamptz(input, set).map(Value::Timestamptz),
         Bytea => parse_bytea(input).map(Value::Bytea),
     }
 }
@@ -268,7 +409,11 @@ fn parse_int(ty: LogicalType, input: &[u8], min: i64, max: i64) -> Result<i64, V
     }
     let out_of_range = ValueError::OutOfRange {
         ty,
-        reason: "integer out of range",
+        reason: if ty == LogicalType::Int8 {
+            "value is out of range for type bigint"
+        } else {
+            "value is out of range for type integer"
+        },
     };
     // Accumulate negatively so that i64::MIN parses.
     let mut acc: i64 = 0;

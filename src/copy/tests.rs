@@ -392,15 +392,20 @@ fn final_row_that_renders_empty_stays_a_row() {
     let (out, seen) = run_chunks(&opts_text(), &[true], &[b"\\"], identity).unwrap();
     assert_eq!(seen, vec![(0, Some(Vec::new()))]);
     assert_eq!(out, b"\n");
-    let (out, _) = run_chunks(&opts_text(), &[true], &[b"a\r\nx"], |_, _| Ok(Some(Vec::new())))
-        .unwrap();
+    let (out, _) = run_chunks(&opts_text(), &[true], &[b"a\r\nx"], |_, _| {
+        Ok(Some(Vec::new()))
+    })
+    .unwrap();
     assert_eq!(out, b"\r\n\r\n", "the stream's own terminator is used");
     let csv_null = CopyOptions {
         null: b"N".to_vec(),
         ..opts_csv()
     };
     let (out, _) = run_chunks(&csv_null, &[true], &[b"\"\""], identity).unwrap();
-    assert_eq!(decode_rows(&csv_null, 1, &out).unwrap(), vec![vec![Some(Vec::new())]]);
+    assert_eq!(
+        decode_rows(&csv_null, 1, &out).unwrap(),
+        vec![vec![Some(Vec::new())]]
+    );
     // An empty final line is still no row.
     let (out, seen) = run_chunks(&opts_text(), &[true], &[b"a\n"], identity).unwrap();
     assert_eq!((out, seen.len()), (b"a\n".to_vec(), 1));

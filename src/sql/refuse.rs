@@ -274,6 +274,19 @@ pub fn unparsable(table: &str) -> Refusal {
     }
 }
 
+/// `EXECUTE name arg` without parentheses is not PostgreSQL syntax; the
+/// parser accepts it, so refusing keeps pgveil from forwarding a rewrite of
+/// a statement the server would have read differently.
+pub fn execute_without_parentheses(name: &str) -> Refusal {
+    Refusal {
+        sqlstate: SYNTAX_ERROR,
+        message: format!(
+            "pgveil: EXECUTE {name} needs its arguments in parentheses; the statement was not sent"
+        ),
+        hint: Some("Write EXECUTE name(arg, ...).".into()),
+    }
+}
+
 pub fn mask_failed(table: &TableName, why: &str) -> Refusal {
     Refusal {
         sqlstate: INSUFFICIENT_PRIVILEGE,

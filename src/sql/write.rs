@@ -105,8 +105,17 @@ impl<'a> Analyzer<'a, '_> {
                 name: Some(name),
                 parameters,
                 using,
+                has_parentheses,
                 ..
-            } => self.execute(name, parameters, using.is_empty())?,
+            } => {
+                // PostgreSQL only reads `EXECUTE name (args)`; the parser's
+                // bare-argument form does not survive re-serialisation, so
+                // it is refused rather than rewritten into something else.
+                if !*has_parentheses && !parameters.is_empty() {
+                    return Err(refuse::execute_without_parentheses(&name.to_string()));
+                }
+                self.execute(name, parameters, using.is_empty())?
+            }
             Statement::Deallocate { name, .. } => {
                 let n = fold(name);
                 self.plan.sql_deallocate = Some(if name.quote_style.is_none() && n == "all" {

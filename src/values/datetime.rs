@@ -1,16 +1,18 @@
 //! `date` and `timestamptz` without a date library: proleptic Gregorian
 //! calendar arithmetic (Howard Hinnant's days-from-civil algorithms), the
-//! strict ISO 8601 text forms the proxy accepts, and the Postgres binary forms
-//! (days / microseconds since 2000-01-01, with `i32`/`i64` extremes meaning
-//! `-infinity`/`infinity`).
+//! conversion of PostgreSQL's decoded input fields ([`super::dtparse`]) to
+//! values, PostgreSQL's ISO output (`DateStyle=ISO`, `TimeZone=UTC`), and the
+//! binary forms (days / microseconds since 2000-01-01, with `i32`/`i64`
+//! extremes meaning `-infinity`/`infinity`).
 //!
-//! Supported years are 0001–9999, the range where Postgres's ISO output is
-//! exactly `YYYY-MM-DD`; BC dates and five-digit years are refused rather than
-//! printed differently from Postgres.
+//! The range is PostgreSQL's own: dates from 4714-11-24 BC to 5874897 AD,
+//! timestamps from 4714-11-24 BC to 294276 AD, printed as PostgreSQL prints
+//! them (`0044-03-15 BC`, `10000-01-01`).
 
 use std::fmt;
 
-use super::{trim_pg_space, ValueError};
+use super::dtparse::{decode, Decoded, DtErr, Tm};
+use super::{InputSettings, ValueError};
 use crate::rules::model::LogicalType;
 
 /// Days from 1970-01-01 (Unix) to 2000-01-01 (Postgres epoch).
@@ -18,10 +20,19 @@ pub(crate) const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 pub(crate) const USECS_PER_DAY: i64 = 86_400_000_000;
 const USECS_PER_SEC: i64 = 1_000_000;
 /// 0001-01-01 and 9999-12-31 as days since 2000-01-01.
+#[cfg(test)]
 pub(crate) const MIN_PG_DAYS: i64 = days_from_civil(1, 1, 1) - PG_EPOCH_UNIX_DAYS;
+#[cfg(test)]
 pub(crate) const MAX_PG_DAYS: i64 = days_from_civil(9999, 12, 31) - PG_EPOCH_UNIX_DAYS;
-const MIN_MICROS: i64 = MIN_PG_DAYS * USECS_PER_DAY;
-const MAX_MICROS: i64 = (MAX_PG_DAYS + 1) * USECS_PER_DAY - 1;
+const JULIAN_MINYEAR: i64 = -4713;
+const JULIAN_MAXYEAR: i64 = 5_874_898;
+/// PostgreSQL's valid date range, days since 2000-01-01, end exclusive
+/// (`IS_VALID_DATE`: Julian day 0 to 5874898-01-01).
+const MIN_DATE_DAYS: i64 = -2_451_545;
+const END_DATE_DAYS: i64 = 2_147_483_494 - 2_451_545;
+/// `IS_VALID_TIMESTAMP`: 4714-11-24 00:00 BC to 294277-01-01 00:00 UTC.
+const MIN_TIMESTAMP: i64 = -211_813_488_000_000_000;
+const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date. `m` in 1..=12.
 pub(crate) const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -48,6 +59,7 @@ pub(crate) const fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+#[cfg(test)]
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         4 | 6 | 9 | 11 => 30,
@@ -73,14 +85,6 @@ pub(crate) enum Timestamp {
     PosInf,
 }
 
-fn syntax(ty: LogicalType, reason: &'static str) -> ValueError {
-    ValueError::Syntax { ty, reason }
-}
-
-fn range(ty: LogicalType, reason: &'static str) -> ValueError {
-    ValueError::OutOfRange { ty, reason }
-}
-
 fn unsupported(ty: LogicalType, reason: &'static str) -> ValueError {
     ValueError::Unsupported { ty, reason }
 }
@@ -90,29 +94,12 @@ fn binary(ty: LogicalType, reason: &'static str) -> ValueError {
 }
 
 impl Date {
-    /// A validated date in the supported range.
-    pub(crate) fn from_ymd(y: i64, m: u32, d: u32) -> Result<Date, ValueError> {
-        let ty = LogicalType::Date;
-        if !(1..=9999).contains(&y) {
-            return Err(range(ty, "only years 0001 to 9999 are supported"));
-        }
-        if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-            return Err(range(ty, "date field value out of range"));
-        }
-        Ok(Date::Days(
-            (days_from_civil(y, m, d) - PG_EPOCH_UNIX_DAYS) as i32,
-        ))
-    }
-
     pub(crate) fn from_pg_days(days: i32) -> Result<Date, ValueError> {
         match days {
             i32::MIN => Ok(Date::NegInf),
             i32::MAX => Ok(Date::PosInf),
-            d if (MIN_PG_DAYS..=MAX_PG_DAYS).contains(&i64::from(d)) => Ok(Date::Days(d)),
-            _ => Err(binary(
-                LogicalType::Date,
-                "outside the supported years 0001 to 9999",
-            )),
+            d if (MIN_DATE_DAYS..END_DATE_DAYS).contains(&i64::from(d)) => Ok(Date::Days(d)),
+            _ => Err(binary(LogicalType::Date, "date out of range")),
         }
     }
 
@@ -158,7 +145,11 @@ impl fmt::Display for Date {
             Date::PosInf => f.write_str("infinity"),
             Date::Days(d) => {
                 let (y, m, d) = civil_from_days(i64::from(*d) + PG_EPOCH_UNIX_DAYS);
-                write!(f, "{y:04}-{m:02}-{d:02}")
+                write!(f, "{:04}-{m:02}-{d:02}", ad_year(y))?;
+                if y <= 0 {
+                    f.write_str(" BC")?;
+                }
+                Ok(())
             }
         }
     }
@@ -169,23 +160,8 @@ impl Timestamp {
         match us {
             i64::MIN => Ok(Timestamp::NegInf),
             i64::MAX => Ok(Timestamp::PosInf),
-            u if (MIN_MICROS..=MAX_MICROS).contains(&u) => Ok(Timestamp::Micros(u)),
-            _ => Err(binary(
-                LogicalType::Timestamptz,
-                "outside the supported years 0001 to 9999",
-            )),
-        }
-    }
-
-    /// Checks the supported range for a computed instant.
-    fn checked(us: i64) -> Result<Timestamp, ValueError> {
-        if (MIN_MICROS..=MAX_MICROS).contains(&us) {
-            Ok(Timestamp::Micros(us))
-        } else {
-            Err(range(
-                LogicalType::Timestamptz,
-                "only years 0001 to 9999 (UTC) are supported",
-            ))
+            u if (MIN_TIMESTAMP..END_TIMESTAMP).contains(&u) => Ok(Timestamp::Micros(u)),
+            _ => Err(binary(LogicalType::Timestamptz, "timestamp out of range")),
         }
     }
 
@@ -226,7 +202,8 @@ impl fmt::Display for Timestamp {
         let frac = rem % USECS_PER_SEC;
         write!(
             f,
-            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+            "{:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+            ad_year(y),
             secs / 3600,
             secs / 60 % 60,
             secs % 60
@@ -235,226 +212,119 @@ impl fmt::Display for Timestamp {
             let digits = format!("{frac:06}");
             write!(f, ".{}", digits.trim_end_matches('0'))?;
         }
-        f.write_str("+00")
+        f.write_str("+00")?;
+        if y <= 0 {
+            f.write_str(" BC")?;
+        }
+        Ok(())
     }
 }
 
-/// A tiny byte cursor for the fixed grammars below.
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    /// Up to `max` ASCII digits, at least `min`.
-    fn digits(&mut self, min: usize, max: usize) -> Option<(u64, usize)> {
-        let n = self
-            .0
-            .iter()
-            .take(max)
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if n < min {
-            return None;
-        }
-        let v = self.0[..n]
-            .iter()
-            .fold(0u64, |a, d| a * 10 + u64::from(d - b'0'));
-        self.0 = &self.0[n..];
-        Some((v, n))
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        match self.0 {
-            [first, rest @ ..] if *first == b => {
-                self.0 = rest;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn skip_spaces(&mut self) -> usize {
-        let n = self
-            .0
-            .iter()
-            .take_while(|b| super::is_pg_space(**b))
-            .count();
-        self.0 = &self.0[n..];
-        n
+/// The year as PostgreSQL prints it: astronomical 0 is 1 BC.
+fn ad_year(y: i64) -> i64 {
+    if y > 0 {
+        y
+    } else {
+        1 - y
     }
 }
 
-/// `YYYY-M[M]-D[D]`, validated.
-fn ymd(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> {
-    let syntax = || {
-        syntax(
-            ty,
-            "expected an ISO 8601 date YYYY-MM-DD (years 0001 to 9999)",
-        )
+fn dt_err(ty: LogicalType, e: DtErr) -> ValueError {
+    match e {
+        DtErr::BadFormat => ValueError::DatetimeFormat { ty },
+        DtErr::FieldOverflow => overflow(ty, FIELD_OVERFLOW, false),
+        DtErr::MdFieldOverflow => overflow(ty, FIELD_OVERFLOW, true),
+        DtErr::TzDispOverflow => ValueError::TimeZoneDisplacement { ty },
+        DtErr::Unsupported(reason) => unsupported(ty, reason),
+    }
+}
+
+const FIELD_OVERFLOW: &str = "date/time field value out of range";
+
+fn overflow(ty: LogicalType, reason: &'static str, datestyle_hint: bool) -> ValueError {
+    ValueError::DatetimeOverflow {
+        ty,
+        reason,
+        datestyle_hint,
+    }
+}
+
+/// `IS_VALID_JULIAN`: the calendar range date2j is defined on.
+fn valid_julian(y: i64, m: i64) -> bool {
+    (y > JULIAN_MINYEAR || (y == JULIAN_MINYEAR && m >= 11))
+        && (y < JULIAN_MAXYEAR || (y == JULIAN_MAXYEAR && m < 6))
+}
+
+fn pg_days(tm: &Tm) -> i64 {
+    // Months and days were validated by the decoder (1..=12, 1..=31).
+    days_from_civil(tm.year, tm.mon as u32, tm.mday as u32) - PG_EPOCH_UNIX_DAYS
+}
+
+/// `date_in`: any spelling PostgreSQL accepts (see [`super::dtparse`]); a
+/// time of day and a zone may be present and are ignored, as there.
+pub(crate) fn parse_date(input: &[u8], set: &InputSettings) -> Result<Date, ValueError> {
+    let ty = LogicalType::Date;
+    let tm = match decode(input, set).map_err(|e| dt_err(ty, e))? {
+        Decoded::Late => return Ok(Date::PosInf),
+        Decoded::Early => return Ok(Date::NegInf),
+        Decoded::Epoch => return Ok(Date::Days(-PG_EPOCH_UNIX_DAYS as i32)),
+        Decoded::Fields { tm, .. } => tm,
     };
-    let (y, _) = c.digits(4, 4).ok_or_else(syntax)?;
-    if !c.eat(b'-') {
-        return Err(syntax());
+    let out = || overflow(ty, "date out of range", false);
+    if !valid_julian(tm.year, tm.mon) {
+        return Err(out());
     }
-    let (m, _) = c.digits(1, 2).ok_or_else(syntax)?;
-    if !c.eat(b'-') {
-        return Err(syntax());
-    }
-    let (d, _) = c.digits(1, 2).ok_or_else(syntax)?;
-    let date = Date::from_ymd(y as i64, m as u32, d as u32).map_err(|e| match e {
-        ValueError::OutOfRange { reason, .. } => range(ty, reason),
-        other => other,
-    })?;
-    Ok(i64::from(date.to_pg_days()))
-}
-
-fn infinity(s: &[u8]) -> Option<bool> {
-    match s.to_ascii_lowercase().as_slice() {
-        b"infinity" => Some(true),
-        b"-infinity" => Some(false),
-        _ => None,
-    }
-}
-
-/// ISO `YYYY-MM-DD` with optional surrounding whitespace, or `[-]infinity`.
-pub(crate) fn parse_date(input: &[u8]) -> Result<Date, ValueError> {
-    let s = trim_pg_space(input);
-    if let Some(pos) = infinity(s) {
-        return Ok(if pos { Date::PosInf } else { Date::NegInf });
-    }
-    let mut c = Cursor(s);
-    let days = ymd(&mut c, LogicalType::Date)?;
-    if !c.0.is_empty() {
-        return Err(syntax(
-            LogicalType::Date,
-            "expected an ISO 8601 date YYYY-MM-DD (years 0001 to 9999)",
-        ));
+    let days = pg_days(&tm);
+    if !(MIN_DATE_DAYS..END_DATE_DAYS).contains(&days) {
+        return Err(out());
     }
     Ok(Date::Days(days as i32))
 }
 
-/// `YYYY-MM-DD[T| ]HH:MM[:SS[.frac]][ ]offset` where offset is `Z`, `UTC`,
-/// `±H[H]`, `±HHMM`, `±H[H]:MM` or `±H[H]:MM:SS`; or `[-]infinity`. The
-/// fraction is rounded to microseconds, ties to even as Postgres's `rint`.
-pub(crate) fn parse_timestamptz(input: &[u8]) -> Result<Timestamp, ValueError> {
+/// `timestamptz_in`: any spelling PostgreSQL accepts, stored as the UTC
+/// instant. Without a zone in the input, the session's TimeZone applies; when
+/// pgveil does not know it the value is refused rather than guessed.
+pub(crate) fn parse_timestamptz(
+    input: &[u8],
+    set: &InputSettings,
+) -> Result<Timestamp, ValueError> {
     let ty = LogicalType::Timestamptz;
-    let syntax = || {
-        syntax(
+    let (tm, tz) = match decode(input, set).map_err(|e| dt_err(ty, e))? {
+        Decoded::Late => return Ok(Timestamp::PosInf),
+        Decoded::Early => return Ok(Timestamp::NegInf),
+        Decoded::Epoch => return Ok(Timestamp::Micros(-PG_EPOCH_UNIX_DAYS * USECS_PER_DAY)),
+        Decoded::Fields { tm, tz } => (tm, tz),
+    };
+    let Some(tz) = tz else {
+        return Err(unsupported(
             ty,
-            "expected an ISO 8601 timestamp YYYY-MM-DD HH:MM[:SS[.ffffff]] with a UTC offset",
-        )
+            "a timestamptz without a UTC offset depends on the session's TimeZone, which pgveil does not know; add an offset or Z",
+        ));
     };
-    let s = trim_pg_space(input);
-    if let Some(pos) = infinity(s) {
-        return Ok(if pos {
-            Timestamp::PosInf
-        } else {
-            Timestamp::NegInf
-        });
+    let out = || overflow(ty, "timestamp out of range", false);
+    if !valid_julian(tm.year, tm.mon) {
+        return Err(out());
     }
-    let mut c = Cursor(s);
-    let days = ymd(&mut c, ty)?;
-    if !(c.eat(b'T') || c.eat(b't') || c.skip_spaces() > 0) {
-        return Err(if c.0.is_empty() {
-            unsupported(
-                ty,
-                "a timestamptz needs a time and an explicit UTC offset or Z",
-            )
-        } else {
-            syntax()
-        });
+    let time = ((tm.hour * 60 + tm.min) * 60 + tm.sec) * USECS_PER_SEC + tm.fsec;
+    let local = pg_days(&tm)
+        .checked_mul(USECS_PER_DAY)
+        .and_then(|d| d.checked_add(time))
+        .ok_or_else(out)?;
+    let utc = local.checked_sub(tz * USECS_PER_SEC).ok_or_else(out)?;
+    if !(MIN_TIMESTAMP..END_TIMESTAMP).contains(&utc) {
+        return Err(out());
     }
-    let (h, _) = c.digits(1, 2).ok_or_else(syntax)?;
-    if !c.eat(b':') {
-        return Err(syntax());
-    }
-    let (mi, _) = c.digits(2, 2).ok_or_else(syntax)?;
-    let (mut sec, mut frac_us) = (0u64, 0i64);
-    if c.eat(b':') {
-        sec = c.digits(2, 2).ok_or_else(syntax)?.0;
-        if c.eat(b'.') {
-            let n = c.0.iter().take_while(|b| b.is_ascii_digit()).count();
-            if n == 0 {
-                return Err(syntax());
-            }
-            frac_us = round_fraction(&c.0[..n]);
-            c.0 = &c.0[n..];
-        }
-    }
-    let range = || range(ty, "date/time field value out of range");
-    // Postgres allows 24:00:00 exactly and a leap second 60 without fraction.
-    let over = h == 24 && (mi > 0 || sec > 0 || frac_us > 0);
-    if h > 24 || over || mi > 59 || sec > 60 || (sec == 60 && frac_us > 0) {
-        return Err(range());
-    }
-    c.skip_spaces();
-    let offset = parse_offset(&mut c, ty)?;
-    c.skip_spaces();
-    if !c.0.is_empty() {
-        return Err(syntax());
-    }
-    let local = ((days * 86_400) + (h * 3600 + mi * 60 + sec) as i64) * USECS_PER_SEC + frac_us;
-    Timestamp::checked(local - offset * USECS_PER_SEC)
-}
-
-/// Rounds a decimal fraction of a second to microseconds, ties to even.
-fn round_fraction(digits: &[u8]) -> i64 {
-    let mut us = digits
-        .iter()
-        .chain(std::iter::repeat(&b'0'))
-        .take(6)
-        .fold(0i64, |a, d| a * 10 + i64::from(d - b'0'));
-    let rest = digits.get(6..).unwrap_or(&[]);
-    if let Some((first, tail)) = rest.split_first() {
-        let above_half = *first > b'5' || (*first == b'5' && tail.iter().any(|d| *d != b'0'));
-        let tie = *first == b'5' && tail.iter().all(|d| *d == b'0');
-        if above_half || (tie && us % 2 == 1) {
-            us += 1;
-        }
-    }
-    us
-}
-
-/// The UTC offset in seconds (east positive).
-fn parse_offset(c: &mut Cursor<'_>, ty: LogicalType) -> Result<i64, ValueError> {
-    let missing = || unsupported(ty, "a timestamptz needs an explicit UTC offset or Z");
-    let syntax = || syntax(ty, "invalid UTC offset");
-    if c.eat(b'Z') || c.eat(b'z') {
-        return Ok(0);
-    }
-    if c.0.len() >= 3 && c.0[..3].eq_ignore_ascii_case(b"utc") {
-        c.0 = &c.0[3..];
-        return Ok(0);
-    }
-    let sign = if c.eat(b'+') {
-        1
-    } else if c.eat(b'-') {
-        -1
-    } else {
-        return Err(if c.0.is_empty() { missing() } else { syntax() });
-    };
-    let (first, n) = c.digits(1, 4).ok_or_else(syntax)?;
-    let (h, mut m, mut s) = match n {
-        1 | 2 => (first, 0, 0),
-        4 => (first / 100, first % 100, 0),
-        _ => return Err(syntax()),
-    };
-    if n <= 2 && c.eat(b':') {
-        m = c.digits(2, 2).ok_or_else(syntax)?.0;
-        if c.eat(b':') {
-            s = c.digits(2, 2).ok_or_else(syntax)?.0;
-        }
-    }
-    if h > 15 || m > 59 || s > 59 {
-        return Err(range(ty, "time zone displacement out of range"));
-    }
-    Ok(sign * (h * 3600 + m * 60 + s) as i64)
+    Ok(Timestamp::Micros(utc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::values::DateOrder;
+
     fn ts(s: &str) -> String {
-        parse_timestamptz(s.as_bytes())
+        parse_timestamptz(s.as_bytes(), &InputSettings::default())
             .map(|t| t.to_string())
             .unwrap_or_else(|e| format!("ERR {e}"))
     }
@@ -480,111 +350,203 @@ mod tests {
         }
     }
 
+    fn date(s: &str) -> String {
+        parse_date(s.as_bytes(), &InputSettings::default())
+            .map(|d| d.to_string())
+            .unwrap_or_else(|e| format!("ERR {e}"))
+    }
+
     #[test]
-    fn dates_parse_strictly() {
-        let d = |s: &str| parse_date(s.as_bytes()).map(|d| d.to_string());
-        assert_eq!(d(" 2024-1-5\n"), Ok("2024-01-05".into()));
-        assert_eq!(d("2024-02-29"), Ok("2024-02-29".into()));
-        assert_eq!(d("-INFINITY"), Ok("-infinity".into()));
-        assert_eq!(d("0001-01-01").map(|_| ()), Ok(()));
-        assert!(matches!(
-            parse_date(b"2023-02-29"),
-            Err(ValueError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_date(b"0000-01-01"),
-            Err(ValueError::OutOfRange { .. })
-        ));
-        for bad in [
-            "20240105",
-            "Jan 5 2024",
-            "2024-01-05 x",
-            "10000-01-01",
-            "2024/01/05",
-            "",
+    fn dates_accept_what_postgres_accepts() {
+        // Expected values printed by PostgreSQL 15 (DateStyle ISO, MDY).
+        for (input, want) in [
+            (" 2024-1-5\n", "2024-01-05"),
+            ("2024-02-29", "2024-02-29"),
+            ("-INFINITY", "-infinity"),
+            ("epoch", "1970-01-01"),
+            ("1990-01-02T00:00:00.000Z", "1990-01-02"),
+            ("1990-01-02 +00", "1990-01-02"),
+            ("1990-01-02 23:59:59-05", "1990-01-02"),
+            ("0044-03-15 BC", "0044-03-15 BC"),
+            ("10000-01-01", "10000-01-01"),
+            ("5874897-12-31", "5874897-12-31"),
+            ("4714-11-24 BC", "4714-11-24 BC"),
+            ("J2451545", "2000-01-01"),
+            ("1990.360", "1990-12-26"),
+            ("19900102", "1990-01-02"),
+            ("Tue Jan 02 00:00:00 1990 UTC", "1990-01-02"),
+            ("January 2, 1990", "1990-01-02"),
+            ("2 Jan 1990", "1990-01-02"),
+            ("1990-Jan-02", "1990-01-02"),
+            ("1990-01-02 12:00:60.5", "1990-01-02"),
         ] {
+            assert_eq!(date(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn dates_refuse_what_postgres_refuses() {
+        for bad in ["0000-01-01", "2023-02-29", "1990-01-02 25:00"] {
             assert!(
-                matches!(parse_date(bad.as_bytes()), Err(ValueError::Syntax { .. })),
-                "{bad}"
+                date(bad).starts_with("ERR date/time field value out of range"),
+                "{bad}: {}",
+                date(bad)
             );
         }
-        let msg = parse_date(b"1999-13-45")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        for bad in ["5874898-01-01", "4714-11-23 BC"] {
+            assert_eq!(date(bad), "ERR date out of range", "{bad}");
+        }
+        for bad in [
+            "",
+            "z",
+            "+infinity",
+            "infinity 1990-01-02",
+            "Tue 1990-01-02",
+            "12:00 1990-01-02",
+        ] {
+            assert_eq!(date(bad), "ERR invalid input syntax for type date", "{bad}");
+        }
+        assert_eq!(
+            date("1990-01-02 +16"),
+            "ERR time zone displacement out of range"
+        );
+        let msg = date("1999-13-45");
         assert!(!msg.contains("1999"), "{msg}");
+    }
+
+    #[test]
+    fn field_order_needs_the_datestyle() {
+        for s in ["01/02/1990", "02.01.1990", "1/2/90", "90-01-02"] {
+            assert!(date(s).starts_with("ERR unsupported"), "{s}: {}", date(s));
+        }
+        let with = |o, s: &str| {
+            let set = InputSettings {
+                date_order: Some(o),
+                utc_offset_secs: None,
+            };
+            parse_date(s.as_bytes(), &set).map(|d| d.to_string())
+        };
+        assert_eq!(with(DateOrder::Mdy, "01/02/90"), Ok("1990-01-02".into()));
+        assert_eq!(with(DateOrder::Dmy, "01/02/90"), Ok("1990-02-01".into()));
+        assert_eq!(with(DateOrder::Ymd, "01/02/03"), Ok("2001-02-03".into()));
+        assert_eq!(with(DateOrder::Mdy, "02.01.1990"), Ok("1990-02-01".into()));
+        let e = parse_date(
+            b"13/01/1990",
+            &InputSettings {
+                date_order: Some(DateOrder::Mdy),
+                utc_offset_secs: None,
+            },
+        );
+        assert!(e.as_ref().is_err_and(|e| e.hint().is_some()), "{e:?}");
     }
 
     #[test]
     fn timestamps_normalise_to_utc_like_postgres() {
         // Expected values printed by Postgres 15 with TimeZone=UTC.
-        assert_eq!(ts("2024-01-02T03:04:05Z"), "2024-01-02 03:04:05+00");
-        assert_eq!(ts("2024-01-02 03:04:05 +0530"), "2024-01-01 21:34:05+00");
-        assert_eq!(ts("2024-01-02 03:04:05+5"), "2024-01-01 22:04:05+00");
-        assert_eq!(ts("2024-01-02 03:04:05+15:59:59"), "2024-01-01 11:04:06+00");
-        assert_eq!(ts("2024-01-02 03:04+00"), "2024-01-02 03:04:00+00");
-        assert_eq!(ts("2024-01-02 3:04:05+00"), "2024-01-02 03:04:05+00");
-        assert_eq!(ts("2024-01-01 24:00:00+00"), "2024-01-02 00:00:00+00");
-        assert_eq!(
-            ts("2024-01-02 03:04:05.1234565+00"),
-            "2024-01-02 03:04:05.123456+00"
-        );
-        assert_eq!(
-            ts("2024-01-02 03:04:05.0000015+00"),
-            "2024-01-02 03:04:05.000002+00"
-        );
-        assert_eq!(
-            ts("2024-01-02 03:04:05.0000005+00"),
-            "2024-01-02 03:04:05+00"
-        );
-        assert_eq!(
-            ts("2024-01-02 03:04:05.12000-01:30"),
-            "2024-01-02 04:34:05.12+00"
-        );
-        assert_eq!(ts("2016-12-31 23:59:60Z"), "2017-01-01 00:00:00+00");
-        assert_eq!(
-            ts("1999-12-31 23:59:59.9999999 UTC"),
-            "2000-01-01 00:00:00+00"
-        );
-        assert_eq!(ts(" infinity "), "infinity");
+        for (input, want) in [
+            ("2024-01-02T03:04:05Z", "2024-01-02 03:04:05+00"),
+            ("2024-01-02 03:04:05 +0530", "2024-01-01 21:34:05+00"),
+            ("2024-01-02 03:04:05+5", "2024-01-01 22:04:05+00"),
+            ("2024-01-02 03:04:05+15:59:59", "2024-01-01 11:04:06+00"),
+            ("2024-01-02 03:04+00", "2024-01-02 03:04:00+00"),
+            ("2024-01-02 3:04:05+00", "2024-01-02 03:04:05+00"),
+            ("2024-01-01 24:00:00+00", "2024-01-02 00:00:00+00"),
+            (
+                "2024-01-02 03:04:05.1234565+00",
+                "2024-01-02 03:04:05.123456+00",
+            ),
+            (
+                "2024-01-02 03:04:05.0000015+00",
+                "2024-01-02 03:04:05.000002+00",
+            ),
+            ("2024-01-02 03:04:05.0000005+00", "2024-01-02 03:04:05+00"),
+            (
+                "2024-01-02 03:04:05.12000-01:30",
+                "2024-01-02 04:34:05.12+00",
+            ),
+            ("2016-12-31 23:59:60Z", "2017-01-01 00:00:00+00"),
+            ("1999-12-31 23:59:59.9999999 UTC", "2000-01-01 00:00:00+00"),
+            (" infinity ", "infinity"),
+            ("epoch", "1970-01-01 00:00:00+00"),
+            ("1990-01-02 12:59:60.5+00", "1990-01-02 13:00:00.5+00"),
+            ("1990-01-02 256199+00", "1990-01-03 02:02:39+00"),
+            ("19900102T040506Z", "1990-01-02 04:05:06+00"),
+            ("1990-01-02 040506-05", "1990-01-02 09:05:06+00"),
+            ("1990-01-02 12:30.5+00", "1990-01-02 00:12:30.5+00"),
+            ("1990-01-02 +05:", "1990-01-01 19:00:00+00"),
+            ("jan 1 1990 10:00 pm +00", "1990-01-01 22:00:00+00"),
+            ("1990-01-02 12:00 am z", "1990-01-02 00:00:00+00"),
+            ("0044-03-15 BC 10:00+00", "0044-03-15 10:00:00+00 BC"),
+            (
+                "294276-12-31 23:59:59.999999+00",
+                "294276-12-31 23:59:59.999999+00",
+            ),
+            ("1990-01-02 allballs", "1990-01-02 00:00:00+00"),
+        ] {
+            assert_eq!(ts(input), want, "{input}");
+        }
         for bad in [
-            "2024-01-02 03:04:05+16",
             "2024-01-02 24:00:00.1+00",
             "2024-01-02 23:59:60.5+00",
-            "0001-01-01 00:30:00+01",
+            "1990-01-02 13:00 pm +00",
         ] {
             assert!(
-                ts(bad).starts_with("ERR value out of range"),
+                ts(bad).starts_with("ERR date/time field value out of range"),
                 "{bad}: {}",
                 ts(bad)
             );
         }
-        for bad in ["2024-01-02 03:04:05", "2024-01-02"] {
+        for bad in ["2024-01-02 03:04:05+16", "2024-01-02 03:04:05-030405"] {
+            assert_eq!(ts(bad), "ERR time zone displacement out of range", "{bad}");
+        }
+        assert_eq!(ts("294277-01-01 00:00:00+00"), "ERR timestamp out of range");
+        for bad in [
+            "2024-01-02 03:04:05",
+            "2024-01-02",
+            "now",
+            "2024-01-02 03:04 EST",
+            "2024-01-02 03:04 Europe/Paris",
+        ] {
             assert!(ts(bad).starts_with("ERR unsupported"), "{bad}: {}", ts(bad));
         }
-        for bad in [
-            "2024-01-02 03:04:05-030405",
-            "2024-01-02x03:04Z",
-            "2024-01-02 03:4Z",
-            "now",
-        ] {
-            assert!(
-                ts(bad).starts_with("ERR invalid input syntax"),
-                "{bad}: {}",
-                ts(bad)
+        for bad in ["1990-01-02 12:00 +05 z", "allballs 1990-01-02"] {
+            assert_eq!(
+                ts(bad),
+                "ERR invalid input syntax for type timestamp with time zone",
+                "{bad}"
             );
         }
+        let utc = InputSettings::from_reported(Some("ISO, MDY"), Some("Etc/UTC"));
+        let t = parse_timestamptz(b"2024-01-02 03:04:05", &utc).map(|t| t.to_string());
+        assert_eq!(t, Ok("2024-01-02 03:04:05+00".into()));
+        let west = InputSettings::from_reported(None, Some("Etc/GMT+5"));
+        let t = parse_timestamptz(b"2024-01-02 03:04:05", &west).map(|t| t.to_string());
+        assert_eq!(t, Ok("2024-01-02 08:04:05+00".into()));
+        assert_eq!(
+            InputSettings::from_reported(None, Some("Europe/Paris")).utc_offset_secs,
+            None
+        );
     }
 
     #[test]
     fn binary_extremes_and_range() {
         assert_eq!(Date::from_pg_days(i32::MAX), Ok(Date::PosInf));
         assert_eq!(Timestamp::from_pg_micros(i64::MIN), Ok(Timestamp::NegInf));
-        assert!(Date::from_pg_days(MIN_PG_DAYS as i32 - 1).is_err());
-        assert!(Timestamp::from_pg_micros(MAX_MICROS + 1).is_err());
+        assert!(Date::from_pg_days(MIN_DATE_DAYS as i32 - 1).is_err());
+        assert!(Date::from_pg_days(END_DATE_DAYS as i32).is_err());
+        assert!(Timestamp::from_pg_micros(END_TIMESTAMP).is_err());
+        assert!(Timestamp::from_pg_micros(MIN_TIMESTAMP - 1).is_err());
         assert_eq!(
-            Timestamp::from_pg_micros(MAX_MICROS).map(|t| t.to_string()),
-            Ok("9999-12-31 23:59:59.999999+00".into())
+            Timestamp::from_pg_micros(END_TIMESTAMP - 1).map(|t| t.to_string()),
+            Ok("294276-12-31 23:59:59.999999+00".into())
+        );
+        assert_eq!(
+            Timestamp::from_pg_micros(MIN_TIMESTAMP).map(|t| t.to_string()),
+            Ok("4714-11-24 00:00:00+00 BC".into())
+        );
+        assert_eq!(
+            Date::from_pg_days(END_DATE_DAYS as i32 - 1).map(|t| t.to_string()),
+            Ok("5874897-12-31".into())
         );
         assert_eq!(
             Timestamp::Micros(-1).to_string(),
@@ -594,11 +556,14 @@ mod tests {
 
     #[test]
     fn truncation_keeps_type_and_uses_utc() {
-        let t = parse_timestamptz(b"2024-05-06 01:02:03+05").map(|t| t.truncate(false).to_string());
+        let t = parse_timestamptz(b"2024-05-06 01:02:03+05", &InputSettings::default())
+            .map(|t| t.truncate(false).to_string());
         assert_eq!(t, Ok("2024-01-01 00:00:00+00".into()));
-        let t = parse_timestamptz(b"2024-03-01 01:00:00+05").map(|t| t.truncate(true).to_string());
+        let t = parse_timestamptz(b"2024-03-01 01:00:00+05", &InputSettings::default())
+            .map(|t| t.truncate(true).to_string());
         assert_eq!(t, Ok("2024-02-01 00:00:00+00".into()));
-        let d = parse_date(b"0001-12-31").map(|d| d.truncate(true).to_string());
+        let d = parse_date(b"0001-12-31", &InputSettings::default())
+            .map(|d| d.truncate(true).to_string());
         assert_eq!(d, Ok("0001-12-01".into()));
         assert_eq!(Timestamp::PosInf.truncate(true), Timestamp::PosInf);
     }
