@@ -431,14 +431,14 @@ async fn read_loop(port: u16, db: String, stop: Arc<AtomicBool>, reads: Arc<Atom
         let got: Option<String> = c
             .query_one("SELECT email FROM people WHERE id = $1", &[&id])
             .await
-            .unwrap_or_else(|e| panic!("read id {id}: {e}"))
+            .unwrap_or_else(|e| panic!("read id {id}: {e:?}"))
             .get(0);
         assert_eq!(got, want, "id {id}");
         if let Some(w) = want {
             let rows = c
                 .query("SELECT id FROM people WHERE email = $1", &[&w])
                 .await
-                .unwrap_or_else(|e| panic!("lookup: {e}"));
+                .unwrap_or_else(|e| panic!("lookup: {e:?}"));
             assert_eq!(rows.len(), 1, "lookup of id {id}");
             assert_eq!(rows[0].get::<_, i64>(0), id);
         }
