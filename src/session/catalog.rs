@@ -23,6 +23,10 @@ pub struct Catalog {
     /// Whether these roles are restricted, memoised per rules version: it is
     /// asked for every statement and every batch of replies.
     restricted: std::sync::OnceLock<(String, bool)>,
+    /// Whether the rules name something this schema lacks (a rename), per
+    /// rules version: then even plaintext sessions' statements are analysed,
+    /// because a write into the new name would store plaintext.
+    drifted: std::sync::OnceLock<(String, bool)>,
 }
 
 impl Catalog {
@@ -31,19 +35,39 @@ impl Catalog {
             roles,
             schema: Arc::new(schema),
             restricted: std::sync::OnceLock::new(),
+            drifted: std::sync::OnceLock::new(),
         }
     }
 
     /// See [`crate::policy::is_restricted`].
     pub fn restricted(&self, policy: &Snapshot) -> bool {
-        match self.restricted.get() {
-            Some((v, r)) if *v == policy.rules.version => *r,
-            Some(_) => crate::policy::is_restricted(&policy.rules, &self.roles),
-            None => {
-                let r = crate::policy::is_restricted(&policy.rules, &self.roles);
-                let _ = self.restricted.set((policy.rules.version.clone(), r));
-                r
-            }
+        memo(&self.restricted, policy, || {
+            crate::policy::is_restricted(&policy.rules, &self.roles)
+        })
+    }
+
+    /// See [`crate::policy::drift`].
+    pub fn drifted(&self, policy: &Snapshot) -> bool {
+        memo(&self.drifted, policy, || {
+            crate::policy::drift(&policy.rules, &self.schema).is_some()
+        })
+    }
+}
+
+/// A per-rules-version memo: computed once for the version it was first
+/// asked under, recomputed (not stored) for any other.
+fn memo(
+    cell: &std::sync::OnceLock<(String, bool)>,
+    policy: &Snapshot,
+    f: impl FnOnce() -> bool,
+) -> bool {
+    match cell.get() {
+        Some((v, r)) if *v == policy.rules.version => *r,
+        Some(_) => f(),
+        None => {
+            let r = f();
+            let _ = cell.set((policy.rules.version.clone(), r));
+            r
         }
     }
 }

@@ -387,6 +387,10 @@ fn analyse_one(
         if restricted {
             return Err(refuse::unparsable_restricted());
         }
+        if let Some(d) = ctx.schema.and_then(|s| crate::policy::drift(ctx.rules, s)) {
+            // Could be a write into the renamed relation: not provable.
+            return Err(refuse::rules_out_of_sync(d));
+        }
         if let Some(t) = refuse::first_tagged_name(ctx.rules, chunk) {
             return Err(refuse::unparsable(&t));
         }
@@ -396,6 +400,8 @@ fn analyse_one(
     };
     if restricted {
         restrict::check_statement(&st, ctx)?;
+    } else {
+        restrict::check_drift_writes(&st, ctx)?;
     }
     let mut an = query::Analyzer::new(ctx, local_prepared, fingerprint(chunk));
     an.statement(&mut st)?;

@@ -147,6 +147,46 @@ pub fn table_commands_as_select(chunk: &str) -> Option<String> {
     Some(out)
 }
 
+/// The relations a statement writes values into (`INSERT`, `UPDATE`,
+/// `MERGE`, `COPY … FROM`), nested data-modifying statements of a `WITH`
+/// included; `None` for a target pgveil cannot name. Deletes are not
+/// writes here: they put no value in.
+pub fn write_targets(st: &Statement) -> Vec<Rel> {
+    struct Writes(Vec<Rel>);
+    impl Visitor for Writes {
+        type Break = ();
+        fn pre_visit_statement(&mut self, st: &Statement) -> ControlFlow<()> {
+            use sqlparser::ast::{CopySource, TableObject};
+            match st {
+                Statement::Insert(ins) => self.0.push(match &ins.table {
+                    TableObject::TableName(n) => Some(n.clone()),
+                    _ => None,
+                }),
+                Statement::Update { table, .. } => self.0.push(factor_name(&table.relation)),
+                Statement::Merge { table, .. } => self.0.push(factor_name(table)),
+                Statement::Copy {
+                    source, to: false, ..
+                } => self.0.push(match source {
+                    CopySource::Table { table_name, .. } => Some(table_name.clone()),
+                    CopySource::Query(_) => None,
+                }),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut w = Writes(Vec::new());
+    let _ = st.visit(&mut w);
+    w.0
+}
+
+fn factor_name(f: &sqlparser::ast::TableFactor) -> Rel {
+    match f {
+        sqlparser::ast::TableFactor::Table { name, .. } => Some(name.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,7 +266,27 @@ pub fn check_statement(st: &Statement, ctx: &Context) -> Result<(), Refusal> {
 /// While the catalog does not match the rules (see [`drift`]), refuses what
 /// could read the protected data under its new name.
 fn check_drift(st: &Statement, d: Drift, res: &Resolver) -> Result<(), Refusal> {
-    for rel in super::relations::relations(st) {
+    drift_hits(super::relations::relations(st), d, res)
+}
+
+/// The drift check for sessions pgveil does not restrict: they may read
+/// (at worst they see ciphertext under a name no rule decrypts), but a
+/// write into the renamed table or column would store plaintext where the
+/// rules want ciphertext, so writes into what may be the drifted relation
+/// are refused until the rules and the catalog agree again.
+pub fn check_drift_writes(st: &Statement, ctx: &Context) -> Result<(), Refusal> {
+    let Some(d) = ctx.schema.and_then(|s| drift(ctx.rules, s)) else {
+        return Ok(());
+    };
+    let res = Resolver {
+        rules: ctx.rules,
+        schema: ctx.schema,
+    };
+    drift_hits(super::relations::write_targets(st), d, &res)
+}
+
+fn drift_hits(rels: Vec<super::relations::Rel>, d: Drift, res: &Resolver) -> Result<(), Refusal> {
+    for rel in rels {
         let Some(n) = rel else {
             return Err(refuse::rules_out_of_sync(d));
         };

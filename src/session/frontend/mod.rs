@@ -84,6 +84,7 @@ impl Env<'_> {
         // names no tagged table can still reach one (functions, views, DO).
         let restricted = catalog.restricted(policy);
         if !restricted
+            && !catalog.drifted(policy)
             && !chunks
                 .iter()
                 .any(|c| sql::mentions_tagged(&policy.names, c))
