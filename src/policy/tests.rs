@@ -126,6 +126,16 @@ access_cases! {
     default_plaintext_listed_hash: P, [("analyst", HASH)], ["analyst"] => HASH;
     default_plaintext_unknown_and_listed_deny: P, [("intern", D)], ["intern", "ghost"] => D;
     many_unknown_roles_and_one_listed: D, [("support", P11)], ["a", "b", "c", "support", "d"] => P11;
+    default_hash_listed_plaintext: HASH, [("admin", P)], ["admin"] => P;
+    default_year_unlisted: YEAR, [("admin", P)], ["support"] => YEAR;
+    default_round_unlisted: R10, [], ["support"] => R10;
+    listed_deny_does_not_lower_a_listed_mask: D, [("support", EMAIL), ("blocked", D)], ["blocked", "support"] => EMAIL;
+    listed_null_does_not_lower_plaintext: D, [("admin", P), ("analyst", N)], ["admin", "analyst"] => P;
+    partial_beats_hash: D, [("a", HASH), ("b", P11)], ["a", "b"] => P11;
+    email_mask_beats_redact: D, [("a", REDACT), ("b", EMAIL)], ["b", "a"] => EMAIL;
+    coarse_round_below_fine_round_reversed: D, [("a", R10), ("b", R1000)], ["b", "a"] => R10;
+    group_deny_and_login_plaintext: D, [("alice", P), ("interns", D)], ["alice", "interns"] => P;
+    empty_role_name_matches_nothing: D, [("admin", P)], [""] => D;
 }
 
 #[test]
@@ -390,6 +400,49 @@ proptest! {
             prop_assert_eq!(&v[0], &login);
         }
     }
+}
+
+/// One named test per case of the restricted classification: the rule
+/// set (column, encrypted, default, listed), the session's roles, and
+/// whether the session is restricted.
+macro_rules! restricted_cases {
+    ($($name:ident: [$(($c:expr, $e:expr, $d:expr, [$(($r:expr, $a:expr)),*])),*], [$($s:expr),*] => $want:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let rs = ruleset(vec![$(rule("customers", $c, $e, $d, &[$(($r, $a)),*])),*]);
+                let session = roles(&[$($s),*]);
+                assert_eq!(is_restricted(&rs, &session), $want);
+                assert_eq!(restricting_rule(&rs, &session).is_some(), $want);
+                let mut reversed = session.clone();
+                reversed.reverse();
+                assert_eq!(is_restricted(&rs, &reversed), $want, "order must not matter");
+            }
+        )*
+    };
+}
+
+restricted_cases! {
+    plaintext_everywhere_is_unrestricted: [("email", true, D, [("admin", P)]), ("ssn", true, D, [("admin", P)])], ["admin"] => false;
+    one_masked_column_restricts: [("email", true, D, [("admin", P)]), ("ssn", true, D, [("admin", EMAIL)])], ["admin"] => true;
+    one_null_column_restricts: [("email", true, D, [("admin", P)]), ("ssn", true, D, [("admin", N)])], ["admin"] => true;
+    one_denied_column_restricts: [("email", true, D, [("admin", P)]), ("ssn", true, D, [])], ["admin"] => true;
+    default_plaintext_unrestricts_unlisted: [("email", true, P, [("support", EMAIL)])], ["nobody"] => false;
+    default_plaintext_but_listed_mask_restricts: [("email", true, P, [("support", EMAIL)])], ["support"] => true;
+    unencrypted_masked_column_restricts: [("phone", false, D, [("support", P04)])], ["support"] => true;
+    unencrypted_plaintext_column_unrestricts: [("phone", false, D, [("support", P)])], ["support"] => false;
+    group_membership_lifts_restriction: [("email", true, D, [("pii", P), ("support", EMAIL)])], ["support", "pii"] => false;
+    group_membership_with_mask_keeps_restriction: [("email", true, D, [("team", HASH)])], ["bob", "team"] => true;
+    no_roles_at_all_are_restricted_by_deny_default: [("email", true, D, [("admin", P)])], [] => true;
+    no_roles_with_plaintext_default_are_free: [("email", true, P, [])], [] => false;
+    unknown_role_beside_plaintext_role: [("email", true, D, [("admin", P)])], ["admin", "ghost"] => false;
+    hash_default_restricts_everyone_unlisted: [("email", true, HASH, [("admin", P)])], ["intern"] => true;
+    plaintext_for_one_of_two_columns_only: [("email", true, D, [("a", P)]), ("ssn", true, D, [("b", P)])], ["a"] => true;
+    two_roles_covering_two_columns: [("email", true, D, [("a", P)]), ("ssn", true, D, [("b", P)])], ["a", "b"] => false;
+    year_mask_restricts: [("birth", true, D, [("analyst", YEAR)])], ["analyst"] => true;
+    round_mask_restricts: [("income", false, D, [("analyst", R1000)])], ["analyst"] => true;
+    case_sensitive_role_does_not_lift: [("email", true, D, [("Admin", P)])], ["admin"] => true;
+    many_columns_all_plaintext: [("a", true, P, []), ("b", false, P, []), ("c", true, D, [("x", P)])], ["x"] => false;
 }
 
 mod drift {
