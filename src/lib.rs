@@ -20,6 +20,7 @@
 //! - [`config`]: the proxy's configuration file and flags.
 //! - [`net`]: plain/TLS streams, rustls acceptor and connector.
 //! - [`session`]: one task per client: startup, auth relay, the two relay loops.
+//! - [`migrate`]: `pgveil encrypt`: online backfill, swap, rekey and rename of existing data.
 //! - [`server`]: listener, workers, connection limit, graceful shutdown.
 //! - [`pgtemp`]: throwaway PostgreSQL clusters for tests, benches and the demo.
 //! - [`demo`]: `pgveil demo`, the guided tour.
