@@ -74,6 +74,13 @@ pub enum ValueError {
         /// What was wrong, for tests and debugging; not sent.
         reason: &'static str,
     },
+    /// A malformed hex bytea, which PostgreSQL's `hex_decode` reports as
+    /// 22023 invalid_parameter_value rather than a syntax error.
+    #[error("{reason}")]
+    InvalidParameter {
+        ty: LogicalType,
+        reason: &'static str,
+    },
     /// Well-formed but outside the range of a numeric type.
     #[error("{reason}")]
     OutOfRange {
@@ -119,6 +126,29 @@ impl ValueError {
             } => Some("Perhaps you need a different \"datestyle\" setting."),
             _ => None,
         }
+    }
+}
+
+/// The SQLSTATE PostgreSQL's input function raises for the same input, so a
+/// client (and its retry logic) cannot tell pgveil's refusal from the
+/// server's; `Unsupported` is pgveil's own and says so.
+impl crate::error::ClientError for ValueError {
+    fn sqlstate(&self) -> &'static str {
+        use crate::error::sqlstate::*;
+        match self {
+            ValueError::Syntax { .. } => INVALID_TEXT_REPRESENTATION,
+            ValueError::InvalidParameter { .. } => INVALID_PARAMETER_VALUE,
+            ValueError::OutOfRange { .. } => NUMERIC_VALUE_OUT_OF_RANGE,
+            ValueError::DatetimeFormat { .. } => INVALID_DATETIME_FORMAT,
+            ValueError::DatetimeOverflow { .. } => DATETIME_FIELD_OVERFLOW,
+            ValueError::TimeZoneDisplacement { .. } => INVALID_TIME_ZONE_DISPLACEMENT_VALUE,
+            ValueError::Unsupported { .. } => FEATURE_NOT_SUPPORTED,
+            ValueError::Binary { .. } => INVALID_BINARY_REPRESENTATION,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        ValueError::hint(self).map(str::to_owned)
     }
 }
 
@@ -458,6 +488,10 @@ fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
         ty: LogicalType::Bytea,
         reason,
     };
+    let param = |reason| ValueError::InvalidParameter {
+        ty: LogicalType::Bytea,
+        reason,
+    };
     if let Some(hex) = input.strip_prefix(b"\\x") {
         let mut out = Vec::with_capacity(hex.len() / 2);
         let mut i = 0;
@@ -466,10 +500,12 @@ fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
                 i += 1;
                 continue;
             }
-            let hi = hex_val(hex[i]).ok_or(syntax("invalid hexadecimal digit"))?;
-            let lo = hex.get(i + 1).and_then(|b| hex_val(*b)).ok_or(syntax(
-                "invalid hexadecimal data: odd number of digits or bad digit",
-            ))?;
+            let bad_digit = param("invalid hexadecimal digit");
+            let hi = hex_val(hex[i]).ok_or(bad_digit.clone())?;
+            let lo = match hex.get(i + 1) {
+                None => return Err(param("invalid hexadecimal data: odd number of digits")),
+                Some(b) => hex_val(*b).ok_or(bad_digit)?,
+            };
             out.push(hi << 4 | lo);
             i += 2;
         }
@@ -571,9 +607,16 @@ mod tests {
         assert_eq!(canon(Bytea, "\\xDEAD beef"), Ok("\\xdeadbeef".into()));
         assert_eq!(canon(Bytea, "a\\\\b\\001"), Ok("\\x615c6201".into()));
         assert_eq!(canon(Bytea, ""), Ok("\\x".into()));
-        for bad in ["\\xabc", "\\xzz", "\\q", "\\400", "\\12"] {
+        for bad in ["\\q", "\\400", "\\12"] {
             assert!(
                 matches!(canon(Bytea, bad), Err(ValueError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+        // hex_decode's errors are 22023, as in PostgreSQL.
+        for bad in ["\\xabc", "\\xzz", "\\xa z"] {
+            assert!(
+                matches!(canon(Bytea, bad), Err(ValueError::InvalidParameter { .. })),
                 "{bad}"
             );
         }
