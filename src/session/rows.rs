@@ -199,7 +199,9 @@ pub fn rewrite_parameter_description(
     for (i, t) in pd.types.iter_mut().enumerate() {
         if let Some(ParamPlan::Encrypt { rule, .. }) = params.get(i) {
             let d = declared.get(i).copied().unwrap_or(0);
-            *t = if same_value_type(rule.ty, d) {
+            *t = if same_value_type(rule.ty, d)
+                || crate::values::coerces_declared_integer(rule.ty, d)
+            {
                 d
             } else {
                 rule.ty.oid()
@@ -323,6 +325,7 @@ pub fn transform_data_row(
 pub fn encrypt_bind(
     frame: &[u8],
     params: &[ParamPlan],
+    declared: &[u32],
     policy: &Snapshot,
 ) -> Result<Option<BytesMut>, RowError> {
     if !params
@@ -357,7 +360,8 @@ pub fn encrypt_bind(
             RowError::Param(i + 1, rule.qualified(), e.to_string(), e.sqlstate())
         };
         let text = if codes[i] == 1 {
-            crate::values::binary_to_text(rule.ty, v).map_err(verr)?
+            let d = declared.get(i).copied().unwrap_or(0);
+            crate::values::binary_param_to_text(rule.ty, d, v).map_err(verr)?
         } else {
             v.to_vec()
         };
