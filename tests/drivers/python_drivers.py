@@ -203,13 +203,23 @@ def psycopg3():
         m.close()
         return "text and binary results"
 
+    def masked_copy():
+        m = conn(MASK)
+
+        def go():
+            with m.cursor() as cur:
+                with cur.copy(f"COPY (SELECT id, t, d FROM {tbl} WHERE id = 1) TO STDOUT") as cp:
+                    for _ in cp:
+                        pass
+        expect_refusal(go, "42501", "COPY TO is refused for a role that sees masks")
+
     def notify_masked():
         m = conn(MASK)
         expect_refusal(lambda: m.execute("LISTEN drv_psycopg"), "42501",
                        "LISTEN is refused for a role that sees masks")
 
     for f in [params, binary, lookup, prepared, pipeline, batch, copy_in, copy_out,
-              copy_binary, cancel, notify, masked, notify_masked]:
+              copy_binary, cancel, notify, masked, masked_copy, notify_masked]:
         check(drv, v, f.__name__, f)
 
 
