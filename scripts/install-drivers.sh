@@ -2,7 +2,8 @@
 # Installs the client drivers the driver-matrix test (tests/drivers.rs) runs against pgveil:
 #   Python (repo-local venv target/drivers/venv): psycopg[binary] 3, psycopg2-binary, asyncpg,
 #     SQLAlchemy 2, from PyPI;
-#   Node (repo-local target/drivers/node/node_modules): pg, postgres (postgres.js), from npm;
+#   Node (repo-local target/drivers/node/node_modules): pg, pg-copy-streams, postgres
+#     (postgres.js), from npm;
 #   Java: pgjdbc from Debian's libpostgresql-jdbc-java (apt-get), plus java/javac.
 #
 # Idempotent: each part is skipped when already present (a stamp file records the pinned
@@ -23,7 +24,7 @@ mkdir -p "$ROOT"
 status=0
 
 PY_PKGS="psycopg[binary]==3.2.10 psycopg2-binary==2.9.10 asyncpg==0.30.0 SQLAlchemy==2.0.43"
-NODE_PKGS="pg@8.16.3 postgres@3.4.7"
+NODE_PKGS="pg@8.16.3 pg-copy-streams@7.0.0 postgres@3.4.7"
 
 install_python() {
     if ! command -v python3 >/dev/null 2>&1; then

@@ -44,6 +44,8 @@ pub mod sqlstate {
     pub const CONFIG_FILE_ERROR: &str = "F0000";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const DATA_CORRUPTED: &str = "XX001";
+    pub const INVALID_TIME_ZONE_DISPLACEMENT_VALUE: &str = "22009";
+    pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
 }
 
 /// An error a client may be told about. Implemented once per error type.
@@ -144,6 +146,8 @@ mod tests {
             CONFIG_FILE_ERROR,
             INTERNAL_ERROR,
             DATA_CORRUPTED,
+            INVALID_TIME_ZONE_DISPLACEMENT_VALUE,
+            INVALID_BINARY_REPRESENTATION,
         ];
         let glossary = include_str!("../docs/glossary.md");
         let mut seen = std::collections::HashSet::new();

@@ -74,6 +74,13 @@ pub enum ValueError {
         /// What was wrong, for tests and debugging; not sent.
         reason: &'static str,
     },
+    /// A malformed hex bytea, which PostgreSQL's `hex_decode` reports as
+    /// 22023 invalid_parameter_value rather than a syntax error.
+    #[error("{reason}")]
+    InvalidParameter {
+        ty: LogicalType,
+        reason: &'static str,
+    },
     /// Well-formed but outside the range of a numeric type.
     #[error("{reason}")]
     OutOfRange {
@@ -119,6 +126,29 @@ impl ValueError {
             } => Some("Perhaps you need a different \"datestyle\" setting."),
             _ => None,
         }
+    }
+}
+
+/// The SQLSTATE PostgreSQL's input function raises for the same input, so a
+/// client (and its retry logic) cannot tell pgveil's refusal from the
+/// server's; `Unsupported` is pgveil's own and says so.
+impl crate::error::ClientError for ValueError {
+    fn sqlstate(&self) -> &'static str {
+        use crate::error::sqlstate::*;
+        match self {
+            ValueError::Syntax { .. } => INVALID_TEXT_REPRESENTATION,
+            ValueError::InvalidParameter { .. } => INVALID_PARAMETER_VALUE,
+            ValueError::OutOfRange { .. } => NUMERIC_VALUE_OUT_OF_RANGE,
+            ValueError::DatetimeFormat { .. } => INVALID_DATETIME_FORMAT,
+            ValueError::DatetimeOverflow { .. } => DATETIME_FIELD_OVERFLOW,
+            ValueError::TimeZoneDisplacement { .. } => INVALID_TIME_ZONE_DISPLACEMENT_VALUE,
+            ValueError::Unsupported { .. } => FEATURE_NOT_SUPPORTED,
+            ValueError::Binary { .. } => INVALID_BINARY_REPRESENTATION,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        ValueError::hint(self).map(str::to_owned)
     }
 }
 
@@ -243,6 +273,54 @@ pub fn canonical_text_with(
 /// to canonical text.
 pub fn binary_to_text(ty: LogicalType, bin: &[u8]) -> Result<Vec<u8>, ValueError> {
     Ok(parse_binary(ty, bin)?.to_text())
+}
+
+/// Whether a parameter declared as integer type `declared` is coerced into a
+/// `ty` column by [`binary_param_to_text`] (and so may keep its declared type
+/// in ParameterDescription, as PostgreSQL's does).
+pub fn coerces_declared_integer(ty: LogicalType, declared: u32) -> bool {
+    use LogicalType::{Int4, Int8, Numeric};
+    matches!(
+        (declared, ty),
+        (21, Int4 | Int8 | Numeric) | (23, Int8 | Numeric) | (20, Int4 | Numeric)
+    )
+}
+
+/// Converts a binary-format parameter the client declared with type `declared`
+/// (an OID from its Parse; 0 = unspecified) to canonical text of `ty`.
+///
+/// Why: drivers pick the narrowest binary type for a value (psycopg 3 sends
+/// `12344` as int2, SQLAlchemy too through it), and PostgreSQL coerces the
+/// declared integer type to the column's on assignment. pgveil sends the
+/// column a ciphertext, so it must do that coercion itself: integer widths
+/// into int4, int8 and numeric columns, with PostgreSQL's range check.
+/// Other declared types are read as the column's own binary form.
+pub fn binary_param_to_text(
+    ty: LogicalType,
+    declared: u32,
+    bin: &[u8],
+) -> Result<Vec<u8>, ValueError> {
+    const INT2: u32 = 21;
+    const INT4: u32 = 23;
+    const INT8: u32 = 20;
+    use LogicalType::{Int4, Int8, Numeric};
+    let wrong_len = ValueError::Binary {
+        ty,
+        reason: "wrong length for the declared integer type",
+    };
+    let int: i64 = match (declared, ty) {
+        (INT2, Int4 | Int8 | Numeric) => <[u8; 2]>::try_from(bin)
+            .map(|b| i16::from_be_bytes(b).into())
+            .map_err(|_| wrong_len)?,
+        (INT4, Int8 | Numeric) => <[u8; 4]>::try_from(bin)
+            .map(|b| i32::from_be_bytes(b).into())
+            .map_err(|_| wrong_len)?,
+        (INT8, Int4 | Numeric) => <[u8; 8]>::try_from(bin)
+            .map(i64::from_be_bytes)
+            .map_err(|_| wrong_len)?,
+        _ => return binary_to_text(ty, bin),
+    };
+    canonical_text(ty, int.to_string().as_bytes())
 }
 
 /// Converts a text value (normally canonical; any accepted spelling works) to
@@ -458,6 +536,10 @@ fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
         ty: LogicalType::Bytea,
         reason,
     };
+    let param = |reason| ValueError::InvalidParameter {
+        ty: LogicalType::Bytea,
+        reason,
+    };
     if let Some(hex) = input.strip_prefix(b"\\x") {
         let mut out = Vec::with_capacity(hex.len() / 2);
         let mut i = 0;
@@ -466,10 +548,12 @@ fn parse_bytea(input: &[u8]) -> Result<Vec<u8>, ValueError> {
                 i += 1;
                 continue;
             }
-            let hi = hex_val(hex[i]).ok_or(syntax("invalid hexadecimal digit"))?;
-            let lo = hex.get(i + 1).and_then(|b| hex_val(*b)).ok_or(syntax(
-                "invalid hexadecimal data: odd number of digits or bad digit",
-            ))?;
+            let bad_digit = param("invalid hexadecimal digit");
+            let hi = hex_val(hex[i]).ok_or(bad_digit.clone())?;
+            let lo = match hex.get(i + 1) {
+                None => return Err(param("invalid hexadecimal data: odd number of digits")),
+                Some(b) => hex_val(*b).ok_or(bad_digit)?,
+            };
             out.push(hi << 4 | lo);
             i += 2;
         }
@@ -571,9 +655,16 @@ mod tests {
         assert_eq!(canon(Bytea, "\\xDEAD beef"), Ok("\\xdeadbeef".into()));
         assert_eq!(canon(Bytea, "a\\\\b\\001"), Ok("\\x615c6201".into()));
         assert_eq!(canon(Bytea, ""), Ok("\\x".into()));
-        for bad in ["\\xabc", "\\xzz", "\\q", "\\400", "\\12"] {
+        for bad in ["\\q", "\\400", "\\12"] {
             assert!(
                 matches!(canon(Bytea, bad), Err(ValueError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+        // hex_decode's errors are 22023, as in PostgreSQL.
+        for bad in ["\\xabc", "\\xzz", "\\xa z"] {
+            assert!(
+                matches!(canon(Bytea, bad), Err(ValueError::InvalidParameter { .. })),
                 "{bad}"
             );
         }
@@ -614,6 +705,37 @@ mod tests {
             binary_to_text(Timestamptz, &(-1i64).to_be_bytes()),
             Ok(b"1999-12-31 23:59:59.999999+00".to_vec())
         );
+    }
+
+    #[test]
+    fn binary_parameters_of_a_narrower_declared_integer_type() {
+        assert_eq!(
+            binary_param_to_text(Int4, 21, &12344i16.to_be_bytes()),
+            Ok(b"12344".to_vec())
+        );
+        assert_eq!(
+            binary_param_to_text(Numeric, 23, &(-7i32).to_be_bytes()),
+            Ok(b"-7".to_vec())
+        );
+        assert_eq!(
+            binary_param_to_text(Int8, 21, &(-1i16).to_be_bytes()),
+            Ok(b"-1".to_vec())
+        );
+        // int8 into int4: PostgreSQL's range check, not a truncation.
+        assert!(matches!(
+            binary_param_to_text(Int4, 20, &(1i64 << 40).to_be_bytes()),
+            Err(ValueError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            binary_param_to_text(Int4, 21, &[0, 0, 0, 1]),
+            Err(ValueError::Binary { .. })
+        ));
+        // Undeclared or the column's own type: its own binary form.
+        assert_eq!(
+            binary_param_to_text(Int4, 0, &5i32.to_be_bytes()),
+            Ok(b"5".to_vec())
+        );
+        assert!(binary_param_to_text(Int4, 0, &5i16.to_be_bytes()).is_err());
     }
 
     #[test]

@@ -35,8 +35,10 @@ pub enum RowError {
     Value(String, String),
     #[error("access to {0} is denied for this role by rule {1}")]
     Denied(String, String),
+    /// The last field is the SQLSTATE: the input function's own for a value
+    /// PostgreSQL would also refuse (see `values::ValueError`).
     #[error("parameter ${0} for {1}: {2}")]
-    Param(usize, String, String),
+    Param(usize, String, String, &'static str),
 }
 
 impl crate::error::ClientError for RowError {
@@ -47,7 +49,7 @@ impl crate::error::ClientError for RowError {
             RowError::Decrypt(_) => DATA_CORRUPTED,
             RowError::Value(..) => DATA_EXCEPTION,
             RowError::Denied(..) => INSUFFICIENT_PRIVILEGE,
-            RowError::Param(..) => INVALID_TEXT_REPRESENTATION,
+            RowError::Param(.., code) => code,
         }
     }
 }
@@ -197,7 +199,9 @@ pub fn rewrite_parameter_description(
     for (i, t) in pd.types.iter_mut().enumerate() {
         if let Some(ParamPlan::Encrypt { rule, .. }) = params.get(i) {
             let d = declared.get(i).copied().unwrap_or(0);
-            *t = if same_value_type(rule.ty, d) {
+            *t = if same_value_type(rule.ty, d)
+                || crate::values::coerces_declared_integer(rule.ty, d)
+            {
                 d
             } else {
                 rule.ty.oid()
@@ -321,6 +325,7 @@ pub fn transform_data_row(
 pub fn encrypt_bind(
     frame: &[u8],
     params: &[ParamPlan],
+    declared: &[u32],
     policy: &Snapshot,
 ) -> Result<Option<BytesMut>, RowError> {
     if !params
@@ -342,14 +347,25 @@ pub fn encrypt_bind(
             continue;
         };
         let Some(v) = slot.as_ref() else { continue };
-        let perr = |e: String| RowError::Param(i + 1, rule.qualified(), e);
+        let perr = |e: String| {
+            RowError::Param(
+                i + 1,
+                rule.qualified(),
+                e,
+                crate::error::sqlstate::INVALID_TEXT_REPRESENTATION,
+            )
+        };
+        let verr = |e: crate::values::ValueError| {
+            use crate::error::ClientError;
+            RowError::Param(i + 1, rule.qualified(), e.to_string(), e.sqlstate())
+        };
         let text = if codes[i] == 1 {
-            crate::values::binary_to_text(rule.ty, v).map_err(|e| perr(e.to_string()))?
+            let d = declared.get(i).copied().unwrap_or(0);
+            crate::values::binary_param_to_text(rule.ty, d, v).map_err(verr)?
         } else {
             v.to_vec()
         };
-        let canonical =
-            crate::values::canonical_text(rule.ty, &text).map_err(|e| perr(e.to_string()))?;
+        let canonical = crate::values::canonical_text(rule.ty, &text).map_err(verr)?;
         use crate::sql::Encryptor;
         match usage {
             ParamUse::Write => {

@@ -395,10 +395,16 @@ fn unsafe_startup_param(packet: &StartupPacket) -> Option<&str> {
             | "statement_timeout"
             | "lock_timeout"
             | "idle_in_transaction_session_timeout" => false,
-            "client_encoding" => !matches!(
-                v.to_ascii_lowercase().as_str(),
-                "utf8" | "utf-8" | "unicode"
-            ),
+            // PostgreSQL compares encoding names without punctuation
+            // (clean_encoding_name), so asyncpg's `'utf-8'` is UTF8.
+            "client_encoding" => {
+                let name: String = v
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect();
+                !matches!(name.as_str(), "utf8" | "unicode")
+            }
             _ => true,
         };
         bad.then_some(k.as_str())

@@ -18,9 +18,12 @@
 
 use super::{DateOrder, InputSettings};
 
-const MAXDATEFIELDS: usize = 25;
-/// `MAXDATELEN + MAXDATEFIELDS`: ParseDateTime's work buffer.
-const WORKBUF: usize = 128 + MAXDATEFIELDS;
+mod lex;
+#[cfg(test)]
+mod tests;
+
+use lex::{keyword, tokenize, utc_abbrev, Ft, Kw, MAXDATEFIELDS};
+
 const MAX_TZDISP_HOUR: i64 = 15;
 
 /// Why the input was refused, in `DateTimeParseError`'s classes.
@@ -32,211 +35,6 @@ pub(crate) enum DtErr {
     MdFieldOverflow,
     TzDispOverflow,
     Unsupported(&'static str),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Ft {
-    Number,
-    Date,
-    Time,
-    Tz,
-    Str,
-    Special,
-}
-
-/// ParseDateTime: splits the input into typed fields (lower-cased).
-fn tokenize(input: &[u8]) -> Result<Vec<(Ft, Vec<u8>)>, DtErr> {
-    let mut out: Vec<(Ft, Vec<u8>)> = Vec::new();
-    let mut used = 0usize;
-    let mut i = 0usize;
-    let at = |i: usize| input.get(i).copied().unwrap_or(0);
-    while i < input.len() {
-        let c = at(i);
-        if super::is_pg_space(c) {
-            i += 1;
-            continue;
-        }
-        if out.len() >= MAXDATEFIELDS {
-            return Err(DtErr::BadFormat);
-        }
-        let mut f = Vec::new();
-        let mut push = |f: &mut Vec<u8>, b: u8| {
-            if used + 1 >= WORKBUF {
-                return Err(DtErr::BadFormat);
-            }
-            used += 1;
-            f.push(b.to_ascii_lowercase());
-            Ok(())
-        };
-        let ft;
-        if c.is_ascii_digit() {
-            while at(i).is_ascii_digit() {
-                push(&mut f, at(i))?;
-                i += 1;
-            }
-            let d = at(i);
-            if d == b':' {
-                ft = Ft::Time;
-                while matches!(at(i), b'0'..=b'9' | b':' | b'.') {
-                    push(&mut f, at(i))?;
-                    i += 1;
-                }
-            } else if matches!(d, b'-' | b'/' | b'.') {
-                push(&mut f, d)?;
-                i += 1;
-                if at(i).is_ascii_digit() {
-                    let mut t = if d == b'.' { Ft::Number } else { Ft::Date };
-                    while at(i).is_ascii_digit() {
-                        push(&mut f, at(i))?;
-                        i += 1;
-                    }
-                    if at(i) == d {
-                        t = Ft::Date;
-                        while at(i).is_ascii_digit() || at(i) == d {
-                            push(&mut f, at(i))?;
-                            i += 1;
-                        }
-                    }
-                    ft = t;
-                } else {
-                    ft = Ft::Date;
-                    while at(i).is_ascii_alphanumeric() || at(i) == d {
-                        push(&mut f, at(i))?;
-                        i += 1;
-                    }
-                }
-            } else {
-                ft = Ft::Number;
-            }
-        } else if c == b'.' {
-            push(&mut f, c)?;
-            i += 1;
-            while at(i).is_ascii_digit() {
-                push(&mut f, at(i))?;
-                i += 1;
-            }
-            ft = Ft::Number;
-        } else if c.is_ascii_alphabetic() {
-            while at(i).is_ascii_alphabetic() {
-                push(&mut f, at(i))?;
-                i += 1;
-            }
-            let n = at(i);
-            let is_date = matches!(n, b'-' | b'/' | b'.')
-                || ((n == b'+' || n.is_ascii_digit()) && keyword(&f).is_none());
-            if is_date {
-                ft = Ft::Date;
-                loop {
-                    push(&mut f, at(i))?;
-                    i += 1;
-                    if !(matches!(at(i), b'+' | b'-' | b'/' | b'_' | b'.' | b':')
-                        || at(i).is_ascii_alphanumeric())
-                    {
-                        break;
-                    }
-                }
-            } else {
-                ft = Ft::Str;
-            }
-        } else if c == b'+' || c == b'-' {
-            push(&mut f, c)?;
-            i += 1;
-            while super::is_pg_space(at(i)) {
-                i += 1;
-            }
-            if at(i).is_ascii_digit() {
-                ft = Ft::Tz;
-                while matches!(at(i), b'0'..=b'9' | b':' | b'.' | b'-') {
-                    push(&mut f, at(i))?;
-                    i += 1;
-                }
-            } else if at(i).is_ascii_alphabetic() {
-                ft = Ft::Special;
-                while at(i).is_ascii_alphabetic() {
-                    push(&mut f, at(i))?;
-                    i += 1;
-                }
-            } else {
-                return Err(DtErr::BadFormat);
-            }
-        } else if c.is_ascii_punctuation() {
-            i += 1;
-            continue;
-        } else {
-            return Err(DtErr::BadFormat);
-        }
-        used += 1;
-        out.push((ft, f));
-    }
-    Ok(out)
-}
-
-/// The entries of datetktbl (and the UTC abbreviations of the Default
-/// timezone_abbreviations set) that matter here.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kw {
-    Month(i64),
-    Dow,
-    Ad,
-    Bc,
-    Am,
-    Pm,
-    Ignore,
-    IsoTime,
-    Julian,
-    /// Other field labels (`y`, `m`, `d`, `doy`, …): not supported.
-    OtherUnit,
-    Epoch,
-    Late,
-    Early,
-    Zulu,
-    /// now, today, tomorrow, yesterday: depend on the clock.
-    Clock,
-    Dst,
-}
-
-fn keyword(w: &[u8]) -> Option<Kw> {
-    use Kw::*;
-    Some(match w {
-        b"jan" | b"january" => Month(1),
-        b"feb" | b"february" => Month(2),
-        b"mar" | b"march" => Month(3),
-        b"apr" | b"april" => Month(4),
-        b"may" => Month(5),
-        b"jun" | b"june" => Month(6),
-        b"jul" | b"july" => Month(7),
-        b"aug" | b"august" => Month(8),
-        b"sep" | b"sept" | b"september" => Month(9),
-        b"oct" | b"october" => Month(10),
-        b"nov" | b"november" => Month(11),
-        b"dec" | b"december" => Month(12),
-        b"sun" | b"sunday" | b"mon" | b"monday" | b"tue" | b"tues" | b"tuesday" | b"wed"
-        | b"wednesday" | b"weds" | b"thu" | b"thur" | b"thurs" | b"thursday" | b"fri"
-        | b"friday" | b"sat" | b"saturday" => Dow,
-        b"ad" => Ad,
-        b"bc" => Bc,
-        b"am" => Am,
-        b"pm" => Pm,
-        b"at" | b"on" => Ignore,
-        b"t" => IsoTime,
-        b"j" | b"jd" | b"julian" => Julian,
-        b"d" | b"h" | b"m" | b"mm" | b"s" | b"y" | b"dow" | b"doy" | b"isodow" | b"isoyear" => {
-            OtherUnit
-        }
-        b"epoch" => Epoch,
-        b"infinity" => Late,
-        b"-infinity" => Early,
-        b"allballs" => Zulu,
-        b"now" | b"today" | b"tomorrow" | b"yesterday" => Clock,
-        b"dst" => Dst,
-        _ => return None,
-    })
-}
-
-/// Abbreviations are looked up before keywords; only the UTC ones are
-/// known here (a session can change the rest with timezone_abbreviations).
-fn utc_abbrev(w: &[u8]) -> bool {
-    matches!(w, b"utc" | b"gmt" | b"ut" | b"z" | b"zulu")
 }
 
 const YEAR: u32 = 1;
@@ -304,12 +102,12 @@ fn frac_usecs(frac: &[u8]) -> i64 {
     (v * 1_000_000.0).round_ties_even() as i64
 }
 
-/// ParseFractionalSecond: `.digits` and nothing after.
+/// ParseFractionalSecond: `.digits` and nothing after; a lone `.` is zero
+/// (PostgreSQL special-cases it, as some strtod versions reject it).
 fn parse_fraction(cp: &[u8]) -> Result<i64, DtErr> {
     match cp {
-        [b'.', rest @ ..] if !rest.is_empty() && rest.iter().all(u8::is_ascii_digit) => {
-            Ok(frac_usecs(cp))
-        }
+        [b'.'] => Ok(0),
+        [b'.', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => Ok(frac_usecs(cp)),
         _ => Err(DtErr::BadFormat),
     }
 }
@@ -670,6 +468,16 @@ impl Decoder<'_> {
     ) -> Result<Option<u32>, DtErr> {
         let fmask = self.fmask;
         let tmask = match ft {
+            Ft::Date if *ptype == Some(Kw::Julian) => {
+                // An integral Julian day with a zone attached (`J2451545-05`).
+                let (val, n) = strtoint(f).ok_or(DtErr::FieldOverflow)?;
+                *ptype = None;
+                let (y, m, d) = super::datetime::civil_from_days(val - JULIAN_UNIX_EPOCH);
+                (self.tm.year, self.tm.mon, self.tm.mday) = (y, i64::from(m), i64::from(d));
+                self.isjulian = true;
+                self.tz = Some(decode_timezone(&f[n..])?);
+                DATE_M | TIME_M | TZ
+            }
             Ft::Date if ptype.is_some() || fmask & (MONTH | DAY) == MONTH | DAY => {
                 if !(f[0].is_ascii_digit() || ptype.is_some()) {
                     return Err(DtErr::Unsupported(

@@ -180,7 +180,7 @@ pub(super) fn on_bind(
     }
     let mut action = Action::Forward;
     if let Some(plan) = &stmt.plan {
-        match rows::encrypt_bind(frame, &plan.params, env.policy) {
+        match rows::encrypt_bind(frame, &plan.params, &stmt.declared, env.policy) {
             Ok(Some(out)) => action = Action::Replace(out),
             Ok(None) => {}
             Err(e) => {
