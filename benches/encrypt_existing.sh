@@ -2,7 +2,7 @@
 # Issue 14 benchmark: `pgveil encrypt` on a table of plaintext rows (default 1M) with 3
 # tagged columns (email, ssn text; born date), online (shadow columns, then swap), while an
 # application reads random rows through pgveil at a fixed rate. Prints per round: rows/s of
-# the walk and of the whole run (install to swap), the tool's resident memory (first and
+# the walk and of the whole run (walk, catch-up and swap), the tool's resident memory (first and
 # peak sample: flat means bounded batches), and the p50/p99 latency of the application's
 # reads before (baseline) and during the conversion; then medians over the rounds.
 #
@@ -43,21 +43,15 @@ rule() { # rule NAME TYPE [MODE]: plaintext access for postgres; no MODE = plain
     [ -n "${3:-}" ] && printf 'encrypt = "%s"\n' "$3"
     printf 'class = "pii"\n[column.access]\npostgres = "plaintext"\n\n'
 }
-mkdir -p "$WORK/target" "$WORK/serving"
+mkdir -p "$WORK/target"
+# The final rules, deployed from the start: pgveil serves each column as what it is at that
+# moment (snapshot::overlay: plaintext at rest with the shadow denied while it is on the
+# shadow path, ciphertext after the swap).
 { rule email text deterministic; rule ssn text deterministic; rule born date randomized; } \
     >"$WORK/target/people.toml"
-# What the proxy serves during the conversion (migrate::overlay::serving_rules): the columns
-# as they are, plaintext at rest; the shadow columns denied.
-{
-    rule email text; rule ssn text; rule born date
-    for c in email:text:deterministic ssn:text:deterministic born:date:randomized; do
-        IFS=: read -r n t m <<<"$c"
-        printf '[[column]]\ntable = "public.people"\nname = "pgveil_enc_%s"\ntype = "%s"\nencrypt = "%s"\nclass = "pii"\n\n' "$n" "$t" "$m"
-    done
-} >"$WORK/serving/people.toml"
 
 "$PGVEIL" keygen --out "$WORK/keyring.toml" >/dev/null
-start_pgveil "$PROXY_PORT" --rules "$WORK/serving" --keyring "$WORK/keyring.toml"
+start_pgveil "$PROXY_PORT" --rules "$WORK/target" --keyring "$WORK/keyring.toml"
 
 cat >"$WORK/read.sql" <<SQL
 \\set i random(1, $ROWS)
@@ -69,8 +63,9 @@ load_table() {
       CREATE TABLE people (id bigint PRIMARY KEY, email text, ssn text, born date, note text);
       INSERT INTO people SELECT i, 'user' || i || '@example.com',
         lpad((i % 1000)::text, 3, '0') || '-' || lpad((i % 100)::text, 2, '0') || '-' || lpad((i % 10000)::text, 4, '0'),
-        DATE '1950-01-01' + (i % 20000)::int, 'note ' || i FROM generate_series(1, $ROWS) i;
-      VACUUM ANALYZE people;" >/dev/null
+        DATE '1950-01-01' + (i % 20000)::int, 'note ' || i FROM generate_series(1, $ROWS) i;" >/dev/null
+    # Its own command: psql -c runs a multi-statement string as one transaction.
+    psql_pg -c "VACUUM ANALYZE people" >/dev/null
 }
 
 # reads TAG: $DURATION s of reads through pgveil; prints "p50_ms p99_ms" from the per-transaction log.
@@ -98,23 +93,35 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 printf '%-6s %12s %12s %10s %10s %9s %9s %9s %9s\n' round walk_rows/s total_rows/s rss0_MiB \
     peak_MiB base_p50 base_p99 conv_p50 conv_p99 >&2
+encrypt() { # encrypt ROUND FLAGS...: the tool on people, output in $WORK/encrypt$ROUND.*
+    local r=$1
+    shift
+    PGVEIL_LOG=warn "$PGVEIL" encrypt --upstream "postgres://127.0.0.1:$PGPORT" \
+        --rules "$WORK/target" --keyring "$WORK/keyring.toml" --table public.people \
+        --batch-size "$BATCH" "$@" >>"$WORK/encrypt$r.out" 2>>"$WORK/encrypt$r.err"
+}
 for round in $(seq 1 "$ROUNDS"); do
     load_table
+    : >"$WORK/encrypt$round.out"
+    : >"$WORK/encrypt$round.err"
+    # The empty shadows first: the baseline reads are served exactly as during the walk.
+    encrypt "$round" --install-only || { cat "$WORK/encrypt$round.err" >&2; exit 1; }
     read -r bp50 bp99 < <(reads "base$round")
+    start=$(date +%s.%N)
     reads "conv$round" >"$WORK/conv$round.lat" &
     READER=$!
     EXTRA_PIDS+=("$READER")
-    start=$(date +%s.%N)
-    PGVEIL_LOG=warn "$PGVEIL" encrypt --upstream "postgres://127.0.0.1:$PGPORT" \
-        --rules "$WORK/target" --keyring "$WORK/keyring.toml" --table public.people \
-        --batch-size "$BATCH" >"$WORK/encrypt$round.out" 2>"$WORK/encrypt$round.err" &
+    # The walk under the readers; the swap after them (pgbench -M prepared ends a client on
+    # the refusals of the swap window, see docs/operations.md step 8).
+    encrypt "$round" --no-swap &
     TOOL=$!
     read -r rss0 peak < <(rss "$TOOL")
     wait "$TOOL" || { cat "$WORK/encrypt$round.err" >&2; exit 1; }
-    end=$(date +%s.%N)
     wait "$READER"
+    encrypt "$round" || { cat "$WORK/encrypt$round.err" >&2; exit 1; }
+    end=$(date +%s.%N)
     read -r cp50 cp99 <"$WORK/conv$round.lat"
-    walk=$(sed -n 's/.*(\([0-9]*\) rows\/s).*/\1/p' "$WORK/encrypt$round.out")
+    walk=$(grep 'kept in sync' "$WORK/encrypt$round.out" | sed -n 's/.*(\([0-9]*\) rows\/s).*/\1/p')
     total=$(awk -v n="$ROWS" -v a="$start" -v b="$end" 'BEGIN {printf "%.0f", n / (b - a)}')
     rss0=$(awk -v k="$rss0" 'BEGIN {printf "%.1f", k / 1024}')
     peak=$(awk -v k="$peak" 'BEGIN {printf "%.1f", k / 1024}')
@@ -133,7 +140,7 @@ echo "pgveil encrypt, $ROWS rows, 3 tagged columns (2 deterministic text, 1 rand
 printf '| %-34s | %12s |\n' metric median
 printf '|%s|%s|\n' "------------------------------------" "--------------"
 printf '| %-34s | %12s |\n' "walk rows/s (target >= 20000)" "$(col 1)"
-printf '| %-34s | %12s |\n' "whole run rows/s (install..swap)" "$(col 2)"
+printf '| %-34s | %12s |\n' "whole run rows/s (walk..swap)" "$(col 2)"
 printf '| %-34s | %12s |\n' "tool RSS first sample, MiB" "$(col 3)"
 printf '| %-34s | %12s |\n' "tool RSS peak, MiB" "$(col 4)"
 printf '| %-34s | %12s |\n' "read p50 baseline, ms" "$(col 5)"

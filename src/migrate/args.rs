@@ -52,6 +52,10 @@ pub struct EncryptArgs {
     /// Fill the shadow columns and keep them in sync, but do not swap them in yet.
     #[arg(long)]
     pub no_swap: bool,
+    /// Only add the (empty) shadow columns and the sync trigger, then stop:
+    /// deploy the final rules to pgveil next, then run again to fill them.
+    #[arg(long, conflicts_with_all = ["offline", "rekey", "renamed_from"])]
+    pub install_only: bool,
 }
 
 impl EncryptArgs {
@@ -71,6 +75,7 @@ impl EncryptArgs {
             max_rate: self.max_rate,
             dry_run: self.dry_run,
             no_swap: self.no_swap,
+            install_only: self.install_only,
         }
     }
 }

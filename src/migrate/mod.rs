@@ -118,6 +118,11 @@ pub struct Options {
     /// Fill and keep the shadow columns in sync, but leave the swap to a
     /// later run (so it can be timed with the proxy's rules change).
     pub no_swap: bool,
+    /// Add the shadow columns and the trigger, and stop before the walk: the
+    /// shadows stay empty (nothing to serve wrongly) while the proxies move
+    /// to the final rules, under which they serve the columns as plaintext
+    /// at rest with the shadows denied (`snapshot::overlay`).
+    pub install_only: bool,
 }
 
 /// What a run did, for the closing summary (counts only).
@@ -179,6 +184,13 @@ async fn run_inner(opts: &Options) -> Result<Summary, MigrateError> {
     if opts.dry_run {
         return dry_run(&client, &plan, &keyring, state.as_ref()).await;
     }
+    if opts.install_only && plan.shadowed().next().is_none() {
+        return Err(MigrateError::Usage(format!(
+            "--install-only: no column of {} takes the online path (they are bytea already, \
+             or --offline); nothing was changed",
+            plan.table
+        )));
+    }
     checkpoint::lock(&client, &plan).await?;
     checkpoint::ensure_schema(&client).await?;
     let ciphers = ciphers(&keyring, &plan)?;
@@ -237,6 +249,9 @@ async fn execute(
             (None, Phase::Backfill, 0)
         }
     };
+    if opts.install_only {
+        return Ok(installed(plan, state.is_some()));
+    }
     // After an offline ALTER the columns are bytea: plan again for the walk.
     let replanned;
     let plan = if state.is_none() && plan.offline && !shadowed {
@@ -283,6 +298,26 @@ async fn execute(
         swapped,
         opts.no_swap && shadowed,
     ))
+}
+
+/// `--install-only`: what exists now and what comes next.
+fn installed(plan: &Plan, already: bool) -> Summary {
+    let cols: Vec<&str> = plan.shadowed().map(|(_, s)| s).collect();
+    let what = if already {
+        "already installed (a conversion is in flight)"
+    } else {
+        "installed, empty"
+    };
+    Summary {
+        table: plan.table.to_string(),
+        text: format!(
+            "pgveil encrypt {}: shadow columns {} and trigger {what}; deploy the final rules \
+             to every pgveil instance, then run the same command without --install-only\n",
+            plan.table,
+            cols.join(", ")
+        ),
+        ..Default::default()
+    }
 }
 
 fn summary(plan: &Plan, c: Counts, p: &Progress, swapped: bool, held: bool) -> Summary {

@@ -10,6 +10,7 @@ use super::MigrateError;
 use crate::rules::{ColumnRule, RuleSet, TableName};
 
 /// Postgres' identifier limit (NAMEDATALEN - 1).
+#[cfg(test)]
 const MAX_IDENT: usize = 63;
 
 pub fn quote_ident(s: &str) -> String {
@@ -82,15 +83,9 @@ impl Plan {
     }
 }
 
-/// The shadow column's name: a fixed prefix, cut to Postgres' limit on a
-/// character boundary (Postgres would cut it on a byte boundary itself).
-pub fn shadow_name(column: &str) -> String {
-    let mut s = format!("pgveil_enc_{column}");
-    while s.len() > MAX_IDENT {
-        s.pop();
-    }
-    s
-}
+/// The shadow column's name (defined beside the proxy's overlay, which
+/// recognises shadow columns by it).
+pub use crate::snapshot::overlay::shadow_name;
 
 pub fn parse_table(s: &str) -> Result<TableName, MigrateError> {
     match s.split_once('.') {

@@ -188,3 +188,19 @@ pub fn drift<'r>(rules: &'r RuleSet, schema: &SchemaSnapshot) -> Option<Drift<'r
             Some(_) => None,
         })
 }
+
+/// Prefix of the shadow columns of an online conversion (`pgveil encrypt`,
+/// `snapshot::overlay`).
+pub const SHADOW_PREFIX: &str = "pgveil_enc_";
+
+/// Whether `rule` is a conversion's shadow column as the overlay serves it:
+/// plaintext at rest, denied to everyone. The masked derived table names
+/// such a column (as a NULL) instead of leaving it out, so that a statement
+/// built before the swap, which renames the shadow away, fails in
+/// PostgreSQL rather than read the swapped-in column as plaintext.
+pub fn is_conversion_shadow(rule: &ColumnRule) -> bool {
+    rule.encrypt.is_none()
+        && rule.name.starts_with(SHADOW_PREFIX)
+        && rule.access.is_empty()
+        && rule.default == Access::Deny
+}

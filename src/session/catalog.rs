@@ -13,6 +13,7 @@ use crate::schema::{
     catalog_query, dependent_views_query, from_catalog_rows, protected_views_from_rows,
     SchemaSnapshot, SEARCH_PATH_QUERY,
 };
+use crate::snapshot::overlay::{self, InFlight, OVERLAY_MAX_AGE};
 use crate::snapshot::Snapshot;
 
 /// Per-session catalog facts: effective roles and the schema snapshot.
@@ -39,10 +40,14 @@ impl Catalog {
         }
     }
 
-    /// See [`crate::policy::is_restricted`].
+    /// See [`crate::policy::is_restricted`]. While a conversion is in
+    /// flight every session is restricted (its shadow column is denied to
+    /// everyone), whether `policy` is the shared snapshot or the session's
+    /// serving one: the startup checks ask with the shared one.
     pub fn restricted(&self, policy: &Snapshot) -> bool {
         memo(&self.restricted, policy, || {
             crate::policy::is_restricted(&policy.rules, &self.roles)
+                || !overlay::in_flight(&policy.rules, &self.schema).is_empty()
         })
     }
 
@@ -167,50 +172,127 @@ pub struct SessionCatalog {
     /// The last read succeeded. While false, the session has nothing to
     /// judge statements by, and they are refused.
     pub loaded: bool,
-    /// The DDL epoch and rules version it was read at.
+    /// The DDL epoch and (shared) rules version it was read at.
     pub epoch: u64,
     pub version: String,
     pub at: Instant,
-    /// Bumped whenever the rules or the session's roles change: statements,
-    /// portals and cursors made under an older generation are checked again
-    /// or refused.
+    /// Bumped whenever the rules, the session's roles or the conversions in
+    /// flight change: statements, portals and cursors made under an older
+    /// generation are checked again or refused.
     pub generation: u64,
+    /// Columns on the shadow path in this snapshot (`snapshot::overlay`).
+    pub in_flight: Vec<InFlight>,
+    /// The serving snapshot for `in_flight`, and the shared snapshot it was
+    /// built from.
+    serving: Option<(Arc<Snapshot>, Arc<Snapshot>)>,
 }
 
 impl SessionCatalog {
-    pub fn new(catalog: Option<Catalog>, epoch: u64, version: String) -> Self {
+    pub fn new(catalog: Option<Catalog>, epoch: u64, policy: &Snapshot) -> Self {
+        let in_flight = catalog
+            .as_ref()
+            .map(|c| overlay::in_flight(&policy.rules, &c.schema))
+            .unwrap_or_default();
         SessionCatalog {
             loaded: catalog.is_some(),
             current: Arc::new(catalog.unwrap_or_default()),
             epoch,
-            version,
+            version: policy.rules.version.clone(),
             at: Instant::now(),
             generation: 0,
+            in_flight,
+            serving: None,
         }
     }
 
+    /// The policy this session's statements and replies are judged by: the
+    /// shared snapshot, or while conversions are in flight in this
+    /// session's catalog, the same keys under the serving rules
+    /// (`snapshot::overlay::serving_rules`). Every rules lookup of the
+    /// session goes through the snapshot this returns; only the catalog
+    /// read itself (which tables, which version) uses the shared one.
+    pub fn policy(&mut self, shared: &Arc<Snapshot>) -> Arc<Snapshot> {
+        if self.in_flight.is_empty() {
+            return shared.clone();
+        }
+        if let Some((base, serving)) = &self.serving {
+            if Arc::ptr_eq(base, shared) {
+                return serving.clone();
+            }
+        }
+        // Rules reloaded since the catalog was read: the catalog is stale and
+        // is re-read before the next statement; until then, the new rules
+        // over the same snapshot.
+        let in_flight = overlay::in_flight(&shared.rules, &self.current.schema);
+        if in_flight != self.in_flight {
+            self.in_flight = in_flight;
+            self.generation += 1;
+            if self.in_flight.is_empty() {
+                self.serving = None;
+                return shared.clone();
+            }
+        }
+        let serving =
+            Arc::new(shared.serving(overlay::serving_rules(&shared.rules, &self.in_flight)));
+        self.serving = Some((shared.clone(), serving.clone()));
+        serving
+    }
+
+    /// Why a RowDescription cannot be served under this snapshot (see
+    /// `snapshot::overlay::reply_conflict`). Decoded only while a
+    /// conversion is in flight: otherwise there is nothing to compare.
+    pub fn reply_conflict(&self, frame: &[u8]) -> Option<&'static str> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        let Ok(rd) = crate::protocol::messages::decode_row_description(frame) else {
+            return Some("an undecodable RowDescription while a conversion is in flight");
+        };
+        overlay::reply_conflict(
+            &self.current.schema,
+            &self.in_flight,
+            rd.fields
+                .iter()
+                .map(|f| (f.table_id as u32, f.column_id, f.type_id)),
+        )
+    }
+
     /// Whether it must be re-read: never read, too old, read under other
-    /// rules, or DDL went through pgveil since.
+    /// rules, or DDL went through pgveil since. While a conversion is in
+    /// flight it is never kept longer than [`OVERLAY_MAX_AGE`], which bounds
+    /// the window after a swap (see `snapshot::overlay`).
     pub fn stale(&self, version: &str, epoch: u64, max_age: Duration) -> bool {
+        let max_age = if self.in_flight.is_empty() {
+            max_age
+        } else {
+            max_age.min(OVERLAY_MAX_AGE)
+        };
         !self.loaded
             || self.at.elapsed() > max_age
             || self.version != version
             || self.epoch != epoch
     }
 
-    /// Takes a refresh's outcome. A failed refresh leaves the session
-    /// without a catalog (its statements are refused) and retries before
-    /// the next statement: roles may have been revoked, so the previous
-    /// catalog proves nothing any more.
-    pub fn refreshed(&mut self, fresh: Option<Catalog>, epoch: u64, version: &str) -> bool {
+    /// Takes a refresh's outcome, read under the shared `policy`. A failed
+    /// refresh leaves the session without a catalog (its statements are
+    /// refused) and retries before the next statement: roles may have been
+    /// revoked, so the previous catalog proves nothing any more.
+    pub fn refreshed(&mut self, fresh: Option<Catalog>, epoch: u64, policy: &Snapshot) -> bool {
         self.at = Instant::now();
         let Some(c) = fresh else {
             self.loaded = false;
             return false;
         };
-        if c.roles != self.current.roles || self.version != version {
+        let version = &policy.rules.version;
+        let in_flight = overlay::in_flight(&policy.rules, &c.schema);
+        if c.roles != self.current.roles || self.version != *version || in_flight != self.in_flight
+        {
             self.generation += 1;
         }
+        if in_flight != self.in_flight {
+            self.serving = None;
+        }
+        self.in_flight = in_flight;
         self.current = Arc::new(c);
         self.loaded = true;
         self.epoch = epoch;
@@ -263,20 +345,27 @@ mod tests {
         assert!(r.finish("alice").is_none(), "an error");
     }
 
+    fn policy(version: &str) -> Snapshot {
+        let mut rules = crate::rules::RuleSet::default();
+        rules.version = version.into();
+        Snapshot::build(rules, None).expect("snapshot")
+    }
+
     #[test]
     fn a_failed_refresh_unloads_and_a_role_change_bumps_the_generation() {
+        let (v1, v2) = (policy("v1"), policy("v2"));
         let mut c = SessionCatalog::new(
             Some(Catalog::new(vec!["a".into()], SchemaSnapshot::default())),
             0,
-            "v1".into(),
+            &v1,
         );
         assert!(c.loaded);
-        assert!(!c.refreshed(None, 0, "v1"));
+        assert!(!c.refreshed(None, 0, &v1));
         assert!(!c.loaded);
         assert!(c.refreshed(
             Some(Catalog::new(vec!["a".into()], SchemaSnapshot::default())),
             0,
-            "v1"
+            &v1
         ));
         assert_eq!(c.generation, 0, "same roles, same rules");
         c.refreshed(
@@ -285,7 +374,7 @@ mod tests {
                 SchemaSnapshot::default(),
             )),
             0,
-            "v1",
+            &v1,
         );
         assert_eq!(c.generation, 1);
         c.refreshed(
@@ -294,8 +383,133 @@ mod tests {
                 SchemaSnapshot::default(),
             )),
             0,
-            "v2",
+            &v2,
         );
         assert_eq!(c.generation, 2);
+    }
+
+    /// Final rules encrypting `public.t.email` (admin plaintext), with keys.
+    fn final_rules() -> Arc<Snapshot> {
+        let rules = crate::rules::RuleSet::new(
+            crate::rules::parse_str(
+                "r.toml",
+                "[[column]]\ntable = \"public.t\"\nname = \"email\"\ntype = \"text\"\n\
+                 encrypt = \"deterministic\"\nclass = \"c\"\n[column.access]\nadmin = \"plaintext\"\n",
+            )
+            .expect("rules"),
+            "final".into(),
+        );
+        let ring = crate::crypto::Keyring::generate().expect("keyring");
+        Arc::new(Snapshot::build(rules, Some(&ring)).expect("snapshot"))
+    }
+
+    /// `public.t` (OID 100) with these (name, type) columns.
+    fn table(cols: &[(&str, &str)]) -> SchemaSnapshot {
+        let columns = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (n, ty))| crate::schema::ColumnInfo {
+                name: n.to_string(),
+                attnum: i as i16 + 1,
+                type_oid: if *ty == "bytea" { 17 } else { 25 },
+                type_name: ty.to_string(),
+            })
+            .collect();
+        let t = crate::ident::TableName {
+            schema: "public".into(),
+            name: "t".into(),
+        };
+        let info = crate::schema::TableInfo {
+            oid: 100,
+            relkind: 'r',
+            columns,
+        };
+        SchemaSnapshot::new(vec!["public".into()], [(t, info)].into_iter().collect())
+    }
+
+    fn admin(schema: SchemaSnapshot) -> Option<Catalog> {
+        Some(Catalog::new(vec!["admin".into()], schema))
+    }
+
+    #[test]
+    fn the_overlay_follows_the_catalog_and_each_change_bumps_the_generation() {
+        let shared = final_rules();
+        let walking = table(&[
+            ("id", "int8"),
+            ("email", "text"),
+            ("pgveil_enc_email", "bytea"),
+        ]);
+        let swapped = table(&[("id", "int8"), ("email", "bytea")]);
+        let mut c = SessionCatalog::new(
+            admin(table(&[("id", "int8"), ("email", "text")])),
+            0,
+            &shared,
+        );
+        assert!(Arc::ptr_eq(&c.policy(&shared), &shared), "no shadow yet");
+        // The tool installed the shadow: served as plaintext at rest.
+        c.refreshed(admin(walking.clone()), 0, &shared);
+        assert_eq!(c.generation, 1);
+        let serving = c.policy(&shared);
+        assert_ne!(serving.rules.version, shared.rules.version);
+        let t = crate::ident::TableName {
+            schema: "public".into(),
+            name: "t".into(),
+        };
+        assert!(serving
+            .rules
+            .column(&t, "email")
+            .is_some_and(|r| r.encrypt.is_none()));
+        assert!(Arc::ptr_eq(&c.policy(&shared), &serving), "built once");
+        assert!(c.current.restricted(&serving) && c.current.restricted(&shared));
+        assert!(
+            c.stale(&shared.rules.version, 0, Duration::from_secs(3600))
+                == (c.at.elapsed() > OVERLAY_MAX_AGE)
+        );
+        // The same snapshot again: nothing changes.
+        c.refreshed(admin(walking), 0, &shared);
+        assert_eq!(c.generation, 1);
+        // The swap: final rules, and statements judged before are judged again.
+        c.refreshed(admin(swapped), 0, &shared);
+        assert_eq!(c.generation, 2);
+        assert!(Arc::ptr_eq(&c.policy(&shared), &shared));
+        assert!(!c.current.restricted(&shared));
+    }
+
+    #[test]
+    fn a_reply_from_the_old_shadow_is_a_conflict_only_under_the_overlay() {
+        use pgwire::messages::data::{FieldDescription, RowDescription};
+        let shared = final_rules();
+        let walking = table(&[
+            ("id", "int8"),
+            ("email", "text"),
+            ("pgveil_enc_email", "bytea"),
+        ]);
+        let mut c = SessionCatalog::new(admin(walking), 0, &shared);
+        let rd = |attnum: i16, ty: u32| {
+            let f = FieldDescription::new("email".into(), 100, attnum, ty, -1, -1, 0);
+            let mut out = bytes::BytesMut::new();
+            crate::protocol::messages::encode_row_description(
+                &RowDescription::new(vec![f]),
+                &mut out,
+            )
+            .expect("encode");
+            out
+        };
+        assert_eq!(c.reply_conflict(&rd(2, 25)), None, "email as text");
+        assert!(
+            c.reply_conflict(&rd(3, 17)).is_some(),
+            "the shadow's attnum"
+        );
+        assert!(c.reply_conflict(&rd(2, 17)).is_some(), "email became bytea");
+        c.refreshed(
+            admin(table(&[("id", "int8"), ("email", "bytea")])),
+            0,
+            &shared,
+        );
+        assert_eq!(
+            c.reply_conflict(&rd(3, 17)),
+            None,
+            "no overlay, nothing to compare"
+        );
     }
 }

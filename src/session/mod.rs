@@ -137,8 +137,7 @@ async fn run(
         roles: Arc::new(roles),
     });
     let ctx = SessionCtx { rec };
-    let version = shared.policy.load().rules.version.clone();
-    let catalog = catalog::SessionCatalog::new(key.catalog, key.epoch, version);
+    let catalog = catalog::SessionCatalog::new(key.catalog, key.epoch, &shared.policy.load());
     let result = relay::run(client, server, key.leftover, &ctx, catalog, shared).await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);

@@ -7,6 +7,8 @@
 //! one atomic pointer store; a statement keeps the snapshot it started with.
 //! An invalid edit leaves the old snapshot in place.
 
+pub mod overlay;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,8 +35,19 @@ pub enum SnapshotError {
 
 pub struct Snapshot {
     pub rules: Arc<RuleSet>,
-    pub crypto: Option<CryptoSnapshot>,
+    /// Shared with the per-session serving snapshots built from this one
+    /// ([`Snapshot::serving`]).
+    pub crypto: Option<Arc<CryptoSnapshot>>,
     pub names: TaggedNames,
+}
+
+/// Names the rules version only: keys never appear in logs.
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("rules_version", &self.rules.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Snapshot {
@@ -49,7 +62,7 @@ impl Snapshot {
 
     pub fn build(rules: RuleSet, keyring: Option<&Keyring>) -> Result<Self, SnapshotError> {
         let crypto = match keyring {
-            Some(k) => Some(CryptoSnapshot::new(k, &rules)?),
+            Some(k) => Some(Arc::new(CryptoSnapshot::new(k, &rules)?)),
             None => {
                 if let Some(c) = rules.columns().iter().find(|c| c.encrypt.is_some()) {
                     return Err(SnapshotError::NoKeyring(c.qualified()));
@@ -66,6 +79,19 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The same keys under other rules: a session's serving rules while a
+    /// conversion is in flight (`migrate::overlay`). The keys were derived
+    /// for the final rules; the serving rules only take `encrypt` away from
+    /// columns and add denied ones, so no cipher is missing that a serving
+    /// rule would need.
+    pub fn serving(&self, rules: RuleSet) -> Snapshot {
+        Snapshot {
+            names: TaggedNames::new(&rules),
+            rules: Arc::new(rules),
+            crypto: self.crypto.clone(),
+        }
     }
 }
 

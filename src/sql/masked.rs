@@ -14,7 +14,8 @@
 //!
 //! Per plaintext-at-rest column: `plaintext` stays the column; a mask
 //! becomes [`crate::mask::sql_expr`] (pg_catalog-qualified functions only);
-//! `null` and `deny` become a typed NULL. A `deny` column keeps its rule as
+//! `null` and `deny` become a typed NULL (that still names the column for a
+//! conversion's shadow, see `policy::is_conversion_shadow`). A `deny` column keeps its rule as
 //! origin in the analysis, so any reference to it (named, `*`, whole row)
 //! is refused; the NULL is only a second line of defence. Encrypted columns
 //! pass through as plain references: they hold ciphertext, the existing
@@ -223,6 +224,10 @@ impl<'a> Analyzer<'a, '_> {
                 };
                 mask::sql_expr(m, r.ty, &col, key.as_deref())
                     .map_err(|e| refuse::mask_failed(&r.table, &e.to_string()))?
+            }
+            Access::Null | Access::Deny if crate::policy::is_conversion_shadow(r) => {
+                let t = r.ty.sql_name();
+                format!("(CASE WHEN ({col}) IS NULL THEN CAST(NULL AS pg_catalog.{t}) ELSE CAST(NULL AS pg_catalog.{t}) END)")
             }
             Access::Null | Access::Deny => {
                 format!("CAST(NULL AS pg_catalog.{})", r.ty.sql_name())

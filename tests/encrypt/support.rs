@@ -1,15 +1,11 @@
 //! Fixture of the `pgveil encrypt` tests: a `people` table of plaintext
 //! rows whose values are a function of the id (so any value can be checked
-//! without keeping a copy), rules, a keyring, the real binary, and the
-//! application threads that use the table through the proxy.
+//! without keeping a copy), rules, a keyring and the real binary.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use pgveil::crypto::{looks_like_ciphertext, parse_header, ColumnCipher, Keyring};
 use pgveil::rules::{EncryptMode, TableName};
@@ -49,11 +45,17 @@ pub fn expected(id: i64) -> (Option<String>, Option<String>, Option<String>) {
 
 #[derive(Clone, Copy)]
 pub enum Stage {
-    /// What the proxy serves during the walk: plaintext at rest, shadows denied.
-    Serving,
-    /// The rules once converted.
+    /// The rules once converted, deployed from the start (pgveil serves each
+    /// column as what it is meanwhile).
     Target,
+    /// The same, plus [`SUPPORT_ROLE`] reading email masked (`email` mask)
+    /// and denied the other columns.
+    WithSupport,
 }
+
+/// A restricted role of the tests that need one (see [`Fixture::support_role`]).
+pub const SUPPORT_ROLE: &str = "enc_support";
+pub const SUPPORT_PASSWORD: &str = "enc-Pa55word";
 
 pub struct Fixture {
     pub db: String,
@@ -64,17 +66,13 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
 
-fn rule(name: &str, ty: &str, enc: Option<&str>, access: bool) -> String {
+fn rule(name: &str, ty: &str, enc: Option<&str>, extra_access: &str) -> String {
     let enc = enc
         .map(|e| format!("encrypt = \"{e}\"\n"))
         .unwrap_or_default();
-    let access = if access {
-        format!("[column.access]\n{APP_USER} = \"plaintext\"\n")
-    } else {
-        String::new()
-    };
     format!(
-        "[[column]]\ntable = \"public.people\"\nname = \"{name}\"\ntype = \"{ty}\"\n{enc}class = \"pii\"\n{access}\n"
+        "[[column]]\ntable = \"public.people\"\nname = \"{name}\"\ntype = \"{ty}\"\n{enc}class = \"pii\"\n\
+         [column.access]\n{APP_USER} = \"plaintext\"\n{extra_access}\n"
     )
 }
 
@@ -119,27 +117,31 @@ impl Fixture {
     }
 
     pub fn write_rules(&self, stage: Stage, email: &str) {
-        match stage {
-            Stage::Target => {
-                let text = rule(email, "text", Some("deterministic"), true)
-                    + &rule("ssn", "text", Some("deterministic"), true)
-                    + &rule("born", "date", Some("randomized"), true);
-                write_atomic(&self.rules, &text);
-                write_atomic(&self.proxy_rules, &text);
-            }
-            Stage::Serving => {
-                let mut text = String::new();
-                for (c, ty, mode) in [
-                    ("email", "text", "deterministic"),
-                    ("ssn", "text", "deterministic"),
-                    ("born", "date", "randomized"),
-                ] {
-                    text += &rule(c, ty, None, true);
-                    text += &rule(&format!("pgveil_enc_{c}"), ty, Some(mode), false);
-                }
-                write_atomic(&self.proxy_rules, &text);
-            }
-        }
+        let support = match stage {
+            Stage::Target => String::new(),
+            Stage::WithSupport => format!("{SUPPORT_ROLE} = \"email\"\n"),
+        };
+        let text = rule(email, "text", Some("deterministic"), &support)
+            + &rule("ssn", "text", Some("deterministic"), "")
+            + &rule("born", "date", Some("randomized"), "");
+        write_atomic(&self.rules, &text);
+        write_atomic(&self.proxy_rules, &text);
+    }
+
+    /// Creates [`SUPPORT_ROLE`] (once per cluster) and lets it read `people`.
+    pub fn support_role(&self) {
+        static ROLE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        ROLE.get_or_init(|| {
+            shared()
+                .pg
+                .create_login_role(
+                    SUPPORT_ROLE,
+                    SUPPORT_PASSWORD,
+                    pgveil::pgtemp::PasswordEncryption::Scram,
+                )
+                .expect("create role");
+        });
+        self.sql(&format!("GRANT SELECT, UPDATE ON people TO {SUPPORT_ROLE}"));
     }
 
     fn command(&self, keyring: Option<&Path>, extra: &[&str]) -> Command {
@@ -237,8 +239,10 @@ impl Fixture {
         path
     }
 
-    pub fn proxy(&self, keyring: &Path, serving: bool) -> Proxy {
-        if !serving {
+    /// The proxy under the proxy's rules directory; `keep_rules` keeps
+    /// what the test wrote there, otherwise the target rules are rewritten.
+    pub fn proxy(&self, keyring: &Path, keep_rules: bool) -> Proxy {
+        if !keep_rules {
             self.write_rules(Stage::Target, &self.target_email_name());
         }
         Proxy::start(
@@ -360,142 +364,4 @@ fn leftovers_sql() -> String {
      AND attname LIKE 'pgveil_enc_%' AND NOT attisdropped) + \
      (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.people'::regclass AND tgname = 'zz_pgveil_sync')"
         .into()
-}
-
-/// A reader and a writer using `people` through the proxy.
-pub struct Apps {
-    stop_reader: Arc<AtomicBool>,
-    stop_writer: Arc<AtomicBool>,
-    /// Set once the swap may start: writer errors are then fail-closed refusals.
-    swapping: Arc<AtomicBool>,
-    reads: Arc<AtomicU64>,
-    acked: Arc<Mutex<HashMap<i64, String>>>,
-    reader: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-impl Apps {
-    pub fn start(proxy: &Proxy, db: &str) -> Apps {
-        let a = Apps {
-            stop_reader: Arc::default(),
-            stop_writer: Arc::default(),
-            swapping: Arc::default(),
-            reads: Arc::default(),
-            acked: Arc::default(),
-            reader: None,
-            writer: None,
-        };
-        let (port, db1, db2) = (proxy.port, db.to_string(), db.to_string());
-        let (stop, reads) = (a.stop_reader.clone(), a.reads.clone());
-        let reader = std::thread::spawn(move || rt().block_on(read_loop(port, db1, stop, reads)));
-        let (stop, swapping, acked) = (a.stop_writer.clone(), a.swapping.clone(), a.acked.clone());
-        let writer =
-            std::thread::spawn(move || rt().block_on(write_loop(port, db2, stop, swapping, acked)));
-        Apps {
-            reader: Some(reader),
-            writer: Some(writer),
-            ..a
-        }
-    }
-
-    /// Stops the reader (its assertions surface here); returns (reads, writes).
-    pub fn stop_reader_keep_writer(&mut self) -> (u64, usize) {
-        self.stop_reader.store(true, Ordering::SeqCst);
-        if let Some(r) = self.reader.take() {
-            r.join().expect("reader saw a wrong value or an error");
-        }
-        self.swapping.store(true, Ordering::SeqCst);
-        let writes = self.acked.lock().map(|m| m.len()).unwrap_or(0);
-        (self.reads.load(Ordering::SeqCst), writes)
-    }
-
-    pub fn stop_writer(mut self) -> HashMap<i64, String> {
-        self.stop_writer.store(true, Ordering::SeqCst);
-        if let Some(w) = self.writer.take() {
-            w.join().expect("writer failed before the swap");
-        }
-        self.acked.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-}
-
-/// Reads rows the writer never touches (ids 1..15000), by id and by an
-/// equality lookup on the deterministic column; every answer must be right.
-async fn read_loop(port: u16, db: String, stop: Arc<AtomicBool>, reads: Arc<AtomicU64>) {
-    let c = connect(port, &db, APP_USER, APP_PASSWORD)
-        .await
-        .expect("reader connects");
-    let mut id: i64 = 1;
-    while !stop.load(Ordering::SeqCst) {
-        id = (id * 7919 + 13) % 14_999 + 1;
-        let want = expected(id).0;
-        let got: Option<String> = c
-            .query_one("SELECT email FROM people WHERE id = $1", &[&id])
-            .await
-            .unwrap_or_else(|e| panic!("read id {id}: {e:?}"))
-            .get(0);
-        assert_eq!(got, want, "id {id}");
-        if let Some(w) = want {
-            let rows = c
-                .query("SELECT id FROM people WHERE email = $1", &[&w])
-                .await
-                .unwrap_or_else(|e| panic!("lookup: {e:?}"));
-            assert_eq!(rows.len(), 1, "lookup of id {id}");
-            assert_eq!(rows[0].get::<_, i64>(0), id);
-        }
-        reads.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Inserts new rows and updates rows 15000..20000, with parameters and with
-/// literals; records what was acknowledged. Errors are allowed only once the
-/// swap may have happened (the column is then bytea and the proxy, still
-/// serving it as plaintext, is refused by the server).
-async fn write_loop(
-    port: u16,
-    db: String,
-    stop: Arc<AtomicBool>,
-    swapping: Arc<AtomicBool>,
-    acked: Arc<Mutex<HashMap<i64, String>>>,
-) {
-    let c = connect(port, &db, APP_USER, APP_PASSWORD)
-        .await
-        .expect("writer connects");
-    let mut n: i64 = 0;
-    while !stop.load(Ordering::SeqCst) {
-        n += 1;
-        let (id, email) = if n % 2 == 0 {
-            (1_000_000 + n, format!("new{n}@example.com"))
-        } else {
-            (15_000 + n % 5_000, format!("upd{n}@example.com"))
-        };
-        let r = if n % 3 == 0 {
-            c.simple_query(&format!(
-                "INSERT INTO people (id, email) VALUES ({id}, '{email}') \
-                 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email"
-            ))
-            .await
-            .map(|_| ())
-        } else {
-            c.execute(
-                "INSERT INTO people (id, email) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email",
-                &[&id, &email],
-            )
-            .await
-            .map(|_| ())
-        };
-        match r {
-            Ok(()) => {
-                if let Ok(mut m) = acked.lock() {
-                    m.insert(id, email);
-                }
-            }
-            Err(e) if swapping.load(Ordering::SeqCst) => {
-                let _ = e;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("write before the swap failed: {e}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }

@@ -94,9 +94,14 @@ pub(super) async fn backend(
     let mut held = Held::default();
     loop {
         let t0 = Instant::now();
-        let policy = shared.policy.load();
-        let tracked = ctx.tracked(&policy);
-        let restricted = tracked && lock(state).catalog.current.restricted(&policy);
+        let base = shared.policy.load();
+        let tracked = ctx.tracked(&base);
+        let (policy, restricted) = {
+            let mut st = lock(state);
+            let policy = st.catalog.policy(&base);
+            let restricted = tracked && st.catalog.current.restricted(&policy);
+            (policy, restricted)
+        };
         let mut recs = Records {
             restricted,
             rec: ctx.rec.as_ref(),

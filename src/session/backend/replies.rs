@@ -47,7 +47,10 @@ pub(super) fn dispatch(
     Ok(match frame[0] {
         b'1' | b'2' | b'3' => on_complete_step(st, cx.generation),
         b't' => on_parameter_description(frame, st),
-        b'T' => on_row_description(frame, st, cx),
+        b'T' => match st.catalog.reply_conflict(frame) {
+            Some(why) => return Err(SessionError::Desync(why)),
+            None => on_row_description(frame, st, cx),
+        },
         b'n' => on_no_data(st),
         b'D' => on_data_row(frame, st, cx),
         b'G' => on_copy_response(CopyDir::In, st, cx),

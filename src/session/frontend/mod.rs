@@ -164,15 +164,18 @@ pub(super) async fn frontend(
     let m = metrics();
     let mut batch = Batch::default();
     loop {
-        let policy = shared.policy.load();
-        let tracked = ctx.tracked(&policy);
+        let base = shared.policy.load();
+        let tracked = ctx.tracked(&base);
         if tracked
             && batch.start.is_none()
             && !buf.is_empty()
-            && catalog_stale(&lock(state), &policy, shared)
+            && catalog_stale(&lock(state), &base, shared)
         {
-            refresh_catalog(sw, state, &policy, shared).await?;
+            refresh_catalog(sw, state, &base, shared).await?;
         }
+        // The rules this session serves under its catalog (conversions in
+        // flight change them; see `SessionCatalog::policy`).
+        let policy = lock(state).catalog.policy(&base);
         let env = Env {
             policy: &policy,
             ctx,
@@ -344,7 +347,7 @@ async fn refresh_catalog(
         internal_query(sw, state, CATALOG_UNDO).await?;
     }
     let mut st = lock(state);
-    if st.catalog.refreshed(fresh, epoch, &policy.rules.version) {
+    if st.catalog.refreshed(fresh, epoch, policy) {
         tracing::debug!("session catalog refreshed");
     } else {
         tracing::warn!(
