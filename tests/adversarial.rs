@@ -340,3 +340,19 @@ async fn renames_of_tagged_tables() {
     let _alone = TABLE_IN_PLACE.write().await;
     run_class_now("renames", cases::renames()).await;
 }
+
+#[path = "adversarial/output_cases.rs"]
+mod output_cases;
+
+/// Issue 12: statements that return a masked column bare *and* use it elsewhere.
+#[tokio::test]
+async fn output_only_masking_fast_path() {
+    run_class("output-masking", output_cases::fast_path_cases()).await;
+}
+
+/// Issue 12: what restricted roles see is computed over masked values (exact answers).
+#[tokio::test]
+async fn output_only_masking_exact_answers() {
+    let _shared = TABLE_IN_PLACE.read().await;
+    output_cases::exact_answers().await;
+}

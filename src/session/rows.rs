@@ -39,6 +39,8 @@ pub enum RowError {
     /// PostgreSQL would also refuse (see `values::ValueError`).
     #[error("parameter ${0} for {1}: {2}")]
     Param(usize, String, String, &'static str),
+    #[error("a result column comes from a table or column pgveil does not know (changed since this session read the catalog); nothing was revealed, retry the statement")]
+    UnknownOrigin,
 }
 
 impl crate::error::ClientError for RowError {
@@ -50,6 +52,7 @@ impl crate::error::ClientError for RowError {
             RowError::Value(..) => DATA_EXCEPTION,
             RowError::Denied(..) => INSUFFICIENT_PRIVILEGE,
             RowError::Param(.., code) => code,
+            RowError::UnknownOrigin => OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 }
@@ -59,16 +62,24 @@ impl crate::error::ClientError for RowError {
 pub struct ColPlan {
     pub rule: Arc<ColumnRule>,
     pub access: Access,
+    /// Stored as ciphertext (decrypt first); else plaintext at rest, masked
+    /// on the wire (output-only masking, see `sql::output_mask`).
+    pub encrypted: bool,
     pub hash_key: Option<Arc<HashKey>>,
     /// Metric children resolved once per plan, not per value.
     decrypted: prometheus::IntCounter,
     acted: prometheus::IntCounter,
 }
 
-/// Per result column: `Some` for columns whose origin is an encrypted rule.
+/// Per result column: `Some` for columns whose origin is an encrypted rule,
+/// or a plaintext-at-rest rule the session may not read in plaintext.
 #[derive(Debug, Default)]
 pub struct RowPlan {
     pub cols: Vec<Option<ColPlan>>,
+    /// Set when the result has a column whose origin pgveil must know but
+    /// does not (a forwarded-as-written statement, see
+    /// [`plan_row_description`]): every DataRow is refused.
+    pub unknown_origin: bool,
     /// Rules version and catalog generation the access decisions were
     /// taken under.
     pub version: String,
@@ -84,19 +95,20 @@ impl RowPlan {
             .iter()
             .map(|c| {
                 let c = c.as_ref()?;
-                let r = policy
-                    .rules
-                    .column(&c.rule.table, &c.rule.name)
-                    .filter(|r| r.encrypt.is_some());
-                Some(match r {
-                    Some(r) => col_plan(r, policy, roles),
-                    // The rule is gone: the value stays ciphertext, never revealed.
-                    None => col_plan_with(&c.rule, policy, crate::policy::read_access(None, roles)),
-                })
+                let r = policy.rules.column(&c.rule.table, &c.rule.name);
+                match r {
+                    Some(r) if r.encrypt.is_some() == c.encrypted => {
+                        Some(col_plan(r, policy, roles))
+                    }
+                    // The rule is gone or changed how the column is stored:
+                    // the value is never revealed.
+                    _ => Some(col_plan_with(&c.rule, policy, Access::Deny)),
+                }
             })
             .collect();
         RowPlan {
             cols,
+            unknown_origin: self.unknown_origin,
             version: policy.rules.version.clone(),
             generation,
         }
@@ -116,6 +128,7 @@ fn col_plan_with(r: &ColumnRule, policy: &Snapshot, access: Access) -> ColPlan {
     };
     ColPlan {
         access,
+        encrypted: r.encrypt.is_some(),
         decrypted: metrics()
             .crypto_ops
             .with_label_values(&["decrypt", &r.class]),
@@ -140,44 +153,77 @@ fn type_size(ty: LogicalType) -> i16 {
     }
 }
 
-/// Maps a RowDescription to a plan, and rewrites its types. Returns None
-/// (and no rewrite) when no column comes from an encrypted column.
+/// Maps a RowDescription to a plan, and rewrites its types: encrypted
+/// columns show their logical type; plaintext-at-rest columns masked on the
+/// wire lose their type modifier (a mask can change the length, as its SQL
+/// form would). Returns None when no column needs anything, and no frame
+/// when the RowDescription stays as it is.
+///
+/// `strict` (a statement forwarded as written, its masked columns masked
+/// here): a column with a table OID whose table or positive attnum the
+/// catalog snapshot does not know could be a masked column under a new OID
+/// or attnum, so the plan refuses every row rather than pass it through.
 pub fn plan_row_description(
     frame: &[u8],
     schema: &SchemaSnapshot,
     policy: &Snapshot,
     roles: &[String],
     generation: u64,
-) -> Result<Option<(RowPlan, BytesMut, Vec<i16>)>, RowError> {
+    strict: bool,
+) -> Result<Option<(RowPlan, Option<BytesMut>, Vec<i16>)>, RowError> {
     let mut rd: RowDescription = decode_row_description(frame)?;
     let mut plan = RowPlan {
-        cols: Vec::new(),
+        cols: Vec::with_capacity(rd.fields.len()),
+        unknown_origin: false,
         version: policy.rules.version.clone(),
         generation,
     };
-    let mut any = false;
+    let (mut any, mut rewrite) = (false, false);
     for f in rd.fields.iter_mut() {
-        let cp = (f.table_id != 0)
+        let origin = (f.table_id != 0)
             .then(|| schema.origin(f.table_id as u32, f.column_id))
-            .flatten()
+            .flatten();
+        if strict && f.table_id != 0 && origin.is_none() {
+            let known_table = schema.by_oid.contains_key(&(f.table_id as u32));
+            if !known_table || f.column_id > 0 {
+                plan.unknown_origin = true;
+            }
+        }
+        let cp = origin
             .and_then(|(t, c)| policy.rules.column(t, &c.name))
-            .filter(|r| r.encrypt.is_some())
-            .map(|r| col_plan(r, policy, roles));
+            .and_then(|r| {
+                let a = crate::policy::access(r, roles);
+                (r.encrypt.is_some() || a != Access::Plaintext).then(|| col_plan_with(r, policy, a))
+            });
         if let Some(cp) = &cp {
             any = true;
-            f.type_id = cp.rule.ty.oid();
-            f.type_size = type_size(cp.rule.ty);
-            f.type_modifier = -1;
+            if cp.encrypted {
+                f.type_id = cp.rule.ty.oid();
+                f.type_size = type_size(cp.rule.ty);
+                f.type_modifier = -1;
+                rewrite = true;
+            } else {
+                if !crate::sql::wire_type_matches(cp.rule.ty, f.type_id) {
+                    plan.unknown_origin = true;
+                }
+                if f.type_modifier != -1 {
+                    f.type_modifier = -1;
+                    rewrite = true;
+                }
+            }
         }
         plan.cols.push(cp);
     }
-    if !any {
+    if !any && !plan.unknown_origin {
         return Ok(None);
     }
     let formats = rd.fields.iter().map(|f| f.format_code).collect();
+    if !rewrite {
+        return Ok(Some((plan, None, formats)));
+    }
     let mut out = BytesMut::with_capacity(frame.len());
     encode_row_description(&rd, &mut out)?;
-    Ok(Some((plan, out, formats)))
+    Ok(Some((plan, Some(out), formats)))
 }
 
 /// Rewrites a ParameterDescription so encrypted parameters show their
@@ -262,6 +308,9 @@ fn reveal(
         }
         _ => {}
     }
+    if !cp.encrypted {
+        return mask_plaintext(cp, stored, format);
+    }
     let raw = if format == 1 {
         stored.to_vec()
     } else {
@@ -292,6 +341,36 @@ fn reveal(
     }
 }
 
+/// Masks one plaintext-at-rest value (output-only masking): the value is the
+/// column's own text or binary form, which for the types `output_mask`
+/// admits does not depend on session settings.
+fn mask_plaintext(cp: &ColPlan, stored: &[u8], format: i16) -> Result<Option<Vec<u8>>, RowError> {
+    let rule = &cp.rule;
+    let Access::Mask(m) = cp.access else {
+        return Ok(Some(stored.to_vec()));
+    };
+    let q = || rule.qualified();
+    let text = if format == 1 {
+        std::borrow::Cow::Owned(
+            crate::values::binary_to_text(rule.ty, stored)
+                .map_err(|e| RowError::Value(q(), e.to_string()))?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(stored)
+    };
+    let key = cp.hash_key.as_ref().map(|k| k.material()).unwrap_or(&[]);
+    cp.acted.inc();
+    let masked = crate::mask::apply(m, rule.ty, &text, key)
+        .map_err(|e| RowError::Value(q(), e.to_string()))?;
+    if format == 1 {
+        crate::values::text_to_binary(rule.ty, &masked)
+            .map(Some)
+            .map_err(|e| RowError::Value(q(), e.to_string()))
+    } else {
+        Ok(Some(masked))
+    }
+}
+
 /// Rewrites one DataRow frame per the plan.
 pub fn transform_data_row(
     frame: &[u8],
@@ -299,6 +378,9 @@ pub fn transform_data_row(
     formats: &[i16],
     policy: &Snapshot,
 ) -> Result<BytesMut, RowError> {
+    if plan.unknown_origin {
+        return Err(RowError::UnknownOrigin);
+    }
     let values = data_row_values(frame)?;
     let mut out = DataRowWriter::new(values.len(), frame.len() + 64);
     for (i, value) in values.enumerate() {

@@ -57,6 +57,7 @@ pub fn explain(sql: &str, ctx: &Context) -> String {
         }
         Analysis::Rewritten { sql, statements } => {
             let _ = writeln!(out, "decision: forwarded as rewritten below");
+            let _ = writeln!(out, "forwarded SQL bytes: {}", sql.len());
             for (i, p) in statements.iter().enumerate() {
                 statement_report(&mut out, i + 1, p, ctx);
             }
@@ -81,6 +82,13 @@ fn statement_report(out: &mut String, n: usize, p: &StatementPlan, ctx: &Context
             format!(" on {}", tables.join(", "))
         }
     );
+    if p.output_masked {
+        let _ = writeln!(
+            out,
+            "  path: output-only masking (masked columns only returned: masked by pgveil in \
+             each row, by RowDescription origin)"
+        );
+    }
     if p.columns.is_empty() {
         let _ = writeln!(out, "  no tagged column is read or written");
     }

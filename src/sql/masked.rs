@@ -35,9 +35,16 @@ use sqlparser::parser::Parser;
 use crate::mask;
 use crate::rules::model::{Access, ColumnRule, Mask, TableName};
 
+/// One column of a masked derived table.
+struct Served {
+    name: String,
+    /// Served by a SQL expression (mask or typed NULL), not passed through.
+    in_sql: bool,
+}
+
 use super::query::{Analyzer, R};
 use super::refuse::{self, access};
-use super::resolve::{fold_name, Relation, Scope};
+use super::resolve::{fold, fold_name, Relation, Scope};
 use super::restrict::protected_table;
 use super::ColumnAction;
 
@@ -123,8 +130,12 @@ impl<'a> Analyzer<'a, '_> {
         protected_table(self.ctx.rules, &t, self.roles()).then_some(t)
     }
 
-    /// Replaces `tf` (a reference to protected table `t`) by its masked
-    /// derived table and returns the relation the rest of the statement sees.
+    /// Serves a FROM reference to protected table `t` and returns the
+    /// relation the rest of the statement sees: by its masked derived table
+    /// when some column the statement can name must be masked in SQL, else
+    /// as the table itself (nothing it names is masked, or, on the fast path,
+    /// every masked column it names is masked on the wire; see
+    /// `output_mask`).
     pub fn mask_table(&mut self, tf: &mut TableFactor, t: &TableName) -> R<Relation<'a>> {
         let TableFactor::Table {
             alias,
@@ -156,16 +167,41 @@ impl<'a> Analyzer<'a, '_> {
                 &t.to_string(),
             ));
         }
-        let subquery = self.derived_query(t)?;
+        let alias_name = alias
+            .as_ref()
+            .map_or_else(|| t.name.clone(), |a| fold(&a.name));
+        let all = alias.as_ref().is_some_and(|a| !a.columns.is_empty())
+            || self
+                .usage
+                .as_ref()
+                .is_none_or(|u| u.whole_row(&alias_name, &t.name));
+        let cols = self.served_columns(t, all)?;
+        let mut rel = self.res.relation(t);
+        if !cols.iter().any(|c| c.in_sql) {
+            // Nothing the statement can name is masked in SQL: the table
+            // itself, its masked columns still sensitive (origin kept).
+            if let Some(a) = alias.as_ref() {
+                if !rel.apply_alias(a) {
+                    return Err(self.needs_schema_for(&rel, "a column alias list"));
+                }
+            }
+            return Ok(rel);
+        }
+        let subquery = self.derived_query(t, &cols, all)?;
         let alias = alias.take().unwrap_or_else(|| TableAlias {
             name: Ident::with_quote('"', t.name.clone()),
             columns: Vec::new(),
         });
-        let mut rel = self.res.relation(t);
         let roles = self.roles();
+        rel.cols.retain(|c| {
+            c.name
+                .as_deref()
+                .is_some_and(|n| cols.iter().any(|s| s.name == n))
+        });
         for c in rel.cols.iter_mut() {
             let Some(r) = c.origin else { continue };
-            if r.encrypt.is_some() {
+            let in_sql = cols.iter().any(|s| s.in_sql && s.name == r.name);
+            if r.encrypt.is_some() || !in_sql {
                 continue;
             }
             match access(r, roles) {
@@ -192,12 +228,49 @@ impl<'a> Analyzer<'a, '_> {
         Ok(rel)
     }
 
-    /// The derived table's query, built once per table and statement.
-    fn derived_query(&mut self, t: &TableName) -> R<Box<Query>> {
-        if let Some(q) = self.derived.get(t) {
+    /// The columns of `t` a derived table must project (all of them when
+    /// `all`, else those the statement names), each with whether it is
+    /// served by a SQL expression (a mask or a typed NULL) or passed through.
+    fn served_columns(&self, t: &TableName, all: bool) -> R<Vec<Served>> {
+        let info = self
+            .ctx
+            .schema
+            .and_then(|s| s.tables.get(t))
+            .filter(|i| !i.columns.is_empty())
+            .ok_or_else(|| refuse::needs_schema(&t.to_string(), "masking"))?;
+        let roles = self.roles();
+        let mut out = Vec::with_capacity(info.columns.len());
+        for c in &info.columns {
+            if !all && !self.usage.as_ref().is_none_or(|u| u.names(&c.name)) {
+                continue;
+            }
+            let in_sql = match self.ctx.rules.column(t, &c.name) {
+                Some(r) if r.encrypt.is_none() => match access(r, roles) {
+                    Access::Plaintext => false,
+                    Access::Deny => true,
+                    a @ (Access::Mask(_) | Access::Null) => {
+                        let key = matches!(a, Access::Mask(Mask::Hash))
+                            && (self.ctx.hash_key_hex)(r).is_some();
+                        !(self.output_masking
+                            && super::output_mask::wire_maskable(r, a, self.ctx.schema, key))
+                    }
+                },
+                _ => false,
+            };
+            out.push(Served {
+                name: c.name.clone(),
+                in_sql,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The derived table's query, built once per table, projection and statement.
+    fn derived_query(&mut self, t: &TableName, cols: &[Served], all: bool) -> R<Box<Query>> {
+        if let Some(q) = self.derived.get(&(t.clone(), all)) {
             return Ok(q.clone());
         }
-        let sql = self.derived_sql(t)?;
+        let sql = self.derived_sql(t, cols)?;
         let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql);
         let q = match parsed {
             Ok(mut v) if v.len() == 1 => match v.pop() {
@@ -206,7 +279,7 @@ impl<'a> Analyzer<'a, '_> {
             },
             _ => return Err(refuse::mask_failed(t, "the masking query does not parse")),
         };
-        self.derived.insert(t.clone(), q.clone());
+        self.derived.insert((t.clone(), all), q.clone());
         Ok(q)
     }
 
@@ -235,19 +308,13 @@ impl<'a> Analyzer<'a, '_> {
         })
     }
 
-    fn derived_sql(&self, t: &TableName) -> R<String> {
-        let info = self
-            .ctx
-            .schema
-            .and_then(|s| s.tables.get(t))
-            .filter(|i| !i.columns.is_empty())
-            .ok_or_else(|| refuse::needs_schema(&t.to_string(), "masking"))?;
-        let mut items = Vec::with_capacity(info.columns.len());
-        for c in &info.columns {
+    fn derived_sql(&self, t: &TableName, cols: &[Served]) -> R<String> {
+        let mut items = Vec::with_capacity(cols.len());
+        for c in cols {
             let q = quote_ident(&c.name);
             let col = format!("pgveil_t.{q}");
             let expr = match self.ctx.rules.column(t, &c.name) {
-                Some(r) if r.encrypt.is_none() => self.served_sql(r, col)?,
+                Some(r) if c.in_sql => self.served_sql(r, col)?,
                 _ => col,
             };
             items.push(format!("{expr} AS {q}"));

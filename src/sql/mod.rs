@@ -29,6 +29,7 @@ mod kind;
 mod lex;
 pub mod limits;
 mod masked;
+mod output_mask;
 mod query;
 pub mod refuse;
 mod relations;
@@ -55,6 +56,7 @@ pub use explain::explain;
 pub use fingerprint::fingerprint;
 pub use kind::{is_listen, is_transaction_control, object_op, statement_kind, ObjectOp};
 pub use lex::{mentions_tagged, split_statements, TaggedNames};
+pub use output_mask::wire_type_matches;
 
 /// Supplies ciphertext for literals found in statements. Implemented by the
 /// crypto layer; a fake in tests.
@@ -260,6 +262,11 @@ pub struct StatementPlan {
     /// `DEALLOCATE name` (`Some(None)` for `DEALLOCATE ALL`): forget it.
     pub sql_deallocate: Option<Option<String>>,
     pub fingerprint: String,
+    /// Forwarded as written, with plaintext-at-rest masked columns masked by
+    /// the session from RowDescription origins (see `output_mask`): every
+    /// result column with a table OID must then have an origin the session
+    /// knows, or the result is refused.
+    pub output_masked: bool,
 }
 
 impl StatementPlan {
@@ -274,6 +281,7 @@ impl StatementPlan {
             sql_prepare: None,
             sql_deallocate: None,
             fingerprint,
+            output_masked: false,
         }
     }
 }
@@ -398,13 +406,51 @@ fn analyse_one(
         let plan = StatementPlan::new(StatementKind::Other, fingerprint(chunk));
         return Ok((chunk.to_string(), plan, false));
     };
+    let fp = fingerprint(chunk);
+    let mut usage = None;
     if restricted {
         restrict::check_statement(&st, ctx)?;
+        let u = output_mask::Usage::of(chunk, &st);
+        if let Some(done) = output_mask_trial(chunk, &mut st, ctx, local_prepared, &u, &fp)? {
+            return Ok(done);
+        }
+        usage = Some(u);
     } else {
         restrict::check_drift_writes(&st, ctx)?;
     }
-    let mut an = query::Analyzer::new(ctx, local_prepared, fingerprint(chunk));
+    let mut an = query::Analyzer::new(ctx, local_prepared, fp);
+    an.usage = usage;
     an.statement(&mut st)?;
     let (plan, touched) = an.finish();
     Ok((st.to_string(), plan, touched || restricted))
+}
+
+/// The output-only masking trial (see `output_mask`): the text and plan to
+/// forward when it succeeds. When it refuses, a masked value could flow into
+/// SQL: `st` is parsed afresh for the analysis with masked derived tables.
+fn output_mask_trial(
+    chunk: &str,
+    st: &mut sqlparser::ast::Statement,
+    ctx: &Context,
+    local_prepared: &HashMap<String, Vec<ParamPlan>>,
+    usage: &output_mask::Usage,
+    fp: &str,
+) -> Result<Option<(String, StatementPlan, bool)>, Refusal> {
+    let res = resolve::Resolver {
+        rules: ctx.rules,
+        schema: ctx.schema,
+    };
+    if !output_mask::eligible(st, &res) {
+        return Ok(None);
+    }
+    let mut an = query::Analyzer::new(ctx, local_prepared, fp.to_string());
+    an.output_masking = true;
+    an.usage = Some(usage.clone());
+    if an.statement(st).is_ok() {
+        let (mut plan, _) = an.finish();
+        plan.output_masked = true;
+        return Ok(Some((st.to_string(), plan, true)));
+    }
+    *st = parse_one(chunk).ok_or_else(refuse::unparsable_restricted)?;
+    Ok(None)
 }

@@ -62,8 +62,16 @@ pub struct Analyzer<'a, 'c> {
     /// The next FROM item is the target of an UPDATE/DELETE: it must stay a
     /// table, so it is not replaced by the masked derived table (see `masked`).
     pub in_target: bool,
-    /// Masked derived-table queries built so far in this statement.
-    pub derived: HashMap<TableName, Box<Query>>,
+    /// Masked derived-table queries built so far in this statement, by
+    /// table and whether they project every column.
+    pub derived: HashMap<(TableName, bool), Box<Query>>,
+    /// The output-only masking trial (see `output_mask`): masked columns
+    /// that can be masked on the wire keep their origin, and may reach the
+    /// client only as bare select-list references.
+    pub output_masking: bool,
+    /// The names the statement can use (restricted sessions), so a derived
+    /// table projects only those; `None` projects every column.
+    pub usage: Option<super::output_mask::Usage>,
     /// System columns (`xmin`, `ctid`, …) the statement names, and whether
     /// it expands `*` anywhere: the masked derived table carries the former,
     /// which `*` would then return too (see `masked`).
@@ -89,6 +97,8 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             enc_occurrences: HashMap::new(),
             in_target: false,
             derived: HashMap::new(),
+            output_masking: false,
+            usage: None,
             system_columns: Vec::new(),
             has_wildcard: false,
         }
@@ -197,6 +207,10 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             let Some(r) = c.origin else { continue };
             let sens = sensitive(r, self.roles());
             match mode {
+                Mode::Client if self.output_masking && r.encrypt.is_none() && sens => {
+                    let action = self.wire_output(r)?;
+                    self.use_col(r, action);
+                }
                 Mode::Client => {
                     let action = refuse::check_output(r, self.roles())?;
                     self.use_col(r, action);
@@ -212,6 +226,20 @@ impl<'a, 'c> Analyzer<'a, 'c> {
             }
         }
         Ok(())
+    }
+
+    /// A plaintext-at-rest column the client receives as a bare reference
+    /// on the fast path: the session masks or nulls it by origin.
+    fn wire_output(&self, r: &ColumnRule) -> R<ColumnAction> {
+        let a = refuse::access(r, self.roles());
+        let key = (self.ctx.hash_key_hex)(r).is_some();
+        if !super::output_mask::wire_maskable(r, a, self.ctx.schema, key) {
+            return Err(refuse::denied(r, "read"));
+        }
+        Ok(match a {
+            Access::Null => ColumnAction::Null,
+            _ => ColumnAction::Masked,
+        })
     }
 
     pub fn query(

@@ -12,6 +12,7 @@ use crate::schema::{ColumnInfo, SchemaSnapshot, TableInfo};
 
 mod failclosed;
 mod masking;
+mod output_mask;
 mod restricted;
 mod values_flow;
 mod write_path;

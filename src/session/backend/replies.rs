@@ -149,15 +149,28 @@ fn on_parameter_description(frame: &[u8], st: &mut State) -> BAction {
 }
 
 fn on_row_description(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    // Forwarded as written with masked columns masked here (issue 12).
+    let strict = match st.expect.front() {
+        Some(Expect::DescribeStmt { stmt, .. }) => {
+            stmt.plan.as_ref().is_some_and(|p| p.output_masked)
+        }
+        Some(Expect::Query {
+            plans: Some(p),
+            idx,
+            ..
+        }) => p.get(*idx).is_some_and(|p| p.output_masked),
+        _ => false,
+    };
     let planned = rows::plan_row_description(
         frame,
         &cx.catalog.schema,
         cx.policy,
         &cx.catalog.roles,
         cx.generation,
+        strict,
     );
     let (plan, rewritten, formats) = match planned {
-        Ok(Some((p, out, f))) => (Some(Arc::new(p)), Some(out), f),
+        Ok(Some((p, out, f))) => (Some(Arc::new(p)), out, f),
         Ok(None) => (None, None, Vec::new()),
         Err(e) => return failure(&e),
     };

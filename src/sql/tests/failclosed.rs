@@ -224,7 +224,17 @@ fn long_names_are_truncated_like_postgres() {
     ] {
         let sql = format!("SELECT note FROM {spelling}");
         assert!(mentions_tagged(&names, &sql), "{sql}");
-        let (out, _) = rewritten(ex.run("support", &sql));
+        // Forwarded as written, note masked by origin (output-only masking).
+        let (out, plans) = rewritten(ex.run("support", &sql));
+        assert!(
+            plans[0].output_masked
+                && plans[0]
+                    .columns
+                    .iter()
+                    .any(|c| c.column.ends_with(".note") && c.action == ColumnAction::Masked),
+            "{sql} not masked: {out}"
+        );
+        let (out, _) = rewritten(ex.run("support", &format!("{sql} WHERE note = 'x'")));
         assert!(out.contains("AS pgveil_t"), "{sql} not masked: {out}");
         assert!(!out.contains("pgveil_t.\"note\" AS \"note\""), "{out}");
         let ins = format!("INSERT INTO {spelling} (secret) VALUES ('s3cret')");
@@ -394,10 +404,13 @@ fn field_selection_from_a_relation_is_a_column_reference() {
         "support",
         "SELECT (c).full_name, (c).id FROM customers c",
     );
-    assert!(
-        out.starts_with("SELECT c.full_name, c.id FROM (SELECT"),
-        "{out}"
+    assert!(out.starts_with("SELECT c.full_name, c.id FROM"), "{out}");
+    let (out, _) = masked(
+        &ex,
+        "support",
+        "SELECT (c).full_name FROM customers c WHERE (c).full_name LIKE 'A%'",
     );
+    assert!(out.starts_with("SELECT c.full_name FROM (SELECT"), "{out}");
     let (out, plans) =
         rewritten(ex.run("support", "SELECT (c).email FROM customers c WHERE id = 1"));
     assert!(out.starts_with("SELECT c.email FROM"), "{out}");
@@ -429,7 +442,7 @@ fn system_columns_are_carried_by_the_masked_table() {
     let (out, _) = masked(
         &ex,
         "support",
-        "SELECT ctid, xmin, tableoid::regclass, full_name FROM customers",
+        "SELECT ctid, xmin, tableoid::regclass, full_name FROM customers WHERE full_name > 'A'",
     );
     for c in ["ctid", "xmin", "tableoid"] {
         assert!(out.contains(&format!("pgveil_t.{c} AS {c}")), "{c}: {out}");
@@ -438,7 +451,7 @@ fn system_columns_are_carried_by_the_masked_table() {
     let (out, _) = masked(
         &ex,
         "analyst",
-        "SELECT c.id, c.xmin FROM customers c WHERE c.id = 1",
+        "SELECT c.id, c.xmin FROM customers c WHERE c.full_name IS NULL",
     );
     assert!(out.contains("pgveil_t.xmin AS xmin"), "{out}");
     // Without system columns the derived table is unchanged.
@@ -446,7 +459,13 @@ fn system_columns_are_carried_by_the_masked_table() {
     assert!(!out.contains("xmin"), "{out}");
     // With a * they would change what * returns.
     refused_any(
-        ex.run("support", "SELECT *, xmin FROM customers"),
+        ex.run(
+            "support",
+            "SELECT *, xmin FROM customers WHERE full_name LIKE 'A%'",
+        ),
         "*, xmin",
     );
+    // Forwarded as written (output-only masking), * is what it says.
+    let (out, plans) = masked(&ex, "support", "SELECT *, xmin FROM customers");
+    assert!(plans[0].output_masked && !out.contains("pgveil_t"), "{out}");
 }

@@ -320,7 +320,17 @@ fn explain_reports_decisions_rules_and_forwarded_sql_without_values() {
         "{report}"
     );
     assert!(report.contains("<ciphertext>"), "{report}");
+    assert!(report.contains("path: output-only masking"), "{report}");
+    assert!(!report.contains("AS pgveil_t"), "{report}");
+    let report = match ex.with("support", true, true, |c| Analysis::Rewritten {
+        sql: explain("SELECT id FROM customers WHERE full_name LIKE 'A%'", c),
+        statements: Vec::new(),
+    }) {
+        Analysis::Rewritten { sql, .. } => sql,
+        _ => unreachable!(),
+    };
     assert!(report.contains("AS pgveil_t"), "{report}");
+    assert!(!report.contains("path: output-only"), "{report}");
     assert!(!report.contains("alice"), "{report}");
     let report = match ex.with("analyst", true, true, |c| Analysis::Rewritten {
         sql: explain("SELECT ssn FROM customers", c),
