@@ -3,7 +3,9 @@
 //! - [`config`]: writer configuration and metrics.
 //! - [`record`]: the record, its canonical JSON encoding and the chain hash.
 //! - [`segment`]: segment file names, listing, finding the chain head.
-//! - [`writer`]: the writer thread behind a bounded channel ([`Audit`]).
+//! - [`handle`]: the sessions' handle ([`Audit`]), intents, the two queues.
+//! - [`writer`]: the writer thread: group commit, faults, recovery.
+//! - [`time`]: RFC 3339 timestamps.
 //! - [`mod@verify`]: checks the whole chain ([`fn@verify`]).
 //! - [`mod@search`]: filters and prints records ([`fn@search`]).
 //! - [`ship`]: ships fsynced records to NATS JetStream (own thread, durable cursor).
@@ -13,10 +15,12 @@
 //! and what the chain proves are documented in `docs/audit.md`.
 
 pub mod config;
+pub mod handle;
 pub mod record;
 pub mod search;
 pub mod segment;
 pub mod ship;
+pub mod time;
 pub mod verify;
 pub mod verify_stream;
 pub mod writer;
@@ -28,6 +32,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use config::{AuditConfig, AuditMetrics, Backpressure, Durability};
+pub use handle::{Audit, DurableSeq, Intent, IntentCheck};
 pub use record::{
     AuditRecord, AuditRecordInput, ColumnAction, RecordKind, Recovery, RecoveryReason,
     StatementKind, SubjectTokens, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK,
@@ -35,7 +40,6 @@ pub use record::{
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};
 pub use verify::{verify, Problem, VerifyFailure, VerifySummary};
-pub use writer::{Audit, DurableSeq};
 
 /// Errors of the audit writer. Messages name paths and causes, never record
 /// contents or keys.
