@@ -8,6 +8,7 @@
 //! - [`time`]: RFC 3339 timestamps.
 //! - [`mod@verify`]: checks the whole chain ([`fn@verify`]).
 //! - [`mod@search`]: filters and prints records ([`fn@search`]).
+//! - [`merge`]: folds outcomes into their pending statement records.
 //! - [`ship`]: ships fsynced records to NATS JetStream (own thread, durable cursor).
 //! - [`verify_stream`]: verifies each instance's chain from the stream.
 //!
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod handle;
+pub mod merge;
 pub mod record;
 pub mod search;
 pub mod segment;
@@ -35,7 +37,8 @@ pub use config::{AuditConfig, AuditMetrics, Backpressure, Durability};
 pub use handle::{Audit, DurableSeq, Intent, IntentCheck};
 pub use record::{
     AuditRecord, AuditRecordInput, ColumnAction, RecordKind, Recovery, RecoveryReason,
-    StatementKind, SubjectTokens, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK,
+    StatementKind, StatementOutcome, SubjectTokens, TaggedColumn, Timestamp, TornTail,
+    GENESIS_HASH, OUTCOME_CLIENT_DISCONNECTED, OUTCOME_NOT_EXECUTED, OUTCOME_OK, OUTCOME_PENDING,
     SCHEMA_VERSION, SUBJECT_TOKEN_LIMIT,
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};

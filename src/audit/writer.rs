@@ -434,13 +434,18 @@ impl Writer {
     }
 
     /// Takes the queued outcomes whose intents now have a seq (dropping those
-    /// whose intent failed) and makes them one `outcomes` record.
-    fn outcomes_input(&mut self) -> Option<(AuditRecordInput, Vec<StatementOutcome>)> {
+    /// whose intent failed) and makes them one `outcomes` record. The taken
+    /// messages go into `taken`: if the write fails they are queued again,
+    /// since their intents may well be in the chain from an earlier group.
+    fn outcomes_input(
+        &mut self,
+        taken: &mut Vec<OutcomeMsg>,
+    ) -> Option<(AuditRecordInput, Vec<StatementOutcome>)> {
         let mut list = Vec::new();
-        self.outcomes
-            .retain(|o| match o.of.load(Ordering::Acquire) {
-                SEQ_UNASSIGNED => true,
-                SEQ_FAILED => false,
+        for o in std::mem::take(&mut self.outcomes) {
+            match o.of.load(Ordering::Acquire) {
+                SEQ_UNASSIGNED => self.outcomes.push(o),
+                SEQ_FAILED => {}
                 of => {
                     list.push(StatementOutcome {
                         of,
@@ -448,9 +453,10 @@ impl Writer {
                         duration_us: o.duration_us,
                         outcome: o.outcome.clone(),
                     });
-                    false
+                    taken.push(o);
                 }
-            });
+            }
+        }
         if self.outcomes.len() > MAX_DEFERRED {
             // Intents that never arrive (cannot happen while sessions only
             // queue outcomes of submitted intents); bound the memory anyway.
@@ -524,7 +530,8 @@ impl Writer {
                 cell: p.seq,
             });
         }
-        if let Some((input, list)) = self.outcomes_input() {
+        let mut taken = Vec::new();
+        if let Some((input, list)) = self.outcomes_input(&mut taken) {
             let mut rec = AuditRecord::from_input(input, seq + 1, prev.clone());
             rec.outcomes = Some(Some(list));
             if let Some(hash) = self.seal_into(rec, &mut buf) {
@@ -539,13 +546,17 @@ impl Writer {
         }
         if let Err(e) = self.write(&buf) {
             self.fault("write", &e);
-            return self.fail_done(done);
+            // This group's intents are now marked failed and their outcomes
+            // will be dropped; the others are retried after recovery.
+            self.fail_done(done);
+            return self.outcomes.append(&mut taken);
         }
         self.written_seq = seq;
         if must_sync || (self.dirty && force_sync) {
             if let Err(e) = self.sync() {
                 self.fault("fsync", &e);
-                return self.fail_done(done);
+                self.fail_done(done);
+                return self.outcomes.append(&mut taken);
             }
         }
         let n = done.len() as u64;

@@ -18,6 +18,7 @@ use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
 use super::copy::CopyStream;
 use super::rows::RowPlan;
+use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
 
 /// Everything both directions of one session share, behind one lock.
@@ -150,6 +151,9 @@ pub enum Expect {
         stmt_start: Instant,
         /// Per statement, what it does to named objects (empty: nothing).
         effects: Vec<Effect>,
+        /// Per statement, its record written before it ran (strict audit of
+        /// a tagged statement); empty when there are none.
+        intents: Vec<Option<Intent>>,
     },
     FunctionCall {
         start: Instant,
@@ -170,6 +174,8 @@ pub enum Expect {
     Execute {
         portal: Option<Arc<Portal>>,
         start: Instant,
+        /// Its record written before it ran (strict audit, tagged).
+        intent: Option<Intent>,
     },
     Close,
     Sync {
@@ -213,6 +219,7 @@ impl Expect {
             audit,
             stmt_start: start,
             effects: Vec::new(),
+            intents: Vec::new(),
         }
     }
 }

@@ -308,6 +308,7 @@ pub(super) fn on_execute(
     st.expect.push_back(Expect::Execute {
         portal,
         start: env.start,
+        intent: None,
     });
     Ok(Action::Forward)
 }
