@@ -243,6 +243,10 @@ pub struct Tracker {
     /// What executing each prepared statement reveals, for the records of
     /// SQL `EXECUTE name` (whose own text names no table).
     pub prepared_audit: HashMap<String, StmtAudit>,
+    /// What each cursor's query reveals, by cursor name, for the records of
+    /// `FETCH … FROM name` (whose own text names no table). Set when the
+    /// DECLARE is sent: a later DECLARE of the name replaces it.
+    pub cursor_audit: HashMap<String, StmtAudit>,
     /// Open cursors: (generation declared under, WITH HOLD).
     pub cursors: HashMap<String, (u64, bool)>,
     /// A row transform failed mid-result: drop the rest of that result.
