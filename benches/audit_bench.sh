@@ -15,14 +15,16 @@
 # The audit directories live under $AUDIT_BASE (default: a temp dir under /tmp), so the
 # fsync cost is that of the filesystem there.
 #
-# Usage: benches/audit_bench.sh [--rounds N] [--duration SECS] [--clients N] [--rows N]
+# Usage: benches/audit_bench.sh [--rounds N] [--duration SECS] [--clients N[,N...]] [--rows N]
 #                               [--no-build] [--binary PATH]
+# --clients takes a comma-separated list (default 8,32); every round runs each client count
+# in each mode, interleaved, and the summary prints one table per client count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=3
 DURATION=10
-CLIENTS=8
+CLIENTS=8,32
 ROWS=10000
 BUILD=1
 PGVEIL=""
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
         --rows) ROWS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --binary) PGVEIL=$2; BUILD=0; shift 2 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -91,18 +93,21 @@ check=$(PGUSER=admin "$PGBENCH" -n -M prepared -t 1 -c 1 -p "${PORT[off]}" -f "$
 # --- runs ------------------------------------------------------------------------------
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-printf '%-6s %-9s %12s %12s\n' round audit tps "lat_ms" >&2
+IFS=, read -r -a CLIENT_LIST <<<"$CLIENTS"
+printf '%-6s %-8s %-9s %12s %12s\n' round clients audit tps "lat_ms" >&2
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in off buffered strict; do
-        out=$(PGUSER=admin "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
-            -p "${PORT[$mode]}" -f "$WORK/lookup.sql" 2>&1) || { echo "$out" >&2; exit 1; }
-        failed=$(echo "$out" | awk -F': *' '/number of failed transactions/ {split($2, a, " "); print a[1]; exit}')
-        [ "${failed:-0}" = 0 ] || { echo "$mode: $failed failed transactions" >&2; echo "$out" >&2; exit 1; }
-        tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
-        lat=$(echo "$out" | awk '/^latency average = / {print $4; exit}')
-        txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
-        printf '%-6s %-9s %12s %12s\n' "$round" "$mode" "$tps" "$lat" >&2
-        printf '%s\t%s\t%s\t%s\n' "$mode" "$tps" "$lat" "$txns" >>"$RESULTS"
+    for clients in "${CLIENT_LIST[@]}"; do
+        for mode in off buffered strict; do
+            out=$(PGUSER=admin "$PGBENCH" -n -M prepared -c "$clients" -j 2 -T "$DURATION" \
+                -p "${PORT[$mode]}" -f "$WORK/lookup.sql" 2>&1) || { echo "$out" >&2; exit 1; }
+            failed=$(echo "$out" | awk -F': *' '/number of failed transactions/ {split($2, a, " "); print a[1]; exit}')
+            [ "${failed:-0}" = 0 ] || { echo "$mode: $failed failed transactions" >&2; echo "$out" >&2; exit 1; }
+            tps=$(echo "$out" | awk '/^tps = / {print $3; exit}')
+            lat=$(echo "$out" | awk '/^latency average = / {print $4; exit}')
+            txns=$(echo "$out" | awk -F': *' '/actually processed/ {split($2, a, "/"); print a[1]; exit}')
+            printf '%-6s %-8s %-9s %12s %12s\n' "$round" "$clients" "$mode" "$tps" "$lat" >&2
+            printf '%s\t%s\t%s\t%s\t%s\n' "$mode" "$tps" "$lat" "$txns" "$clients" >>"$RESULTS"
+        done
     done
 done
 
@@ -120,12 +125,16 @@ done
 # --- summary ---------------------------------------------------------------------------
 fs=$(df -T "$AUDIT_BASE" | awk 'NR == 2 {print $2}')
 echo
-echo "point lookup by encrypted email (admin, decrypts email+ssn), pgbench -M prepared, $CLIENTS clients,"
-echo "$ROUNDS x ${DURATION}s per mode, $ROWS rows, $(nproc) CPUs, audit dir on $fs"
-printf '%-9s %12s %10s %12s\n' audit tps vs_off "lat_ms"
-off=$(awk -F'\t' '$1 == "off" {print $2}' "$RESULTS" | median)
-for mode in off buffered strict; do
-    t=$(awk -F'\t' -v m="$mode" '$1 == m {print $2}' "$RESULTS" | median)
-    l=$(awk -F'\t' -v m="$mode" '$1 == m {print $3}' "$RESULTS" | median)
-    printf '%-9s %12.0f %10.3f %12s\n' "$mode" "$t" "$(awk -v a="$t" -v b="$off" 'BEGIN {print a / b}')" "$l"
+echo "point lookup by encrypted email (admin, decrypts email+ssn), pgbench -M prepared,"
+echo "$ROUNDS x ${DURATION}s per mode and client count, $ROWS rows, $(nproc) CPUs, audit dir on $fs"
+printf '%-8s %-9s %12s %10s %12s\n' clients audit tps vs_off "lat_ms"
+for clients in "${CLIENT_LIST[@]}"; do
+    sel() { awk -F'\t' -v m="$1" -v c="$clients" -v f="$2" '$1 == m && $5 == c {print $f}' "$RESULTS"; }
+    off=$(sel off 2 | median)
+    for mode in off buffered strict; do
+        t=$(sel "$mode" 2 | median)
+        l=$(sel "$mode" 3 | median)
+        printf '%-8s %-9s %12.0f %10.3f %12s\n' "$clients" "$mode" "$t" \
+            "$(awk -v a="$t" -v b="$off" 'BEGIN {print a / b}')" "$l"
+    done
 done

@@ -645,7 +645,9 @@ fn search_fleet(
         &from.stream,
         &instance_filter(from.instance.as_deref()),
     ))?;
-    let mut by_subject: std::collections::BTreeMap<String, Vec<pgveil::audit::AuditRecord>> =
+    // Each instance's chain on its own: outcomes fold into that chain's
+    // pending statements (pgveil::audit::merge).
+    let mut chains: std::collections::BTreeMap<String, Vec<pgveil::audit::AuditRecord>> =
         Default::default();
     for m in messages {
         let r: pgveil::audit::AuditRecord = match serde_json::from_slice(&m.payload) {
@@ -658,24 +660,27 @@ fn search_fleet(
                 continue;
             }
         };
-        if !filter.matches(&r) {
+        chains.entry(m.subject).or_default().push(r);
+    }
+    for (subject, chain) in chains {
+        let records: Vec<_> = pgveil::audit::merge::merge_all(chain)
+            .into_iter()
+            .filter(|r| filter.matches(r))
+            .collect();
+        if table {
+            println!("== {subject}");
+            print!("{}", pgveil::audit::format_table(&records));
             continue;
         }
-        if table {
-            by_subject.entry(m.subject).or_default().push(r);
-        } else {
-            // The stored record, with the subject it was shipped on in front.
+        let quoted = serde_json::to_string(&subject)?;
+        for r in records {
+            // The record, with the subject it was shipped on in front.
             let line = pgveil::audit::format_json_line(&r);
-            let subject = serde_json::to_string(&m.subject)?;
             println!(
-                "{{\"subject\":{subject},{}",
+                "{{\"subject\":{quoted},{}",
                 line.get(1..).unwrap_or_default()
             );
         }
-    }
-    for (subject, records) in by_subject {
-        println!("== {subject}");
-        print!("{}", pgveil::audit::format_table(&records));
     }
     Ok(ExitCode::SUCCESS)
 }

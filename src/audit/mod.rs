@@ -3,9 +3,12 @@
 //! - [`config`]: writer configuration and metrics.
 //! - [`record`]: the record, its canonical JSON encoding and the chain hash.
 //! - [`segment`]: segment file names, listing, finding the chain head.
-//! - [`writer`]: the writer thread behind a bounded channel ([`Audit`]).
+//! - [`handle`]: the sessions' handle ([`Audit`]), intents, the two queues.
+//! - [`writer`]: the writer thread: group commit, faults, recovery.
+//! - [`time`]: RFC 3339 timestamps.
 //! - [`mod@verify`]: checks the whole chain ([`fn@verify`]).
 //! - [`mod@search`]: filters and prints records ([`fn@search`]).
+//! - [`merge`]: folds outcomes into their pending statement records.
 //! - [`ship`]: ships fsynced records to NATS JetStream (own thread, durable cursor).
 //! - [`verify_stream`]: verifies each instance's chain from the stream.
 //!
@@ -13,10 +16,13 @@
 //! and what the chain proves are documented in `docs/audit.md`.
 
 pub mod config;
+pub mod handle;
+pub mod merge;
 pub mod record;
 pub mod search;
 pub mod segment;
 pub mod ship;
+pub mod time;
 pub mod verify;
 pub mod verify_stream;
 pub mod writer;
@@ -28,14 +34,15 @@ use std::io;
 use std::path::PathBuf;
 
 pub use config::{AuditConfig, AuditMetrics, Backpressure, Durability};
+pub use handle::{Audit, DurableSeq, Intent, IntentCheck};
 pub use record::{
     AuditRecord, AuditRecordInput, ColumnAction, RecordKind, Recovery, RecoveryReason,
-    StatementKind, SubjectTokens, TaggedColumn, Timestamp, TornTail, GENESIS_HASH, OUTCOME_OK,
+    StatementKind, StatementOutcome, SubjectTokens, TaggedColumn, Timestamp, TornTail,
+    GENESIS_HASH, OUTCOME_CLIENT_DISCONNECTED, OUTCOME_NOT_EXECUTED, OUTCOME_OK, OUTCOME_PENDING,
     SCHEMA_VERSION, SUBJECT_TOKEN_LIMIT,
 };
 pub use search::{format_json_line, format_table, search, Filter, OutputFormat, SearchError};
 pub use verify::{verify, Problem, VerifyFailure, VerifySummary};
-pub use writer::{Audit, DurableSeq};
 
 /// Errors of the audit writer. Messages name paths and causes, never record
 /// contents or keys.

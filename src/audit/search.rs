@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use super::merge::Merger;
 use super::record::{AuditRecord, RecordKind, Timestamp, OUTCOME_OK};
 use super::segment::{list_segments, SegmentEntry};
 
@@ -125,19 +126,65 @@ pub enum SearchError {
     },
 }
 
-/// Matching records in chain order. Errors for the directory itself are
-/// returned at once; per-line problems are yielded as `Err` items.
+/// Matching records in chain order, one per statement: a `pending`
+/// statement record is given out with the outcome its later `outcomes`
+/// record holds (see [`super::merge`]), and the `outcomes` records are
+/// folded away, unless the filter asks for that kind. Errors for the
+/// directory itself are returned at once; per-line problems are yielded as
+/// `Err` items.
 pub fn search(dir: &Path, filter: &Filter) -> Result<SearchIter, SearchError> {
     let segs = list_segments(dir).map_err(|source| SearchError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     Ok(SearchIter {
-        segs: segs.into(),
-        current: None,
+        raw: RawIter {
+            segs: segs.into(),
+            current: None,
+            buf: Vec::new(),
+        },
+        merger: (filter.kind != Some(RecordKind::Outcomes)).then(Merger::default),
+        out: VecDeque::new(),
         filter: filter.clone(),
-        buf: Vec::new(),
+        done: false,
     })
+}
+
+/// Iterator returned by [`search`].
+pub struct SearchIter {
+    raw: RawIter,
+    merger: Option<Merger<SearchError>>,
+    out: VecDeque<Result<AuditRecord, SearchError>>,
+    filter: Filter,
+    done: bool,
+}
+
+impl Iterator for SearchIter {
+    type Item = Result<AuditRecord, SearchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            while let Some(item) = self.out.pop_front() {
+                match item {
+                    Ok(r) if !self.filter.matches(&r) => {}
+                    other => return Some(other),
+                }
+            }
+            if self.done {
+                return None;
+            }
+            match (self.raw.next(), &mut self.merger) {
+                (Some(item), Some(m)) => m.push(item, &mut self.out),
+                (Some(item), None) => self.out.push_back(item),
+                (None, m) => {
+                    if let Some(m) = m {
+                        m.finish(&mut self.out);
+                    }
+                    self.done = true;
+                }
+            }
+        }
+    }
 }
 
 struct Current {
@@ -146,15 +193,14 @@ struct Current {
     line: u64,
 }
 
-/// Iterator returned by [`search`].
-pub struct SearchIter {
+/// Every record of the segments, in chain order, unmerged and unfiltered.
+struct RawIter {
     segs: VecDeque<SegmentEntry>,
     current: Option<Current>,
-    filter: Filter,
     buf: Vec<u8>,
 }
 
-impl Iterator for SearchIter {
+impl Iterator for RawIter {
     type Item = Result<AuditRecord, SearchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -194,8 +240,7 @@ impl Iterator for SearchIter {
                 Ok(n) => {
                     cur.line += 1;
                     match serde_json::from_slice::<AuditRecord>(&self.buf[..n - 1]) {
-                        Ok(r) if self.filter.matches(&r) => return Some(Ok(r)),
-                        Ok(_) => {}
+                        Ok(r) => return Some(Ok(r)),
                         Err(e) => {
                             return Some(Err(SearchError::Malformed {
                                 segment: cur.name.clone(),

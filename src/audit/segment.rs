@@ -106,6 +106,20 @@ pub fn check_line(line: &[u8], hasher: &ChainHasher) -> Result<AuditRecord, Line
         s.check()
             .map_err(|why| LineProblem::Malformed(why.to_string()))?;
     }
+    // `outcomes` exists from version 3 on, and holds a list exactly in an
+    // `outcomes` record (a kind that version 3 introduced).
+    if rec.outcomes.is_some() != (rec.v >= 3) {
+        return Err(LineProblem::Malformed(format!(
+            "`outcomes` field does not match record version {}",
+            rec.v
+        )));
+    }
+    let is_outcomes = rec.kind == super::record::RecordKind::Outcomes;
+    if matches!(&rec.outcomes, Some(Some(_))) != is_outcomes {
+        return Err(LineProblem::Malformed(
+            "outcomes list on a record that is not an `outcomes` record, or missing".into(),
+        ));
+    }
     if rec.recovery.is_some() != (rec.kind == super::record::RecordKind::Recovery) {
         return Err(LineProblem::Malformed(
             "recovery payload on a non-recovery record, or missing".into(),
@@ -226,6 +240,7 @@ mod tests {
         );
         v1.v = 1;
         v1.subjects = None;
+        v1.outcomes = None;
         let line = v1.seal(&plain).unwrap();
         assert!(!String::from_utf8_lossy(&line).contains("subjects"));
         assert_eq!(check_line(&line, &plain).unwrap().v, 1);
@@ -256,6 +271,68 @@ mod tests {
             check_line(&resealed, &plain),
             Err(LineProblem::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn version_2_records_verify_and_version_3_carries_outcomes_only_in_their_kind() {
+        use crate::audit::record::StatementOutcome;
+        let plain = ChainHasher::new(None);
+        // A v2 record exactly as the v2 writer produced it: no `outcomes` member.
+        let mut v2 = AuditRecord::from_input(
+            AuditRecordInput::new(RecordKind::Statement, std::time::UNIX_EPOCH),
+            1,
+            GENESIS_HASH.into(),
+        );
+        v2.v = 2;
+        v2.outcomes = None;
+        let line = v2.seal(&plain).unwrap();
+        assert!(!String::from_utf8_lossy(&line).contains("outcomes"));
+        assert_eq!(check_line(&line, &plain).unwrap().v, 2);
+        // v3: `"outcomes":null` on every record but the `outcomes` kind.
+        let (_, v3) = sealed(AuditRecordInput::new(
+            RecordKind::Statement,
+            std::time::UNIX_EPOCH,
+        ));
+        assert!(String::from_utf8_lossy(&v3).contains(",\"outcomes\":null,"));
+        assert_eq!(check_line(&v3, &plain).unwrap().outcomes, Some(None));
+        let list = vec![StatementOutcome {
+            of: 7,
+            rows: 1,
+            duration_us: 250,
+            outcome: "ok".into(),
+        }];
+        let mut o = AuditRecord::from_input(
+            AuditRecordInput::new(RecordKind::Outcomes, std::time::UNIX_EPOCH),
+            8,
+            GENESIS_HASH.into(),
+        );
+        o.outcomes = Some(Some(list.clone()));
+        let line = o.seal(&plain).unwrap();
+        assert_eq!(
+            check_line(&line, &plain).unwrap().outcomes,
+            Some(Some(list.clone()))
+        );
+        // A list on another kind, an `outcomes` record without one, and a v2
+        // record with the field are all rejected.
+        for (kind, outcomes, v) in [
+            (RecordKind::Statement, Some(Some(list.clone())), 3),
+            (RecordKind::Outcomes, Some(None), 3),
+            (RecordKind::Statement, Some(None), 2),
+        ] {
+            let mut r = AuditRecord::from_input(
+                AuditRecordInput::new(kind, std::time::UNIX_EPOCH),
+                1,
+                GENESIS_HASH.into(),
+            );
+            r.v = v;
+            r.outcomes = outcomes;
+            let line = r.seal(&plain).unwrap();
+            assert!(
+                matches!(check_line(&line, &plain), Err(LineProblem::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+        }
     }
 
     #[test]

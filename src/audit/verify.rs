@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(e.problem, Problem::Line(LineProblem::HashMismatch));
         // An edit that keeps the value but changes the encoding is still caught.
         let mut l = lines(&p[0]);
-        l[0] = l[0].replace("\"v\":2,", "\"v\": 2,");
+        l[0] = l[0].replace("\"v\":3,", "\"v\": 3,");
         put_lines(&p[0], &l);
         let e = verify(d.path(), None).unwrap_err();
         assert_eq!(

@@ -1,14 +1,18 @@
 //! The audit writer: one dedicated OS thread that owns the segment file.
 //!
 //! Sessions run on per-core current-thread runtimes and must never block on
-//! file I/O, so they only enqueue into a bounded channel. The writer thread
-//! runs its own tiny current-thread runtime (for the channel and timers) and
-//! does plain blocking file I/O.
+//! file I/O, so they only enqueue (see [`super::handle`] for the two
+//! queues). The writer thread runs its own tiny current-thread runtime (for
+//! the channel and timers) and does plain blocking file I/O.
 //!
-//! **Group commit.** Each loop iteration drains everything queued (up to
-//! [`MAX_BATCH`]), assigns seq/prev/hash, writes the batch with one
-//! `write_all`, fsyncs once (strict), then completes every waiter. While one
-//! fsync runs, new submissions pile up and share the next one.
+//! **Group commit.** Each loop iteration takes everything queued (the lazy
+//! queue, then the channel up to [`MAX_BATCH`]), assigns seq/prev/hash,
+//! writes the batch with one `write_all`, appends one `outcomes` record for
+//! the outcomes whose intents now have a seq, fsyncs once if anyone in the
+//! group waits for durability (strict), then completes every waiter. While
+//! one fsync runs, new submissions pile up and share the next one. Records
+//! nobody waits for are fsynced by the next such group, or within
+//! `STRICT_LAZY_SYNC` / the buffered interval.
 //!
 //! **Faults.** Any write/fsync error drops the open segment, marks the writer
 //! unhealthy and fails the affected submissions with
@@ -32,15 +36,30 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::{IntGauge, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{AuditConfig, AuditMetrics, Backpressure, Durability};
+use super::config::{AuditConfig, AuditMetrics, Durability};
+pub use super::handle::{Audit, DurableSeq, Intent, IntentCheck};
+use super::handle::{Lazy, LazyQ, Msg, OutcomeMsg, Reply, Shared, SEQ_FAILED, SEQ_UNASSIGNED};
 use super::record::{
     AuditRecord, AuditRecordInput, ChainHasher, RecordKind, Recovery, RecoveryReason,
+    StatementOutcome,
 };
 use super::segment::{scan_tail, segment_file_name, sync_dir, Tail};
 use super::AuditError;
 
 /// Most records written (and fsynced) as one group.
 pub const MAX_BATCH: usize = 1024;
+
+/// How long the writer, woken by the lazy queue, waits to gather more
+/// before writing: one wake-up per grace period instead of one per record.
+const GRACE: Duration = Duration::from_millis(1);
+
+/// In strict mode, how long records nobody waits for (outcomes, untagged
+/// statements) may sit written but not fsynced. They are fsynced sooner by
+/// the next group that someone waits on.
+const STRICT_LAZY_SYNC: Duration = Duration::from_millis(50);
+
+/// Most outcomes kept waiting for their intent's seq.
+const MAX_DEFERRED: usize = 1 << 20;
 
 type WriteHook = dyn Fn(&[u8]) -> Result<(), (usize, io::Error)> + Send + Sync;
 type SyncHook = dyn Fn() -> io::Result<()> + Send + Sync;
@@ -52,59 +71,6 @@ type SyncHook = dyn Fn() -> io::Result<()> + Send + Sync;
 pub(crate) struct Hooks {
     pub write: Option<Arc<WriteHook>>,
     pub sync: Option<Arc<SyncHook>>,
-}
-
-type Reply = oneshot::Sender<Result<u64, AuditError>>;
-
-enum Msg {
-    Record {
-        input: Box<AuditRecordInput>,
-        /// `None` for `record_nowait`.
-        reply: Option<Reply>,
-    },
-    Flush(oneshot::Sender<Result<(), AuditError>>),
-    Shutdown(oneshot::Sender<Result<(), AuditError>>),
-}
-
-struct Shared {
-    healthy: Arc<AtomicBool>,
-    durable: DurableSeq,
-    metrics: AuditMetrics,
-    backpressure: Backpressure,
-    durability: Durability,
-}
-
-/// The seq of the newest record known to be on disk *and fsynced*: one
-/// atomic the writer stores once per fsync (not per record). The shipper
-/// polls it so it never publishes a record a power loss could still take
-/// back; reading it costs the statement path nothing.
-#[derive(Clone, Debug, Default)]
-pub struct DurableSeq(Arc<AtomicU64>);
-
-impl DurableSeq {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn set(&self, seq: u64) {
-        self.0.store(seq, Ordering::Release);
-    }
-}
-
-/// Cheap, cloneable handle to the audit writer.
-#[derive(Clone)]
-pub struct Audit {
-    tx: mpsc::Sender<Msg>,
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Audit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Audit")
-            .field("healthy", &self.is_healthy())
-            .field("durability", &self.shared.durability)
-            .finish()
-    }
 }
 
 impl Audit {
@@ -125,8 +91,10 @@ impl Audit {
         let metrics = AuditMetrics::new()?;
         let healthy = Arc::new(AtomicBool::new(false));
         let durable = DurableSeq::default();
+        let lazy = Arc::new(Lazy::new(config.channel_capacity));
         let mut writer = Writer::new(&config, metrics.clone(), healthy.clone(), hooks);
         writer.durable = durable.clone();
+        writer.lazy = lazy.clone();
         writer.open_at_start()?;
         metrics.register(registry)?;
         healthy.store(true, Ordering::Release);
@@ -154,148 +122,10 @@ impl Audit {
                 metrics,
                 backpressure: config.backpressure,
                 durability: config.durability,
+                lazy,
             }),
         })
     }
-
-    /// Submits a record and waits until it is durable (strict: fsynced;
-    /// buffered: written). Returns its seq. `Unavailable` means the record is
-    /// not in the chain and the statement must be refused if it touches
-    /// tagged columns. Cancel-safe: dropping the future does not unqueue the
-    /// record.
-    pub async fn record(&self, input: AuditRecordInput) -> Result<u64, AuditError> {
-        validate_input(&input)?;
-        let (reply, done) = oneshot::channel();
-        let msg = Msg::Record {
-            input: Box::new(input),
-            reply: Some(reply),
-        };
-        match self.shared.backpressure {
-            Backpressure::Wait => self
-                .tx
-                .send(msg)
-                .await
-                .map_err(|_| AuditError::Unavailable)?,
-            Backpressure::FailFast => self.try_enqueue(msg)?,
-        }
-        done.await.map_err(|_| AuditError::Unavailable)?
-    }
-
-    /// Enqueues a record and returns the receiver of its durability result,
-    /// without waiting: callers submit several records, then await them all,
-    /// so one group commit (one fsync) covers them.
-    pub fn submit(
-        &self,
-        input: AuditRecordInput,
-    ) -> Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError> {
-        validate_input(&input)?;
-        if !self.is_healthy() {
-            return Err(AuditError::Unavailable);
-        }
-        let (reply, done) = oneshot::channel();
-        self.try_enqueue(Msg::Record {
-            input: Box::new(input),
-            reply: Some(reply),
-        })?;
-        Ok(done)
-    }
-
-    /// Enqueues a record, waiting for room in the queue but not for the
-    /// write: buffered durability's path. A full queue slows the session
-    /// down (backpressure) instead of losing the record.
-    pub async fn record_queued(&self, input: AuditRecordInput) -> Result<(), AuditError> {
-        validate_input(&input)?;
-        if !self.is_healthy() {
-            return Err(AuditError::Unavailable);
-        }
-        self.tx
-            .send(Msg::Record {
-                input: Box::new(input),
-                reply: None,
-            })
-            .await
-            .map_err(|_| AuditError::Unavailable)
-    }
-
-    /// Enqueues a record without waiting (never blocks). Fails fast with
-    /// `Unavailable` while the writer is unhealthy and `Overloaded` when the
-    /// queue is full, whatever the backpressure policy. A record that fails
-    /// after being queued is counted in `pgveil_audit_records_lost_total`.
-    pub fn record_nowait(&self, input: AuditRecordInput) -> Result<(), AuditError> {
-        validate_input(&input)?;
-        if !self.is_healthy() {
-            return Err(AuditError::Unavailable);
-        }
-        self.try_enqueue(Msg::Record {
-            input: Box::new(input),
-            reply: None,
-        })
-    }
-
-    fn try_enqueue(&self, msg: Msg) -> Result<(), AuditError> {
-        self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.shared.metrics.overloaded.inc();
-                AuditError::Overloaded
-            }
-            mpsc::error::TrySendError::Closed(_) => AuditError::Unavailable,
-        })
-    }
-
-    /// False between a write fault and the successful recovery.
-    pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
-    }
-
-    pub fn durability(&self) -> Durability {
-        self.shared.durability
-    }
-
-    /// Handle on the newest fsynced seq (for the shipper).
-    pub fn durable_seq(&self) -> DurableSeq {
-        self.shared.durable.clone()
-    }
-
-    /// Counts a statement refused because the audit was unavailable.
-    pub fn note_refused(&self) {
-        self.shared.metrics.refused.inc();
-    }
-
-    pub fn metrics(&self) -> &AuditMetrics {
-        &self.shared.metrics
-    }
-
-    /// Writes everything queued before this call and fsyncs it.
-    pub async fn flush(&self) -> Result<(), AuditError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Flush(tx))
-            .await
-            .map_err(|_| AuditError::Unavailable)?;
-        rx.await.map_err(|_| AuditError::Unavailable)?
-    }
-
-    /// Writes and fsyncs everything queued, then stops the writer; later
-    /// submissions from any clone fail with `Unavailable`.
-    pub async fn shutdown(&self) -> Result<(), AuditError> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Shutdown(tx)).await.is_err() {
-            return Ok(()); // already stopped
-        }
-        rx.await.map_err(|_| AuditError::Unavailable)?
-    }
-}
-
-fn validate_input(input: &AuditRecordInput) -> Result<(), AuditError> {
-    if input.kind == RecordKind::Recovery {
-        return Err(AuditError::InvalidRecord(
-            "recovery records are written by the writer only",
-        ));
-    }
-    if let Some(s) = &input.subjects {
-        s.check().map_err(AuditError::InvalidRecord)?;
-    }
-    Ok(())
 }
 
 struct MarkDown(Arc<AtomicBool>, IntGauge);
@@ -318,6 +148,15 @@ struct OpenSegment {
 struct Pending {
     input: Box<AuditRecordInput>,
     reply: Option<Reply>,
+    /// An intent's seq cell.
+    seq: Option<Arc<AtomicU64>>,
+}
+
+/// A record of the group being written: its seq, who waits, its seq cell.
+struct Done {
+    seq: u64,
+    reply: Option<Reply>,
+    cell: Option<Arc<AtomicU64>>,
 }
 
 struct Writer {
@@ -342,6 +181,9 @@ struct Writer {
     metrics: AuditMetrics,
     hooks: Hooks,
     stdout_failed: bool,
+    lazy: Arc<Lazy>,
+    /// Outcomes whose intent has no seq yet (it is still in the channel).
+    outcomes: Vec<OutcomeMsg>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -374,6 +216,8 @@ impl Writer {
             metrics,
             hooks,
             stdout_failed: false,
+            lazy: Arc::new(Lazy::new(1)),
+            outcomes: Vec::new(),
         }
     }
 
@@ -578,20 +422,69 @@ impl Writer {
     }
 
     fn fail_all(&self, batch: Vec<Pending>) {
-        for p in batch {
-            match p.reply {
-                Some(r) => {
-                    let _ = r.send(Err(AuditError::Unavailable));
-                }
-                None => self.metrics.records_lost.inc(),
-            }
-        }
+        let done = batch
+            .into_iter()
+            .map(|p| Done {
+                seq: 0,
+                reply: p.reply,
+                cell: p.seq,
+            })
+            .collect();
+        self.fail_done(done);
     }
 
-    /// Writes a group of records (fsyncing in strict mode or when forced) and
-    /// completes their submitters.
+    /// Takes the queued outcomes whose intents now have a seq (dropping those
+    /// whose intent failed) and makes them one `outcomes` record. The taken
+    /// messages go into `taken`: if the write fails they are queued again,
+    /// since their intents may well be in the chain from an earlier group.
+    fn outcomes_input(
+        &mut self,
+        taken: &mut Vec<OutcomeMsg>,
+    ) -> Option<(AuditRecordInput, Vec<StatementOutcome>)> {
+        let mut list = Vec::new();
+        for o in std::mem::take(&mut self.outcomes) {
+            match o.of.load(Ordering::Acquire) {
+                SEQ_UNASSIGNED => self.outcomes.push(o),
+                SEQ_FAILED => {}
+                of => {
+                    list.push(StatementOutcome {
+                        of,
+                        rows: o.rows,
+                        duration_us: o.duration_us,
+                        outcome: o.outcome.clone(),
+                    });
+                    taken.push(o);
+                }
+            }
+        }
+        if self.outcomes.len() > MAX_DEFERRED {
+            // Intents that never arrive (cannot happen while sessions only
+            // queue outcomes of submitted intents); bound the memory anyway.
+            let n = self.outcomes.len() - MAX_DEFERRED;
+            self.outcomes.drain(..n);
+            self.metrics.records_lost.inc_by(n as u64);
+        }
+        if list.is_empty() {
+            return None;
+        }
+        list.sort_by_key(|o| o.of);
+        Some((
+            AuditRecordInput::new(RecordKind::Outcomes, SystemTime::now()),
+            list,
+        ))
+    }
+
+    fn has_ready_outcomes(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| o.of.load(Ordering::Acquire) != SEQ_UNASSIGNED)
+    }
+
+    /// Writes a group of records and the outcomes that are ready, fsyncs
+    /// when someone waits for durability (strict) or when forced, and
+    /// completes the submitters.
     fn append(&mut self, batch: Vec<Pending>, force_sync: bool) {
-        if batch.is_empty() {
+        if batch.is_empty() && !self.has_ready_outcomes() {
             if force_sync && self.dirty {
                 if let Err(e) = self.sync() {
                     self.fault("fsync", &e);
@@ -611,51 +504,94 @@ impl Writer {
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut seq = self.head_seq;
         let mut prev = self.head_hash.clone();
-        let mut done = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len() + 1);
+        let strict = self.durability == Durability::Strict;
+        let mut must_sync = force_sync;
         for p in batch {
-            let mut rec = AuditRecord::from_input(*p.input, seq + 1, prev.clone());
-            match rec.seal(&self.hasher) {
-                Ok(line) => {
-                    seq += 1;
-                    prev = rec.hash;
-                    buf.extend_from_slice(&line);
-                    buf.push(b'\n');
-                    done.push((seq, p.reply));
-                }
-                Err(e) => {
-                    // Cannot happen for this struct; fail only this record.
-                    tracing::error!(error = %e, "audit record could not be encoded");
-                    if let Some(r) = p.reply {
-                        let _ = r.send(Err(AuditError::InvalidRecord("unencodable")));
-                    }
-                }
+            let rec = AuditRecord::from_input(*p.input, seq + 1, prev.clone());
+            let Some(hash) = self.seal_into(rec, &mut buf) else {
+                let d = Done {
+                    seq: 0,
+                    reply: p.reply,
+                    cell: p.seq,
+                };
+                self.fail_done(vec![d]);
+                continue;
+            };
+            seq += 1;
+            prev = hash;
+            if let Some(cell) = &p.seq {
+                cell.store(seq, Ordering::Release);
+            }
+            must_sync |= strict && p.reply.is_some();
+            done.push(Done {
+                seq,
+                reply: p.reply,
+                cell: p.seq,
+            });
+        }
+        let mut taken = Vec::new();
+        if let Some((input, list)) = self.outcomes_input(&mut taken) {
+            let mut rec = AuditRecord::from_input(input, seq + 1, prev.clone());
+            rec.outcomes = Some(Some(list));
+            if let Some(hash) = self.seal_into(rec, &mut buf) {
+                seq += 1;
+                prev = hash;
+                done.push(Done {
+                    seq,
+                    reply: None,
+                    cell: None,
+                });
             }
         }
         if let Err(e) = self.write(&buf) {
             self.fault("write", &e);
-            return self.fail_done(done);
+            // This group's intents are now marked failed and their outcomes
+            // will be dropped; the others are retried after recovery.
+            self.fail_done(done);
+            return self.outcomes.append(&mut taken);
         }
         self.written_seq = seq;
-        if force_sync || self.durability == Durability::Strict {
+        if must_sync || (self.dirty && force_sync) {
             if let Err(e) = self.sync() {
                 self.fault("fsync", &e);
-                return self.fail_done(done);
+                self.fail_done(done);
+                return self.outcomes.append(&mut taken);
             }
         }
         let n = done.len() as u64;
         self.set_head(seq, prev);
         self.metrics.records_written.inc_by(n);
         self.emit_stdout(&buf);
-        for (seq, reply) in done {
-            if let Some(r) = reply {
-                let _ = r.send(Ok(seq));
+        for d in done {
+            if let Some(r) = d.reply {
+                let _ = r.send(Ok(d.seq));
             }
         }
     }
 
-    fn fail_done(&self, done: Vec<(u64, Option<Reply>)>) {
-        for (_, reply) in done {
-            match reply {
+    /// Seals `rec` onto `buf` as one line; its hash, or None (logged) if it
+    /// cannot be encoded, which cannot happen for this struct.
+    fn seal_into(&self, mut rec: AuditRecord, buf: &mut Vec<u8>) -> Option<String> {
+        match rec.seal(&self.hasher) {
+            Ok(line) => {
+                buf.extend_from_slice(&line);
+                buf.push(b'\n');
+                Some(rec.hash)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit record could not be encoded");
+                None
+            }
+        }
+    }
+
+    fn fail_done(&self, done: Vec<Done>) {
+        for d in done {
+            if let Some(cell) = &d.cell {
+                cell.store(SEQ_FAILED, Ordering::Release);
+            }
+            match d.reply {
                 Some(r) => {
                     let _ = r.send(Err(AuditError::Unavailable));
                 }
@@ -691,7 +627,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Periodic duties: buffered fsync, age rotation, fault recovery.
+    /// How long written-but-unsynced records may wait for an fsync.
+    fn sync_interval(&self) -> Duration {
+        match self.durability {
+            Durability::Buffered { interval } => interval,
+            Durability::Strict => STRICT_LAZY_SYNC,
+        }
+    }
+
+    /// Periodic duties: lazy fsync, age rotation, fault recovery.
     fn on_timer(&mut self) {
         let now = Instant::now();
         if self.seg.is_none() {
@@ -700,11 +644,9 @@ impl Writer {
             }
             return;
         }
-        if let Durability::Buffered { interval } = self.durability {
-            if self.dirty && now >= self.last_sync + interval {
-                if let Err(e) = self.sync() {
-                    return self.fault("fsync", &e);
-                }
+        if self.dirty && now >= self.last_sync + self.sync_interval() {
+            if let Err(e) = self.sync() {
+                return self.fault("fsync", &e);
             }
         }
         if self
@@ -724,10 +666,8 @@ impl Writer {
         match &self.seg {
             None => d = d.min(self.next_retry),
             Some(s) => {
-                if let Durability::Buffered { interval } = self.durability {
-                    if self.dirty {
-                        d = d.min(self.last_sync + interval);
-                    }
+                if self.dirty {
+                    d = d.min(self.last_sync + self.sync_interval());
                 }
                 if s.bytes > 0 {
                     d = d.min(s.opened + self.max_age);
@@ -737,45 +677,115 @@ impl Writer {
         d.max(now)
     }
 
+    /// One group: everything in the lazy queue, then the channel (up to
+    /// [`MAX_BATCH`]). Returns (records, flush waiters, whether the channel
+    /// may hold more).
+    fn collect(
+        &mut self,
+        rx: &mut mpsc::Receiver<Msg>,
+        first: Option<Msg>,
+        st: &mut RunState,
+    ) -> (Vec<Pending>, Vec<FlushReply>, bool) {
+        let mut q = LazyQ::default();
+        self.lazy.take(&mut q);
+        self.outcomes.append(&mut q.outcomes);
+        let mut batch: Vec<Pending> = q
+            .records
+            .into_iter()
+            .map(|input| Pending {
+                input,
+                reply: None,
+                seq: None,
+            })
+            .collect();
+        let mut flushes = Vec::new();
+        let mut next = first;
+        let mut more = false;
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None if batch.len() >= MAX_BATCH => {
+                    more = true;
+                    break;
+                }
+                None => match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        st.open = false;
+                        break;
+                    }
+                },
+            };
+            match msg {
+                Msg::Record { input, reply, seq } => batch.push(Pending { input, reply, seq }),
+                Msg::Flush(tx) => flushes.push(tx),
+                Msg::Shutdown(tx) => {
+                    // Stop accepting; what is already queued still gets
+                    // written before the loop ends.
+                    rx.close();
+                    st.stop_waiters.push(tx);
+                }
+            }
+        }
+        (batch, flushes, more)
+    }
+
+    /// Waits for the next thing to do: a channel message (returned), the
+    /// lazy queue (after a grace period that gathers more), or a timer.
+    async fn park(&mut self, rx: &mut mpsc::Receiver<Msg>, st: &mut RunState) -> Option<Msg> {
+        let lazy = self.lazy.clone();
+        lazy.parked.store(true, Ordering::SeqCst);
+        let waiting = !lazy.is_empty();
+        if waiting {
+            lazy.parked.store(false, Ordering::SeqCst);
+        }
+        let deadline = tokio::time::Instant::from_std(self.next_deadline());
+        let got = tokio::select! {
+            m = rx.recv() => Some(m),
+            () = lazy.notify.notified(), if !waiting => grace(rx).await,
+            () = tokio::time::sleep(GRACE), if waiting => None,
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        lazy.parked.store(false, Ordering::SeqCst);
+        match got {
+            Some(Some(m)) => Some(m),
+            Some(None) => {
+                st.open = false;
+                None
+            }
+            None => None,
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         // However the thread ends (shutdown, last handle dropped, or a bug
         // that panics), handles must stop reporting a healthy audit.
         let _down = MarkDown(self.healthy.clone(), self.metrics.healthy.clone());
-        let mut stop_waiters = Vec::new();
+        let mut st = RunState {
+            open: true,
+            stop_waiters: Vec::new(),
+        };
+        let mut carry = None;
         loop {
-            let deadline = tokio::time::Instant::from_std(self.next_deadline());
-            let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => {
-                    self.on_timer();
-                    continue;
-                }
-                Ok(None) => break,
-                Ok(Some(m)) => m,
-            };
-            let mut batch = Vec::new();
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Record { input, reply } => batch.push(Pending { input, reply }),
-                    Msg::Flush(tx) => {
-                        self.append(std::mem::take(&mut batch), true);
-                        let _ = tx.send(self.flush_now());
-                    }
-                    Msg::Shutdown(tx) => {
-                        // Stop accepting; what is already queued still gets
-                        // written before the loop ends.
-                        rx.close();
-                        stop_waiters.push(tx);
-                    }
-                }
-                if batch.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
+            let (batch, flushes, more) = self.collect(&mut rx, carry.take(), &mut st);
+            let force = !flushes.is_empty() || !st.stop_waiters.is_empty();
+            self.append(batch, force);
+            for f in flushes {
+                let _ = f.send(self.flush_now());
             }
-            self.append(batch, false);
             self.on_timer();
+            if !st.open {
+                break;
+            }
+            if !more {
+                carry = self.park(&mut rx, &mut st).await;
+            }
         }
-        let res = if self.seg.is_some() || !stop_waiters.is_empty() {
+        // Late lazy records (queued while shutting down) still go in.
+        let (batch, _, _) = self.collect(&mut rx, None, &mut st);
+        self.append(batch, true);
+        let res = if self.seg.is_some() || !st.stop_waiters.is_empty() {
             self.flush_now()
         } else {
             Ok(())
@@ -783,12 +793,29 @@ impl Writer {
         // Stopped: say so before anyone is told shutdown completed.
         self.healthy.store(false, Ordering::Release);
         self.metrics.healthy.set(0);
-        for w in stop_waiters {
+        for w in st.stop_waiters {
             let _ = w.send(match &res {
                 Ok(()) => Ok(()),
                 Err(_) => Err(AuditError::Unavailable),
             });
         }
         tracing::debug!(head_seq = self.head_seq, "audit writer stopped");
+    }
+}
+
+type FlushReply = oneshot::Sender<Result<(), AuditError>>;
+
+struct RunState {
+    /// False once every handle is gone or a shutdown was asked for.
+    open: bool,
+    stop_waiters: Vec<FlushReply>,
+}
+
+/// After the lazy queue woke the writer: wait a little for more (or for a
+/// record someone waits on, which ends the grace at once).
+async fn grace(rx: &mut mpsc::Receiver<Msg>) -> Option<Option<Msg>> {
+    tokio::select! {
+        m = rx.recv() => Some(m),
+        () = tokio::time::sleep(GRACE) => None,
     }
 }

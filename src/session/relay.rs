@@ -8,12 +8,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::backend::backend;
+use super::backend::{abandoned, backend};
 use super::catalog::SessionCatalog;
 use super::context::{SessionCtx, SessionError, Shared};
 use super::frontend::frontend;
 use super::io::lock;
 use super::state::State;
+use crate::audit::OUTCOME_CLIENT_DISCONNECTED;
+use crate::error::sqlstate;
 use crate::metrics::metrics;
 use crate::net::Stream;
 use crate::protocol::rows::TERMINATE;
@@ -41,6 +43,16 @@ pub(super) async fn run(
             () = drained(&state, shared) => Err(SessionError::Shutdown),
         }
     };
+    // Statements sent but never answered to the client still get records.
+    match &outcome {
+        Ok(()) | Err(SessionError::Io(_)) => {
+            abandoned(&state, ctx, shared, OUTCOME_CLIENT_DISCONNECTED)
+        }
+        Err(SessionError::UpstreamLost) => {
+            abandoned(&state, ctx, shared, sqlstate::CONNECTION_FAILURE)
+        }
+        _ => {}
+    }
     if let Some(e) = outcome.as_ref().err().filter(|e| tells_client(e)) {
         if matches!(e, SessionError::Protocol(_)) {
             metrics().protocol_errors.inc();

@@ -18,6 +18,7 @@ use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
 use super::copy::CopyStream;
 use super::rows::RowPlan;
+use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
 
 /// Everything both directions of one session share, behind one lock.
@@ -150,6 +151,9 @@ pub enum Expect {
         stmt_start: Instant,
         /// Per statement, what it does to named objects (empty: nothing).
         effects: Vec<Effect>,
+        /// Per statement, its record written before it ran (strict audit of
+        /// a tagged statement); empty when there are none.
+        intents: Vec<Option<Intent>>,
     },
     FunctionCall {
         start: Instant,
@@ -170,6 +174,8 @@ pub enum Expect {
     Execute {
         portal: Option<Arc<Portal>>,
         start: Instant,
+        /// Its record written before it ran (strict audit, tagged).
+        intent: Option<Intent>,
     },
     Close,
     Sync {
@@ -213,6 +219,7 @@ impl Expect {
             audit,
             stmt_start: start,
             effects: Vec::new(),
+            intents: Vec::new(),
         }
     }
 }
@@ -236,6 +243,10 @@ pub struct Tracker {
     /// What executing each prepared statement reveals, for the records of
     /// SQL `EXECUTE name` (whose own text names no table).
     pub prepared_audit: HashMap<String, StmtAudit>,
+    /// What each cursor's query reveals, by cursor name, for the records of
+    /// `FETCH … FROM name` (whose own text names no table). Set when the
+    /// DECLARE is sent: a later DECLARE of the name replaces it.
+    pub cursor_audit: HashMap<String, StmtAudit>,
     /// Open cursors: (generation declared under, WITH HOLD).
     pub cursors: HashMap<String, (u64, bool)>,
     /// A row transform failed mid-result: drop the rest of that result.

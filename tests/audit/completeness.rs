@@ -51,7 +51,7 @@ async fn records_say_what_was_revealed_under_every_spelling() {
     );
     let e = admin.simple_query(&big).await.expect_err("too complex");
     assert_eq!(sqlstate(&e).as_deref(), Some("54001"));
-    let recs = wait_statements(&env, "ac-admin", 11);
+    let recs = wait_statements(&env, "ac-admin", 12);
     let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         recs.iter().filter(|r| pred(r)).cloned().collect::<Vec<_>>()
     };

@@ -235,7 +235,14 @@ async fn audit_disk_full_refuses_tagged_statements_and_recovers_by_itself() {
 
     // None served without a record: every statement the client got results for has its
     // record, with outcome ok.
-    let records = read_records(&env.audit);
+    // Outcomes follow their statements' records lazily: wait until none is pending.
+    wait_until(Duration::from_secs(5), || {
+        merged(read_records(&env.audit))
+            .iter()
+            .all(|r| r["outcome"] != "pending")
+    });
+    let raw = read_records(&env.audit);
+    let records = merged(raw.clone());
     let recorded_ok = |i: usize| {
         let alias = format!(" q{i} ");
         records.iter().any(|r| {
@@ -297,8 +304,8 @@ async fn audit_disk_full_refuses_tagged_statements_and_recovers_by_itself() {
     let (code, stdout, stderr) = verify_cli(&env.audit);
     assert_eq!(code, 0, "chain after recovery: {stdout}{stderr}");
     assert_eq!(
-        records.last().unwrap()["seq"].as_u64(),
-        Some(records.len() as u64),
+        raw.last().unwrap()["seq"].as_u64(),
+        Some(raw.len() as u64),
         "seqs run 1..=n with no gap across the fault"
     );
     m.finish();

@@ -546,7 +546,11 @@ async fn records_also_go_to_stdout_when_asked() {
         .map(str::to_string)
         .unwrap();
     let parsed: Value = serde_json::from_str(&line).expect("one JSON record per line");
-    assert_eq!(parsed, on_disk[0]);
+    let raw = read_records(&env.audit)
+        .into_iter()
+        .find(|r| r["hash"] == hash.as_str())
+        .unwrap();
+    assert_eq!(parsed, raw);
     assert!(
         !env.proxy.log().contains("nobody-stdout"),
         "a literal reached stdout"

@@ -72,6 +72,37 @@ pub fn read_records(dir: &Path) -> Vec<Value> {
     out
 }
 
+/// The records as an auditor reads them: each `pending` statement record (strict mode
+/// writes a tagged statement's record before the statement runs) with the outcome, rows
+/// and duration its later `outcomes` record gives it, and the `outcomes` records
+/// themselves left out. Panics on an outcome for a record that is not pending before it,
+/// or a second outcome for one: either is a writer bug.
+pub fn merged(records: Vec<Value>) -> Vec<Value> {
+    let mut pending: std::collections::HashMap<u64, usize> = Default::default();
+    let mut out: Vec<Value> = Vec::new();
+    for r in records {
+        if r["kind"] == "outcomes" {
+            let list = r["outcomes"].as_array().expect("outcomes list");
+            assert!(!list.is_empty(), "empty outcomes record {r}");
+            for o in list {
+                let of = o["of"].as_u64().expect("outcome names a seq");
+                let i = pending
+                    .remove(&of)
+                    .unwrap_or_else(|| panic!("outcome for {of}, no pending record before: {r}"));
+                for k in ["rows", "duration_us", "outcome"] {
+                    out[i][k] = o[k].clone();
+                }
+            }
+            continue;
+        }
+        if r["outcome"] == "pending" {
+            pending.insert(r["seq"].as_u64().expect("seq"), out.len());
+        }
+        out.push(r);
+    }
+    out
+}
+
 /// Segment files in chain order.
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -98,21 +129,21 @@ pub fn s(v: &Value, k: &str) -> String {
     }
 }
 
-/// Records of `kind` whose application_name is `app`.
+/// Records of `kind` whose application_name is `app`, outcomes merged in.
 pub fn records_of(dir: &Path, app: &str, kind: &str) -> Vec<Value> {
-    read_records(dir)
+    merged(read_records(dir))
         .into_iter()
         .filter(|r| r["kind"] == kind && r["application_name"] == app)
         .collect()
 }
 
-/// Waits until `n` statement records of `app` exist (untagged statements are recorded
-/// without waiting for the disk), then returns them.
+/// Waits until `n` statement records of `app` exist, none still pending (untagged
+/// statements and outcomes are recorded without waiting for the disk), then returns them.
 pub fn wait_statements(env: &Env, app: &str, n: usize) -> Vec<Value> {
     let mut got = Vec::new();
     wait_until(Duration::from_secs(5), || {
         got = records_of(&env.audit, app, "statement");
-        got.len() >= n
+        got.len() >= n && got.iter().all(|r| r["outcome"] != "pending")
     });
     got
 }
@@ -208,7 +239,7 @@ pub fn psql_app(
 /// Asserts the session-level facts every statement record of `app` carries.
 pub fn assert_who(rs: &[Value], role: &str, db: &str) {
     for r in rs {
-        assert_eq!(r["v"], 2, "{r}");
+        assert_eq!(r["v"], 3, "{r}");
         assert_eq!(s(r, "login_role"), role, "{r}");
         assert_eq!(r["effective_roles"], serde_json::json!([role]), "{r}");
         assert_eq!(s(r, "database"), db, "{r}");

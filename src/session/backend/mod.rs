@@ -18,7 +18,7 @@ use super::copy::CopyDir;
 use super::io::{fill, lock, Assembler};
 use super::refusal;
 use super::state::{Expect, State};
-use crate::audit::{Audit, AuditError, AuditRecordInput};
+use crate::audit::{Audit, AuditError, AuditRecordInput, Intent, IntentCheck};
 use crate::metrics::metrics;
 use crate::net::Stream;
 use crate::protocol::messages::ready_status;
@@ -30,33 +30,150 @@ pub(super) struct Records<'a> {
     /// The session is restricted: scrub server errors and notices.
     pub restricted: bool,
     pub rec: Option<&'a RecordCtx>,
+    pub audit: Option<&'a Audit>,
     pub rules_version: &'a str,
     pub strict: bool,
     pub out: Vec<(AuditRecordInput, bool)>,
+    /// Intents of this batch's statements not yet durable: the batch is
+    /// released once they are.
+    pub waits: Vec<Durable>,
+    /// An intent is not in the chain: nothing more may be released.
+    pub intent_failed: bool,
 }
 
 impl Records<'_> {
-    fn emit(&mut self, a: Option<&StmtAudit>, outcome: &str, rows: u64, started: Instant) {
-        if let (Some(rec), Some(a)) = (self.rec, a) {
-            let outcome = a.refused.unwrap_or(outcome);
-            let r = rec.record(a, outcome, rows, started, self.rules_version);
-            // A refused statement returned nothing to hold back.
-            self.out
-                .push((r, self.strict && a.tagged && a.refused.is_none()));
+    /// The record of a finished statement: the outcome of its intent, or a
+    /// whole record (held for durability when strict and tagged).
+    fn emit(
+        &mut self,
+        a: Option<&StmtAudit>,
+        intent: Option<&Intent>,
+        outcome: &str,
+        rows: u64,
+        started: Instant,
+    ) {
+        let (Some(rec), Some(a)) = (self.rec, a) else {
+            return;
+        };
+        let outcome = a.refused.unwrap_or(outcome);
+        if let (Some(i), Some(audit)) = (intent, self.audit) {
+            let us = started.elapsed().as_micros() as u64;
+            audit.outcome(i, rows, us, outcome);
+            return;
+        }
+        let r = rec.record(a, outcome, rows, started, self.rules_version);
+        // A refused statement returned nothing to hold back.
+        self.out
+            .push((r, self.strict && a.tagged && a.refused.is_none()));
+    }
+
+    /// Before any reply of `intent`'s statement goes on: durable already,
+    /// to be waited for, or failed.
+    fn check(&mut self, intent: Option<&mut Intent>) {
+        match intent.map(Intent::check) {
+            None | Some(IntentCheck::Durable) => {}
+            Some(IntentCheck::Wait(rx)) => self.waits.push(rx),
+            Some(IntentCheck::Failed) => self.intent_failed = true,
         }
     }
 }
 
 /// Whether results now arriving belong to a statement whose record must be
-/// durable before they are released (strict audit of a tagged statement).
+/// durable before they are released and was not written ahead as an intent
+/// (strict audit of a tagged statement).
 fn must_hold(st: &State) -> bool {
     match st.expect.front() {
-        Some(Expect::Query { idx, audit, .. }) => audit.get(*idx).is_some_and(|a| a.tagged),
-        Some(Expect::Execute { portal, .. }) => portal
-            .as_ref()
-            .and_then(|p| p.stmt.audit.as_ref())
-            .is_some_and(|a| a.tagged),
+        Some(Expect::Query {
+            idx,
+            audit,
+            intents,
+            ..
+        }) => {
+            audit.get(*idx).is_some_and(|a| a.tagged)
+                && intents.get(*idx).is_none_or(|i| i.is_none())
+        }
+        Some(Expect::Execute { portal, intent, .. }) => {
+            intent.is_none()
+                && portal
+                    .as_ref()
+                    .and_then(|p| p.stmt.audit.as_ref())
+                    .is_some_and(|a| a.tagged)
+        }
         _ => false,
+    }
+}
+
+/// The intent of the statement whose replies are arriving.
+fn head_intent(st: &mut State) -> Option<&mut Intent> {
+    match st.expect.front_mut() {
+        Some(Expect::Query { idx, intents, .. }) => intents.get_mut(*idx)?.as_mut(),
+        Some(Expect::Execute { intent, .. }) => intent.as_mut(),
+        _ => None,
+    }
+}
+
+/// The outcome every statement of `e` that never reached its end gets
+/// (`not_executed` after an earlier failure, `client_disconnected`, …).
+/// With `intents_only`, only statements whose intent is in the chain (and
+/// must be closed) get one.
+pub(super) fn unfinished(e: &Expect, recs: &mut Records<'_>, outcome: &str, intents_only: bool) {
+    match e {
+        Expect::Query {
+            idx,
+            audit,
+            intents,
+            stmt_start,
+            ..
+        } => {
+            for (i, a) in audit.iter().enumerate().skip(*idx) {
+                let intent = intents.get(i).and_then(Option::as_ref);
+                if intent.is_some() || !intents_only {
+                    recs.emit(Some(a), intent, outcome, 0, *stmt_start);
+                }
+            }
+        }
+        Expect::Execute {
+            portal,
+            start,
+            intent,
+        } if intent.is_some() || !intents_only => recs.emit(
+            portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+            intent.as_ref(),
+            outcome,
+            0,
+            *start,
+        ),
+        _ => {}
+    }
+}
+
+/// The session ended with statements outstanding (the client left after
+/// Execute + Flush, or the server went away): each gets its record, with
+/// `outcome`, since it was sent and may have run.
+pub(super) fn abandoned(state: &Mutex<State>, ctx: &SessionCtx, shared: &Shared, outcome: &str) {
+    let Some(audit) = shared.audit.as_ref() else {
+        return;
+    };
+    let policy = shared.policy.load();
+    let mut recs = Records {
+        restricted: false,
+        rec: ctx.rec.as_ref(),
+        audit: Some(audit),
+        rules_version: &policy.rules.version,
+        strict: false,
+        out: Vec::new(),
+        waits: Vec::new(),
+        intent_failed: false,
+    };
+    let st = lock(state);
+    for e in &st.expect {
+        unfinished(e, &mut recs, outcome, false);
+    }
+    drop(st);
+    for (r, _) in recs.out {
+        if audit.record_nowait(r).is_err() {
+            tracing::debug!("audit record of an abandoned statement could not be queued");
+        }
     }
 }
 
@@ -105,14 +222,26 @@ pub(super) async fn backend(
         let mut recs = Records {
             restricted,
             rec: ctx.rec.as_ref(),
+            audit,
             rules_version: &policy.rules.version,
             strict,
             out: Vec::new(),
+            waits: Vec::new(),
+            intent_failed: false,
         };
         let (pos, asm, hold) = {
             let mut st = lock(state);
             walk(&buf, &mut st, &policy, tracked, &mut recs, shared)?
         };
+        held.waits.append(&mut recs.waits);
+        if recs.intent_failed {
+            // This batch holds replies of a statement whose record is not
+            // in the chain: none of it may reach the client.
+            if let Some(a) = audit {
+                a.note_refused();
+            }
+            return Err(SessionError::AuditUnavailable);
+        }
         if let Some(a) = audit {
             if submit(a, recs.out, &mut held.waits).await {
                 // No result leaves without its record, not even this batch's.
@@ -181,6 +310,9 @@ fn walk(
         if tag == b'E' {
             st.head_failed = true;
         }
+        if tag != b'Z' {
+            recs.check(head_intent(st));
+        }
         copy_in_rules(tag, st)?;
         let action = if tracked {
             let catalog = st.catalog.current.clone();
@@ -200,7 +332,7 @@ fn walk(
             BAction::Drop => asm.replace(buf, pos, pos + n, &[]),
         }
         if tag == b'Z' {
-            on_ready(frame, st, shared, tracked)?;
+            on_ready(frame, st, shared, tracked, recs)?;
         }
         pos += n;
     }
@@ -248,6 +380,7 @@ fn on_ready(
     st: &mut State,
     shared: &Shared,
     tracked: bool,
+    recs: &mut Records<'_>,
 ) -> Result<(), SessionError> {
     let m = metrics();
     let status = ready_status(frame);
@@ -261,6 +394,8 @@ fn on_ready(
         st.copy_marks.clear();
     }
     while let Some(e) = st.expect.pop_front() {
+        // Statements of a Query after a failed one never ran.
+        unfinished(&e, recs, crate::audit::OUTCOME_NOT_EXECUTED, true);
         match e {
             Expect::Query { start, .. } | Expect::FunctionCall { start } => {
                 if failed {

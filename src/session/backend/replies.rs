@@ -398,12 +398,15 @@ fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
         .or_else(|| crate::protocol::error_code(frame))
         .unwrap_or_else(|| crate::error::sqlstate::INTERNAL_ERROR.into());
     complete_statement(st, cx.recs, &code, 0);
-    // Extended protocol: the server now skips to Sync; so do we.
+    // Extended protocol: the server now skips to Sync; so do we. The
+    // Executes skipped never ran.
     while let Some(e) = st.expect.front() {
         if e.is_sync_point() {
             break;
         }
-        st.expect.pop_front();
+        if let Some(e) = st.expect.pop_front() {
+            super::unfinished(&e, cx.recs, crate::audit::OUTCOME_NOT_EXECUTED, true);
+        }
     }
     match refusal {
         Some(r) => BAction::Replace(refusal::response(&r)),
@@ -419,22 +422,29 @@ fn complete_statement(st: &mut State, recs: &mut Records<'_>, outcome: &str, row
             idx,
             audit,
             stmt_start,
+            intents,
             ..
         }) => {
-            recs.emit(audit.get(*idx), outcome, rows, *stmt_start);
+            let intent = intents.get_mut(*idx).and_then(Option::take);
+            recs.emit(audit.get(*idx), intent.as_ref(), outcome, rows, *stmt_start);
             *idx += 1;
             *stmt_start = Instant::now();
         }
-        Some(Expect::Execute { portal, start }) => {
+        Some(Expect::Execute {
+            portal,
+            start,
+            intent,
+        }) => {
             recs.emit(
                 portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+                intent.take().as_ref(),
                 outcome,
                 rows,
                 *start,
             );
         }
         Some(Expect::Parse { audit, .. }) => {
-            recs.emit(audit.as_ref(), outcome, rows, Instant::now());
+            recs.emit(audit.as_ref(), None, outcome, rows, Instant::now());
         }
         _ => {}
     }

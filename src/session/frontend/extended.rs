@@ -51,7 +51,7 @@ pub(super) fn on_parse(
 }
 
 fn passthrough_parse(parse: &Parse, st: &mut State, env: &Env<'_>) -> Action {
-    let audit = env
+    let mut audit = env
         .audit_on()
         .then(|| {
             audit::passthrough(&sql::split_statements(&parse.query))
@@ -59,6 +59,9 @@ fn passthrough_parse(parse: &Parse, st: &mut State, env: &Env<'_>) -> Action {
                 .next()
         })
         .flatten();
+    if let Some(a) = audit.as_mut() {
+        super::simple::executes_reveal(&[&parse.query], std::slice::from_mut(a), st);
+    }
     let stmt = Arc::new(Stmt {
         audit,
         query: parse.query.clone(),
@@ -95,10 +98,14 @@ fn rewritten_parse(
 ) -> Result<Action, ProtocolError> {
     let name = parse.name.clone().unwrap_or_default();
     let plan = Arc::new(plan);
+    let mut audit = env
+        .audit_on()
+        .then(|| audit::from_plan(&plan, env.policy, &st.catalog.current.roles));
+    if let Some(a) = audit.as_mut() {
+        super::simple::executes_reveal(&[&parse.query], std::slice::from_mut(a), st);
+    }
     let stmt = Arc::new(Stmt {
-        audit: env
-            .audit_on()
-            .then(|| audit::from_plan(&plan, env.policy, &st.catalog.current.roles)),
+        audit,
         plan: Some(plan.clone()),
         row: Mutex::new(None),
         query: parse.query.clone(),
@@ -308,6 +315,7 @@ pub(super) fn on_execute(
     st.expect.push_back(Expect::Execute {
         portal,
         start: env.start,
+        intent: None,
     });
     Ok(Action::Forward)
 }

@@ -222,12 +222,57 @@ fn walk(
             return Ok((pos + n, true, asm));
         }
         account(frame[0], st, env, batch);
+        let queued = st.expect.len();
         if let Action::Replace(new) = dispatch(frame, st, env)? {
             asm.replace(buf, pos, pos + n, &new);
+        }
+        if st.expect.len() > queued && matches!(frame[0], b'Q' | b'E') {
+            write_intents(st, env);
         }
         pos += n;
     }
     Ok((pos, false, asm))
+}
+
+/// Strict audit: the record of each tagged statement just queued is written
+/// now, before the statement is forwarded, so its fsync runs while the
+/// server executes it (see `crate::audit::handle`). A record that cannot be
+/// submitted still lets the statement go; the backend then withholds its
+/// results and closes the session, as for any record that failed.
+fn write_intents(st: &mut State, env: &Env<'_>) {
+    let (Some(audit), Some(rec)) = (env.shared.audit.as_ref(), env.ctx.rec.as_ref()) else {
+        return;
+    };
+    if !audit.uses_intents() {
+        return;
+    }
+    let version = &env.policy.rules.version;
+    let submit = |a: &super::audit::StmtAudit| -> Option<crate::audit::Intent> {
+        if !a.tagged || a.refused.is_some() {
+            return None;
+        }
+        let input = rec.record(a, crate::audit::OUTCOME_PENDING, 0, env.start, version);
+        Some(
+            audit
+                .intent(input)
+                .unwrap_or_else(|_| crate::audit::Intent::failed()),
+        )
+    };
+    match st.expect.back_mut() {
+        Some(Expect::Query { audit, intents, .. }) if intents.is_empty() => {
+            if audit.iter().any(|a| a.tagged && a.refused.is_none()) {
+                *intents = audit.iter().map(submit).collect();
+            }
+        }
+        Some(Expect::Execute {
+            portal: Some(p),
+            intent,
+            ..
+        }) if intent.is_none() => {
+            *intent = p.stmt.audit.as_ref().and_then(submit);
+        }
+        _ => {}
+    }
 }
 
 /// Statement accounting, for every session.

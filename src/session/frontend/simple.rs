@@ -118,18 +118,34 @@ pub(super) fn on_query(
     }
 }
 
-/// An `EXECUTE name` reveals what its prepared statement does: its record
-/// names those tables and columns (the EXECUTE's own text names none).
-fn executes_reveal(chunks: &[&str], audit: &mut [audit::StmtAudit], st: &State) {
+/// Statements that read through a name: an `EXECUTE name` reveals what its
+/// prepared statement does, a `FETCH … FROM name` what its cursor's query
+/// does. Their records name those tables and columns (their own text names
+/// none). A DECLARE leaves its template for the FETCHes to come.
+pub(super) fn executes_reveal(chunks: &[&str], audit: &mut [audit::StmtAudit], st: &mut State) {
     for (chunk, a) in chunks.iter().zip(audit.iter_mut()) {
-        let Some(sql::ObjectOp::Execute(name)) = sql::object_op(chunk) else {
-            continue;
+        let through = match sql::object_op(chunk) {
+            Some(sql::ObjectOp::Execute(name)) => st.tracker.prepared_audit.get(&name),
+            Some(sql::ObjectOp::Fetch(name)) => st.tracker.cursor_audit.get(&name),
+            Some(sql::ObjectOp::Declare { name, .. }) => {
+                st.tracker.cursor_audit.insert(name, a.clone());
+                None
+            }
+            _ => None,
         };
-        if let Some(p) = st.tracker.prepared_audit.get(&name) {
+        if let Some(p) = through {
             a.kind = p.kind;
             a.tagged |= p.tagged;
-            a.tables.extend(p.tables.iter().cloned());
-            a.columns.extend(p.columns.iter().cloned());
+            for t in &p.tables {
+                if !a.tables.contains(t) {
+                    a.tables.push(t.clone());
+                }
+            }
+            for c in &p.columns {
+                if !a.columns.contains(c) {
+                    a.columns.push(c.clone());
+                }
+            }
         }
     }
 }
