@@ -91,8 +91,17 @@ pub(super) fn decode_text(raw: &[u8], out: &mut Vec<u8>) {
 /// Escapes a value for text format. If the result would read back as the NULL or DEFAULT
 /// marker (possible with custom markers), the first byte is written as an octal, then hex,
 /// escape instead; those forms differ from each other and from the plain one, so one of the
-/// three always avoids both markers.
-pub(super) fn render_text(v: &[u8], opts: &CopyOptions, out: &mut Vec<u8>) {
+/// three always avoids both markers. The empty value has no escaped form: when a marker is
+/// empty it cannot be spelled, and the row is refused (fuzz finding: written as is, the
+/// server would read it as the marker, i.e. DEFAULT or NULL, not the value seen here).
+pub(super) fn render_text(
+    v: &[u8],
+    opts: &CopyOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
+    if v.is_empty() && (opts.null.is_empty() || opts.default.as_deref() == Some(b"")) {
+        return Err("an empty value cannot be written when NULL or DEFAULT is the empty string");
+    }
     let start = out.len();
     for form in 0..3 {
         out.truncate(start);
@@ -127,9 +136,10 @@ pub(super) fn render_text(v: &[u8], opts: &CopyOptions, out: &mut Vec<u8>) {
         }
         let r = &out[start..];
         if v.is_empty() || (r != opts.null.as_slice() && opts.default.as_deref() != Some(r)) {
-            return;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// Field extents of a CSV row, following `CopyReadAttributesCSV`: a field may mix quoted and

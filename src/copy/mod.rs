@@ -564,6 +564,17 @@ fn transform_row(
             msg,
         })?;
         match new {
+            // Under FORCE_NOT_NULL the server reads the unquoted NULL string as a value;
+            // only its quoted form, and only with FORCE_NULL too, reads back as NULL (fuzz
+            // finding: written unquoted, a NULL became an empty string at rest).
+            None if csv && force(&opts.force_not_null) => {
+                if !force(&opts.force_null) {
+                    return Err(field_err("NULL cannot be written under FORCE_NOT_NULL"));
+                }
+                out.push(opts.quote);
+                out.extend_from_slice(&opts.null);
+                out.push(opts.quote);
+            }
             None => out.extend_from_slice(&opts.null),
             Some(v) if csv => {
                 if force(&opts.force_null) && v == opts.null {
@@ -571,7 +582,7 @@ fn transform_row(
                 }
                 render_csv(&v, opts, single, out);
             }
-            Some(v) => render_text(&v, opts, out),
+            Some(v) => render_text(&v, opts, out).map_err(field_err)?,
         }
     }
     out.extend_from_slice(&line[pos..]);

@@ -63,7 +63,7 @@ fn encode_rows(opts: &CopyOptions, rows: &[Row]) -> Vec<u8> {
             }
             match (v, opts.format) {
                 (None, _) => out.extend_from_slice(&opts.null),
-                (Some(v), CopyFormat::Text) => render_text(v, opts, &mut out),
+                (Some(v), CopyFormat::Text) => render_text(v, opts, &mut out).expect("renderable"),
                 (Some(v), CopyFormat::Csv) => render_csv(v, opts, row.len() == 1, &mut out),
             }
         }
@@ -206,11 +206,11 @@ fn text_nulls_compare_raw_text() {
     assert_eq!(rows, vec![vec![None, Some(b"\nil".to_vec())]]);
     // A value equal to a custom NULL string is escaped so it does not read back as NULL.
     let mut out = Vec::new();
-    render_text(b"nil", &o, &mut out);
+    render_text(b"nil", &o, &mut out).unwrap();
     assert_eq!(out, b"\\156il");
     o.null = b"\\\\".to_vec();
     out.clear();
-    render_text(b"\\", &o, &mut out);
+    render_text(b"\\", &o, &mut out).unwrap();
     assert_eq!(out, b"\\134");
     assert_eq!(
         decode_rows(&o, 1, b"\\134\n").unwrap(),
@@ -694,4 +694,35 @@ fn encoding_names() {
             "{unsafe_}"
         );
     }
+}
+
+/// Fuzz findings: a value the renderer cannot spell so that the server reads it back as that
+/// value is refused, never forwarded as a marker (DEFAULT, or a NULL turned into a value).
+#[test]
+fn values_without_an_unambiguous_spelling_are_refused() {
+    // Text, DEFAULT '': an empty value (a lone trailing backslash reads as one) would be
+    // written as the DEFAULT marker.
+    let mut o = opts_text();
+    o.default = Some(Vec::new());
+    o.null = b"N".to_vec();
+    let err = run_chunks(&o, &[true], &[b"\\"], identity).unwrap_err();
+    assert!(matches!(err, CopyError::Field { field: 0, .. }), "{err:?}");
+    // Non-empty values still pass, and untouched fields are not re-rendered.
+    let (out, _) = run_chunks(&o, &[true], &[b"a\n"], identity).unwrap();
+    assert_eq!(out, b"a\n");
+
+    // CSV, FORCE_NOT_NULL and FORCE_NULL on the column: only the quoted NULL string reads
+    // back as NULL, so a NULL is written quoted.
+    let mut o = opts_csv();
+    o.force_not_null = vec![true];
+    o.force_null = vec![true];
+    let (out, seen) = run_chunks(&o, &[true], &[b"\"\"\n"], identity).unwrap();
+    assert_eq!(seen, vec![(0, None)]);
+    assert_eq!(out, b"\"\"\n");
+    let (_, again) = run_chunks(&o, &[true], &[&out], identity).unwrap();
+    assert_eq!(again, vec![(0, None)]);
+    // FORCE_NOT_NULL alone: no spelling reads back as NULL, so producing one is refused.
+    o.force_null = vec![false];
+    let err = run_chunks(&o, &[true], &[b"x\n"], |_, _| Ok(None)).unwrap_err();
+    assert!(matches!(err, CopyError::Field { field: 0, .. }), "{err:?}");
 }

@@ -390,6 +390,14 @@ mod tests {
             "2024-05-01 00:00:00+00"
         );
         assert_eq!(m(Mask::Year, Timestamptz, "-infinity"), "-infinity");
+        // Fuzz finding: the year of the first representable day starts
+        // before it; the mask clamps instead of producing an invalid date.
+        assert_eq!(m(Mask::Year, Date, "4714-12-01 BC"), "4714-11-24 BC");
+        assert_eq!(m(Mask::Month, Date, "4714-11-30 BC"), "4714-11-24 BC");
+        assert_eq!(
+            m(Mask::Year, Timestamptz, "4714-12-01 10:00:00+00 BC"),
+            "4714-11-24 00:00:00+00 BC"
+        );
         assert_eq!(m(Mask::Round(10), Int4, "15"), "20");
         assert_eq!(m(Mask::Round(10), Int4, "-15"), "-20");
         assert_eq!(m(Mask::Round(10), Int4, "14"), "10");

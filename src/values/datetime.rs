@@ -117,7 +117,11 @@ impl Date {
             Date::Days(d) => {
                 let (y, m, _) = civil_from_days(i64::from(d) + PG_EPOCH_UNIX_DAYS);
                 let m = if month { m } else { 1 };
-                Date::Days((days_from_civil(y, m, 1) - PG_EPOCH_UNIX_DAYS) as i32)
+                // The first representable day is 4714-11-24 BC: truncating
+                // inside that year or month clamps to it, so the mask of a
+                // valid date is a valid date (the client may parse it).
+                let first = (days_from_civil(y, m, 1) - PG_EPOCH_UNIX_DAYS).max(MIN_DATE_DAYS);
+                Date::Days(first as i32)
             }
             inf => inf,
         }
@@ -180,8 +184,10 @@ impl Timestamp {
                 let day = us.div_euclid(USECS_PER_DAY);
                 // `day` is in the supported range, so it fits an i32.
                 let day = i32::try_from(day).unwrap_or(0);
+                // Clamped to the first representable instant, as for dates.
                 Timestamp::Micros(
-                    i64::from(Date::Days(day).truncate(month).to_pg_days()) * USECS_PER_DAY,
+                    (i64::from(Date::Days(day).truncate(month).to_pg_days()) * USECS_PER_DAY)
+                        .max(MIN_TIMESTAMP),
                 )
             }
             inf => inf,
