@@ -35,7 +35,10 @@ async fn statement(c: &tokio_postgres::Client, i: u64) -> Result<bool, tokio_pos
             &format!(
                 "INSERT INTO customers (full_name, email) VALUES ($1, $2) RETURNING id AS q{i}"
             ),
-            &[&format!("Crash {i}"), &format!("crash{i}@audit-fault.example")],
+            &[
+                &format!("Crash {i}"),
+                &format!("crash{i}@audit-fault.example"),
+            ],
         )
         .await?
     } else {
@@ -80,7 +83,12 @@ async fn kill_9_under_load_never_loses_a_released_result_and_the_chain_verifies(
     let keyring = keygen(dir.path());
     let audit = dir.path().join("audit");
     let audit_arg = audit.display().to_string();
-    let flags = ["--audit-dir", audit_arg.as_str(), "--audit-durability", "strict"];
+    let flags = [
+        "--audit-dir",
+        audit_arg.as_str(),
+        "--audit-durability",
+        "strict",
+    ];
     let seed: u64 = std::env::var("PGVEIL_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
