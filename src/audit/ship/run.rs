@@ -10,6 +10,8 @@ use crate::audit::record::Timestamp;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle shipper asks the stream for its newest record on our subject.
+const STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Shipper {
     pub(super) async fn run(mut self) {
@@ -52,19 +54,41 @@ impl Shipper {
         self.align(&sink).await?;
         self.metrics.connected.set(1);
         tracing::info!(stream = %self.config.stream, subject = %self.config.subject, shipped_seq = self.cursor.seq, "audit shipping connected");
+        let mut checked = Instant::now();
         loop {
             if self.pending.is_empty() {
                 self.fill()?;
             }
             self.refresh_lag()?;
             if self.pending.is_empty() {
-                // Idle: a good moment to make the cursor current.
+                // Idle: a good moment to make the cursor current, and to
+                // check that the stream still holds what it acknowledged.
+                // A single nats-server killed with -9 can lose acknowledged
+                // messages, and the client reconnects under us without an
+                // error: without this check those records would be a gap.
                 self.save_cursor(true)?;
+                if checked.elapsed() >= STREAM_CHECK_INTERVAL {
+                    checked = Instant::now();
+                    let head = sink.last().await?.map_or(0, |(seq, ..)| seq);
+                    if head != self.cursor.seq {
+                        self.align(&sink).await?;
+                    }
+                }
                 tokio::time::sleep(self.config.poll_interval).await;
                 continue;
             }
             let n = self.pending.len().min(self.config.batch);
             let (acked, err) = sink.publish(&self.pending[..n]).await;
+            // Stream sequences only grow: an ack at or below the last one
+            // acknowledged (not a duplicate) means the server lost messages.
+            if acked
+                .first()
+                .is_some_and(|&(sseq, dup)| !dup && sseq <= self.cursor.stream_seq)
+            {
+                return Err(ShipError::Stream(
+                    "the stream's sequence went backwards (server lost acknowledged messages?); re-aligning".into(),
+                ));
+            }
             self.advance(&acked);
             if let Some(e) = err {
                 self.save_cursor(true)?;
