@@ -563,28 +563,42 @@ fn transform_row(
             field: i,
             msg,
         })?;
-        match new {
-            // Under FORCE_NOT_NULL the server reads the unquoted NULL string as a value;
-            // only its quoted form, and only with FORCE_NULL too, reads back as NULL (fuzz
-            // finding: written unquoted, a NULL became an empty string at rest).
-            None if csv && force(&opts.force_not_null) => {
-                if !force(&opts.force_null) {
-                    return Err(field_err("NULL cannot be written under FORCE_NOT_NULL"));
-                }
-                out.push(opts.quote);
-                out.extend_from_slice(&opts.null);
-                out.push(opts.quote);
-            }
-            None => out.extend_from_slice(&opts.null),
-            Some(v) if csv => {
-                if force(&opts.force_null) && v == opts.null {
-                    return Err(field_err("value equals the NULL string under FORCE_NULL"));
-                }
-                render_csv(&v, opts, single, out);
-            }
-            Some(v) => render_text(&v, opts, out).map_err(field_err)?,
-        }
+        render_field(new.as_deref(), opts, i, single, out).map_err(field_err)?;
     }
     out.extend_from_slice(&line[pos..]);
+    Ok(())
+}
+
+/// Writes field `i`'s new value. Under FORCE_NOT_NULL the server reads the
+/// unquoted NULL string as a value; only its quoted form, and only with
+/// FORCE_NULL too, reads back as NULL (fuzz finding: written unquoted, a NULL
+/// became an empty string at rest).
+fn render_field(
+    new: Option<&[u8]>,
+    opts: &CopyOptions,
+    i: usize,
+    single: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), &'static str> {
+    let force = |v: &[bool]| v.get(i).copied().unwrap_or(false);
+    let csv = opts.format == CopyFormat::Csv;
+    match new {
+        None if csv && force(&opts.force_not_null) => {
+            if !force(&opts.force_null) {
+                return Err("NULL cannot be written under FORCE_NOT_NULL");
+            }
+            out.push(opts.quote);
+            out.extend_from_slice(&opts.null);
+            out.push(opts.quote);
+        }
+        None => out.extend_from_slice(&opts.null),
+        Some(v) if csv => {
+            if force(&opts.force_null) && v == opts.null {
+                return Err("value equals the NULL string under FORCE_NULL");
+            }
+            render_csv(v, opts, single, out);
+        }
+        Some(v) => render_text(v, opts, out)?,
+    }
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::snapshot::{SnapshotError, SnapshotSource, SnapshotStore};
 
 /// The repository's example rules, embedded so the demo works from any
 /// directory and from an installed binary.
-const RULES: &str = include_str!("../rules/customers.toml");
+const RULES: &str = include_str!("../../rules/customers.toml");
 
 /// Database the demo creates.
 const DB: &str = "demo";
@@ -41,67 +41,8 @@ const DB: &str = "demo";
 /// Roles the example rules name, most to least privileged.
 const ROLES: [&str; 3] = ["admin", "support", "analyst"];
 
-/// The table `rules/customers.toml` expects: encrypted columns are `bytea`.
-const SETUP_SQL: &str = "\
-CREATE TABLE public.customers (
-    id          bigserial PRIMARY KEY,
-    full_name   text NOT NULL,
-    email       bytea,
-    ssn         bytea,
-    phone       bytea,
-    birth_date  bytea,
-    card_number bytea
-);
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.customers TO admin;
-GRANT USAGE, SELECT ON SEQUENCE public.customers_id_seq TO admin;
-GRANT SELECT ON public.customers TO support, analyst;
-";
-
-/// Columns shown in the comparison, in table order.
-const COLUMNS: [&str; 6] = [
-    "full_name",
-    "email",
-    "ssn",
-    "phone",
-    "birth_date",
-    "card_number",
-];
-
-/// One sample customer: name, email, SSN, phone, birth date, card number.
-/// Invented people; phone numbers in the 555-01xx fiction range, card numbers
-/// from the card networks' published test numbers.
-type Customer = (
-    &'static str,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    &'static str,
-    Option<&'static str>,
-);
-
-#[rustfmt::skip]
-const CUSTOMERS: [Customer; 20] = [
-    ("Alice Smith", "alice@example.com", "123-45-6789", Some("+1-202-555-0143"), "1984-07-19", Some("4111 1111 1111 1111")),
-    ("Bob Johnson", "bob.johnson@example.org", "987-65-4321", Some("+1-415-555-0198"), "1990-01-02", Some("5555 5555 5555 4444")),
-    ("Carmen Díaz", "carmen.diaz@example.net", "219-09-9999", Some("+1-305-555-0111"), "1977-11-30", Some("4012 8888 8888 1881")),
-    ("Seán O'Brien", "sean.obrien@example.com", "078-05-1120", Some("+1-617-555-0124"), "1969-03-17", Some("3782 822463 10005")),
-    ("Yuki Tanaka", "yuki.tanaka@example.org", "512-34-8821", Some("+1-206-555-0167"), "1995-05-05", Some("3530 1113 3330 0000")),
-    ("Oluwaseun Adeyemi", "seun.adeyemi@example.net", "333-22-4444", Some("+1-713-555-0182"), "1988-09-12", Some("6011 1111 1111 1117")),
-    ("Priya Natarajan", "priya.n@example.com", "401-77-2390", Some("+1-408-555-0135"), "1992-12-24", Some("5105 1051 0510 5100")),
-    ("Mohammed Al-Farsi", "m.alfarsi@example.org", "655-10-4417", Some("+1-312-555-0156"), "1981-02-28", Some("4000 0566 5566 5556")),
-    ("Zoë Müller", "zoe.mueller@example.net", "287-65-0031", Some("+1-646-555-0109"), "2000-08-08", Some("4242 4242 4242 4242")),
-    ("Lars Johansson", "lars.j@example.com", "190-44-7812", Some("+1-612-555-0173"), "1973-06-21", Some("5200 8282 8282 8210")),
-    ("Grace Kim", "grace.kim@example.org", "743-21-9065", Some("+1-213-555-0120"), "1999-10-31", Some("2223 0031 2200 3222")),
-    ("Diego Fernández", "diego.fernandez@example.net", "562-80-1147", Some("+1-512-555-0188"), "1986-04-15", Some("3714 496353 98431")),
-    ("Fatima Zahra Benali", "fz.benali@example.com", "318-56-7702", Some("+1-718-555-0146"), "1991-07-04", Some("6011 0009 9013 9424")),
-    ("Nguyễn Văn An", "an.nguyen@example.org", "604-93-2258", Some("+1-714-555-0191"), "1979-01-23", Some("3566 0020 2036 0505")),
-    ("Emily Clarke", "emily.clarke@example.net", "455-12-9087", Some("+1-503-555-0130"), "2002-03-09", Some("4000 0000 0000 0077")),
-    ("Tomasz Kowalski", "t.kowalski@example.com", "271-38-5519", Some("+1-773-555-0177"), "1983-11-11", Some("5425 2334 3010 9903")),
-    ("Aisha Bello", "aisha.bello@example.org", "689-02-3346", Some("+1-404-555-0114"), "1997-06-30", Some("4000 0025 0000 3155")),
-    ("Liam Murphy", "liam.murphy@example.net", "526-71-0094", None, "1975-09-01", Some("6200 0000 0000 0005")),
-    ("Sofia Rossi", "sofia.rossi@example.com", "132-66-4870", Some("+1-917-555-0152"), "1994-02-14", None),
-    ("Chen Wei", "chen.wei@example.org", "248-90-6613", Some("+1-415-555-0103"), "1987-08-27", Some("3056 9309 0259 04")),
-];
+mod data;
+use data::{Customer, COLUMNS, CUSTOMERS, SETUP_SQL};
 
 /// Options of `pgveil demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -207,47 +148,11 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
 
-    // Fail before the slow part when the port is taken (Server::bind checks
-    // again; this is only for a quick, clear answer).
-    if opts.port != 0 {
-        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", opts.port)) {
-            return Err(if e.kind() == std::io::ErrorKind::AddrInUse {
-                DemoError::PortInUse { port: opts.port }
-            } else {
-                DemoError::Io {
-                    context: format!("binding 127.0.0.1:{}", opts.port),
-                    source: e,
-                }
-            });
-        }
-    }
-    println!("pgveil demo: starting a throwaway PostgreSQL …");
-    let pg = PgTemp::start(&PgTempOptions::default())?;
-    let passwords: Vec<(&str, String)> = ROLES
-        .iter()
-        .map(|r| {
-            (
-                *r,
-                format!("{r}-{}", hex::encode(rand::random::<[u8; 4]>())),
-            )
-        })
-        .collect();
-    for (role, pw) in &passwords {
-        pg.create_login_role(role, pw, PasswordEncryption::Scram)?;
-    }
-    pg.create_database(DB, SUPERUSER)?;
-    pg.psql(DB, SETUP_SQL)?;
+    check_port(opts.port)?;
+    let (pg, passwords) = start_database()?;
 
     let work = WorkDir::create(opts.keep)?;
-    let rules_dir = work.path.join("rules");
-    let keyring_path = work.path.join("keyring.toml");
-    let audit_dir = work.path.join("audit");
-    std::fs::create_dir(&rules_dir).map_err(io_err(format!("creating {}", rules_dir.display())))?;
-    let rules_file = rules_dir.join("customers.toml");
-    std::fs::write(&rules_file, RULES)
-        .map_err(io_err(format!("writing {}", rules_file.display())))?;
-    let keyring = Keyring::generate()?;
-    keyring.write_new_file(&keyring_path)?;
+    let (rules_dir, keyring_path, audit_dir) = write_files(&work)?;
 
     let config = Config::from_file(FileConfig {
         listen: Some(format!("127.0.0.1:{}", opts.port)),
@@ -328,6 +233,58 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
         Err(_) => Err(DemoError::Io {
             context: "the proxy thread".into(),
             source: std::io::Error::other("panicked"),
+        }),
+    }
+}
+
+/// A throwaway PostgreSQL with the demo's roles (random passwords), database and table.
+fn start_database() -> Result<(PgTemp, Vec<(&'static str, String)>), DemoError> {
+    println!("pgveil demo: starting a throwaway PostgreSQL …");
+    let pg = PgTemp::start(&PgTempOptions::default())?;
+    let passwords: Vec<(&str, String)> = ROLES
+        .iter()
+        .map(|r| {
+            (
+                *r,
+                format!("{r}-{}", hex::encode(rand::random::<[u8; 4]>())),
+            )
+        })
+        .collect();
+    for (role, pw) in &passwords {
+        pg.create_login_role(role, pw, PasswordEncryption::Scram)?;
+    }
+    pg.create_database(DB, SUPERUSER)?;
+    pg.psql(DB, SETUP_SQL)?;
+    Ok((pg, passwords))
+}
+
+/// Writes the example rules and a new keyring into the work directory:
+/// `(rules dir, keyring file, audit dir)`.
+fn write_files(work: &WorkDir) -> Result<(PathBuf, PathBuf, PathBuf), DemoError> {
+    let rules_dir = work.path.join("rules");
+    let keyring_path = work.path.join("keyring.toml");
+    let audit_dir = work.path.join("audit");
+    std::fs::create_dir(&rules_dir).map_err(io_err(format!("creating {}", rules_dir.display())))?;
+    let rules_file = rules_dir.join("customers.toml");
+    std::fs::write(&rules_file, RULES)
+        .map_err(io_err(format!("writing {}", rules_file.display())))?;
+    let keyring = Keyring::generate()?;
+    keyring.write_new_file(&keyring_path)?;
+    Ok((rules_dir, keyring_path, audit_dir))
+}
+
+/// Fails before the slow part when the port is taken (Server::bind checks
+/// again; this is only for a quick, clear answer).
+fn check_port(port: u16) -> Result<(), DemoError> {
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(DemoError::PortInUse { port }),
+        Err(e) => Err(DemoError::Io {
+            context: format!("binding 127.0.0.1:{port}"),
+            source: e,
         }),
     }
 }
