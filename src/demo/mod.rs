@@ -237,11 +237,14 @@ async fn run_async(opts: DemoOptions) -> Result<(), DemoError> {
     }
 }
 
+/// Each demo role with its generated password.
+type Passwords = Vec<(&'static str, String)>;
+
 /// A throwaway PostgreSQL with the demo's roles (random passwords), database and table.
-fn start_database() -> Result<(PgTemp, Vec<(&'static str, String)>), DemoError> {
+fn start_database() -> Result<(PgTemp, Passwords), DemoError> {
     println!("pgveil demo: starting a throwaway PostgreSQL …");
     let pg = PgTemp::start(&PgTempOptions::default())?;
-    let passwords: Vec<(&str, String)> = ROLES
+    let passwords: Passwords = ROLES
         .iter()
         .map(|r| {
             (
@@ -729,7 +732,7 @@ mod tests {
     /// (deny_unknown_fields) format, with its commented-out keys too.
     #[test]
     fn example_config_parses_with_every_key() {
-        let text = include_str!("../deploy/pgveil.toml");
+        let text = include_str!("../../deploy/pgveil.toml");
         let f: FileConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         assert!(f.listen.is_some() && f.audit.durability.is_some());
         let uncommented: String = text

@@ -111,7 +111,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Picks the highest version directory (`15`, `16`, `9.6` …) that holds the server tools.
-fn newest_debian_bindir(root: &Path) -> Option<PathBuf> {
+pub(super) fn newest_debian_bindir(root: &Path) -> Option<PathBuf> {
     let mut best: Option<(Vec<u32>, PathBuf)> = None;
     for entry in fs::read_dir(root).ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

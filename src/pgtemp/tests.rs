@@ -1,3 +1,4 @@
+use super::bin::newest_debian_bindir;
 use super::*;
 
 #[test]
