@@ -87,36 +87,19 @@ pub struct RowPlan {
 }
 
 impl RowPlan {
-    /// The same columns judged under the current rules: a statement prepared
-    /// before a reload follows the new rules from its next execution.
-    pub fn under(&self, policy: &Snapshot, roles: &[String], generation: u64) -> RowPlan {
-        let cols = self
-            .cols
-            .iter()
-            .map(|c| {
-                let c = c.as_ref()?;
-                let r = policy.rules.column(&c.rule.table, &c.rule.name);
-                match r {
-                    Some(r) if r.encrypt.is_some() == c.encrypted => {
-                        Some(col_plan(r, policy, roles))
-                    }
-                    // The rule is gone or changed how the column is stored:
-                    // the value is never revealed.
-                    _ => Some(col_plan_with(&c.rule, policy, Access::Deny)),
-                }
-            })
-            .collect();
+    /// What a plan judged under older rules or roles becomes: it refuses
+    /// every row. Re-judging its entries is not enough, since a column the
+    /// old roles read in plaintext (plaintext at rest) has no entry to
+    /// re-judge. A re-checked statement learns its columns again instead
+    /// (`frontend::extended::redescribe`), so this is only a backstop.
+    pub fn stale(&self, policy: &Snapshot, generation: u64) -> RowPlan {
         RowPlan {
-            cols,
-            unknown_origin: self.unknown_origin,
+            cols: Vec::new(),
+            unknown_origin: true,
             version: policy.rules.version.clone(),
             generation,
         }
     }
-}
-
-fn col_plan(r: &ColumnRule, policy: &Snapshot, roles: &[String]) -> ColPlan {
-    col_plan_with(r, policy, crate::policy::access(r, roles))
 }
 
 fn col_plan_with(r: &ColumnRule, policy: &Snapshot, access: Access) -> ColPlan {

@@ -15,6 +15,8 @@ use crate::harness::*;
 
 const N: &str = "Zebulon Quixote-Marchbanks";
 const N_WRONG: &str = "Zebulon Quixote-Marchbankz";
+/// Sorts just below the raw `N` (and above its masked forms).
+const N_LOW: &str = "Zebulon Quixote-Marchbanka";
 
 /// One extended-protocol round trip: Parse/Bind(result format)/[Describe]/Execute/Sync.
 fn extended(sql: &str, params: &[Option<&[u8]>], result_fmt: i16, describe_first: bool) -> Step {
@@ -72,8 +74,71 @@ pub fn fast_path_cases() -> Vec<Case> {
     let dist = |v: &str| {
         format!("SELECT DISTINCT full_name, full_name LIKE '{v}%' FROM customers ORDER BY 2, 1")
     };
+    // Set operations: the probe must not echo the guess (an echoed literal differs between the
+    // right and the wrong guess by itself); the dedup shows in a count, the order in tags.
     let union = |v: &str| {
-        format!("SELECT full_name FROM customers WHERE id = 2 UNION SELECT '{v}' ORDER BY 1")
+        format!("SELECT count(*) FROM (SELECT full_name FROM customers WHERE id = 2 UNION SELECT '{v}') u")
+    };
+    let setop = |op: &'static str| {
+        move |v: &str| {
+            format!("SELECT count(*) FROM (SELECT full_name FROM customers WHERE id = 2 {op} SELECT '{v}') u")
+        }
+    };
+    // The guess N_LOW sorts just below the raw name, N_WRONG just above; a masked value sorts
+    // below both (support) or is NULL (analyst), so the tags come out the same either way.
+    let union_order = |v: &str| {
+        format!("SELECT k FROM (SELECT 1 AS k, full_name AS n FROM customers WHERE id = 2 UNION ALL SELECT 2, '{v}') u ORDER BY n, k")
+    };
+    let union_top = |v: &str| {
+        format!("SELECT k FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2 ORDER BY 1, 2) u")
+    };
+    let distinct_on = |v: &str| {
+        format!("SELECT count(*) FROM (SELECT DISTINCT ON (n) k FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2) u ORDER BY n, k) d")
+    };
+    let values = |v: &str| {
+        format!("SELECT c.id, c.full_name FROM customers c JOIN (VALUES ('{v}')) g(n) ON c.full_name = g.n")
+    };
+    let values_order = |v: &str| {
+        format!("SELECT k FROM (SELECT full_name, 1 FROM customers WHERE id = 2 UNION ALL VALUES ('{v}', 2)) u(n, k) ORDER BY n, k")
+    };
+    let using = |v: &str| {
+        format!("SELECT c.id, c.full_name FROM customers c JOIN (SELECT '{v}'::text AS full_name) g USING (full_name)")
+    };
+    let natural = |v: &str| {
+        format!("SELECT count(*) FROM customers c NATURAL JOIN (SELECT 2::bigint AS id, '{v}'::text AS full_name) g")
+    };
+    let in_list = |v: &str| {
+        format!("SELECT id, full_name FROM customers WHERE full_name IN ('{v}', 'x') ORDER BY id")
+    };
+    let cmp_out =
+        |v: &str| format!("SELECT id, full_name, full_name < '{v}' FROM customers ORDER BY id");
+    let case_out = |v: &str| {
+        format!("SELECT id, CASE WHEN full_name < '{v}' THEN 1 ELSE 2 END, full_name FROM customers ORDER BY id")
+    };
+    let agg = |v: &str| format!("SELECT min(full_name) < '{v}' FROM customers WHERE id = 2");
+    let agg_order = |v: &str| {
+        format!("SELECT string_agg(k::text, ',' ORDER BY n, k) FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2) u")
+    };
+    let win_order = |v: &str| {
+        format!("SELECT k, row_number() OVER (ORDER BY n, k) FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2) u ORDER BY k")
+    };
+    let limit_order = |v: &str| {
+        format!("SELECT k FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2 ORDER BY 1, 2 LIMIT 1) u")
+    };
+    let sub_order = |v: &str| {
+        format!("SELECT (SELECT k FROM (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2) u ORDER BY n, k LIMIT 1)")
+    };
+    let cte_order = |v: &str| {
+        format!("WITH o AS (SELECT full_name AS n, 1 AS k FROM customers WHERE id = 2 UNION ALL SELECT '{v}', 2) SELECT k FROM o ORDER BY n, k")
+    };
+    let lat_order = |v: &str| {
+        format!("SELECT l.k FROM (SELECT '{v}'::text AS g) g, LATERAL (SELECT 1 AS k FROM customers c WHERE c.id = 2 AND c.full_name < g.g) l")
+    };
+    let row_cmp = |v: &str| {
+        format!("SELECT id, full_name, (full_name, id) < ('{v}', 0) FROM customers ORDER BY id")
+    };
+    let greatest = |v: &str| {
+        format!("SELECT id, greatest(full_name, '{v}') = '{v}' FROM customers WHERE id = 2")
     };
     let exists = |v: &str| {
         format!("SELECT id, full_name FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.id = c.id AND d.full_name = '{v}')")
@@ -199,6 +264,27 @@ pub fn fast_path_cases() -> Vec<Case> {
         pair("LATERAL", &lat, "Zeb", "Zec"),
         pair("DISTINCT", &dist, "Zeb", "Zec"),
         pair("UNION", &union, N, N_WRONG),
+        pair("INTERSECT", &setop("INTERSECT"), N, N_WRONG),
+        pair("EXCEPT", &setop("EXCEPT"), N, N_WRONG),
+        pair("UNION ALL, ORDER BY", &union_order, N_LOW, N_WRONG),
+        pair("UNION ALL, ORDER BY at the top", &union_top, N_LOW, N_WRONG),
+        pair("DISTINCT ON", &distinct_on, N, N_WRONG),
+        pair("VALUES compared", &values, N, N_WRONG),
+        pair("VALUES ordered with", &values_order, N_LOW, N_WRONG),
+        pair("JOIN USING", &using, N, N_WRONG),
+        pair("NATURAL JOIN", &natural, N, N_WRONG),
+        pair("IN list", &in_list, N, N_WRONG),
+        pair("comparison in the select list", &cmp_out, N_LOW, N_WRONG),
+        pair("CASE in the select list", &case_out, N_LOW, N_WRONG),
+        pair("aggregate over the column", &agg, N_LOW, N_WRONG),
+        pair("aggregate ORDER BY", &agg_order, N_LOW, N_WRONG),
+        pair("window ORDER BY", &win_order, N_LOW, N_WRONG),
+        pair("LIMIT over an ordered union", &limit_order, N_LOW, N_WRONG),
+        pair("scalar subquery ordered", &sub_order, N_LOW, N_WRONG),
+        pair("CTE ordered", &cte_order, N_LOW, N_WRONG),
+        pair("LATERAL ordered", &lat_order, N_LOW, N_WRONG),
+        pair("row comparison", &row_cmp, N_LOW, N_WRONG),
+        pair("greatest()", &greatest, N_LOW, N_WRONG),
         pair("EXISTS", &exists, N, N_WRONG),
         ext_oracle("WHERE LIKE, extended", &like("Zeb"), &like("Zec")),
         ext_oracle("ORDER BY a comparison, extended", &ord("Zec"), &ord("Zea")),
@@ -441,9 +527,138 @@ pub async fn exact_answers() {
             q("ROLLBACK"),
         ],
         0,
-        None,
-        None,
+        // Issue 10: RETURNING of a write target is served masked.
+        Some(s(&[&m3])),
+        Some(vec![None]),
     )
     .await;
     expect(&[q("SELECT full_name FROM v_names")], 0, None, None).await;
+    ordered_answers(&sup, &ana).await;
+    compared_answers().await;
+}
+
+/// Every way the server can order or deduplicate the column sees the masked values: the raw
+/// names would sort 1, 2, 2, 3 (or dedup the two id-2 rows differently).
+async fn ordered_answers(sup: &[&str], ana: &[&str]) {
+    let both = |sql: &'static str| (sql, s(sup), s(ana));
+    let cases = [
+        both("SELECT id, full_name FROM customers UNION ALL SELECT id, full_name FROM customers WHERE id < 0 ORDER BY 2, 1"),
+        both("SELECT id, full_name FROM customers INTERSECT ALL SELECT id, full_name FROM customers ORDER BY 2, 1"),
+        both("SELECT id FROM (SELECT id, full_name FROM customers UNION ALL SELECT 0, NULL WHERE false) u ORDER BY full_name, id"),
+        both("WITH o AS (SELECT id, full_name FROM customers) SELECT id FROM o ORDER BY full_name, id"),
+        both("SELECT id FROM customers ORDER BY full_name COLLATE \"C\", id"),
+        both("SELECT id FROM customers ORDER BY customers.full_name, id"),
+        both("SELECT id FROM customers ORDER BY \"full_name\", id"),
+        both("SELECT id FROM customers c ORDER BY (c.full_name, c.id)"),
+        both("SELECT id FROM customers ORDER BY full_name::text, id"),
+        // ORDER BY names an output column first: `id` here is full_name.
+        both("SELECT id AS k, full_name AS id FROM customers ORDER BY id, k"),
+        both("SELECT k FROM (SELECT full_name AS id, id AS k FROM customers ORDER BY id, k) o"),
+        (
+            "SELECT id FROM customers ORDER BY full_name DESC NULLS LAST, id DESC OFFSET 0",
+            s(&["2", "2", "3", "1"]),
+            s(&["3", "2", "2", "1"]),
+        ),
+        (
+            "SELECT id, full_name FROM customers EXCEPT SELECT id, full_name FROM customers WHERE id = 1 ORDER BY 2, 1",
+            s(&["3", "2"]),
+            s(&["2", "3"]),
+        ),
+        (
+            "SELECT DISTINCT ON (full_name) id FROM customers ORDER BY full_name, id",
+            s(&["1", "3", "2"]),
+            s(&["1"]),
+        ),
+        (
+            "SELECT min(id) FROM customers GROUP BY full_name ORDER BY full_name",
+            s(&["1", "3", "2"]),
+            s(&["1"]),
+        ),
+        (
+            "SELECT id FROM customers ORDER BY full_name, id OFFSET 1 LIMIT 1",
+            s(&["3"]),
+            s(&["2"]),
+        ),
+        (
+            "SELECT (SELECT id FROM customers ORDER BY full_name, id OFFSET 1 LIMIT 1)",
+            s(&["3"]),
+            s(&["2"]),
+        ),
+        (
+            "SELECT count(*) FROM (SELECT id FROM customers ORDER BY full_name FETCH FIRST 2 ROWS WITH TIES) t",
+            s(&["2"]),
+            s(&["4"]),
+        ),
+        (
+            "SELECT string_agg(id::text, ',' ORDER BY full_name, id) FROM customers",
+            s(&["1,3,2,2"]),
+            s(&["1,2,2,3"]),
+        ),
+        (
+            "SELECT l.s FROM (SELECT 1) x, LATERAL (SELECT string_agg(id::text, ',' ORDER BY full_name, id) AS s FROM customers) l",
+            s(&["1,3,2,2"]),
+            s(&["1,2,2,3"]),
+        ),
+        (
+            "SELECT row_number() OVER (ORDER BY full_name, id) FROM customers WHERE id <> 1 ORDER BY id, 1",
+            s(&["2", "3", "1"]),
+            s(&["1", "2", "3"]),
+        ),
+    ];
+    for (sql, sup_want, ana_want) in cases {
+        eprintln!("[output-masking] exact: {sql}");
+        expect(&[q(sql)], 0, Some(sup_want.clone()), Some(ana_want.clone())).await;
+        expect(
+            &[extended(sql, &[], 0, false)],
+            0,
+            Some(sup_want),
+            Some(ana_want),
+        )
+        .await;
+    }
+}
+
+/// Comparisons and functions anywhere in the statement see the masked value: support's
+/// `Z** …` sorts below `Za`, the raw `Zyx …` above; analyst's NULL compares to nothing.
+async fn compared_answers() {
+    let m3 = masked(SEEDS[2].full_name);
+    let raw3 = SEEDS[2].full_name;
+    let cases = [
+        ("SELECT full_name < 'Za' FROM customers WHERE id = 3".to_string(), s(&["t"]), vec![None]),
+        ("SELECT CASE WHEN full_name < 'Za' THEN 'lo' ELSE 'hi' END FROM customers WHERE id = 3".into(), s(&["lo"]), s(&["hi"])),
+        ("SELECT greatest(full_name, 'Za') FROM customers WHERE id = 3".into(), s(&["Za"]), s(&["Za"])),
+        ("SELECT min(full_name) FROM customers WHERE id > 1".into(), s(&[&m3]), vec![None]),
+        ("SELECT array_agg(full_name) FROM customers WHERE id = 3".into(), s(&[&format!("{{\"{m3}\"}}")]), s(&["{NULL}"])),
+        ("SELECT c.id FROM customers c JOIN customers d ON c.full_name < d.full_name WHERE d.id = 3 ORDER BY c.id".into(), s(&["1"]), s(&[])),
+        (format!("SELECT count(*) FROM customers c JOIN (SELECT '{raw3}'::text AS full_name) g USING (full_name)"), s(&["0"]), s(&["0"])),
+        (format!("SELECT count(*) FROM customers WHERE (full_name, id) IN (VALUES ('{raw3}', 3))"), s(&["0"]), s(&["0"])),
+        (format!("SELECT count(*) FROM customers WHERE full_name IN ('{raw3}', 'x')"), s(&["0"]), s(&["0"])),
+        (format!("SELECT count(*) FROM (SELECT full_name FROM customers INTERSECT SELECT '{raw3}') i"), s(&["0"]), s(&["0"])),
+        (format!("SELECT count(*) FROM (SELECT full_name FROM customers WHERE id = 3 EXCEPT SELECT '{raw3}') e"), s(&["1"]), s(&["1"])),
+        (format!("SELECT count(*) FROM (SELECT full_name FROM customers WHERE id = 3 UNION SELECT '{raw3}') u"), s(&["2"]), s(&["2"])),
+    ];
+    for (sql, sup_want, ana_want) in cases {
+        eprintln!("[output-masking] exact: {sql}");
+        expect(
+            &[q(&sql)],
+            0,
+            Some(sup_want.clone()),
+            Some(ana_want.clone()),
+        )
+        .await;
+        expect(
+            &[extended(&sql, &[], 0, false)],
+            0,
+            Some(sup_want),
+            Some(ana_want),
+        )
+        .await;
+    }
+    // NATURAL JOIN is refused today (the derived table would have to keep every column); if
+    // it is ever served, it must compare masked values.
+    let natural = format!("SELECT count(*) FROM (SELECT 3::bigint AS id, '{raw3}'::text AS full_name) g NATURAL JOIN customers");
+    for role in ["support", "analyst"] {
+        let (refused, got) = run(role, &[q(&natural)]).await;
+        assert!(refused || col(&got, 0) == s(&["0"]), "{role}: NATURAL JOIN: {got:?}");
+    }
 }

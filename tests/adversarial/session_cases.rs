@@ -81,6 +81,7 @@ pub fn session_state() -> Vec<Case> {
         .q("SELECT * FROM v_late"),
         revoked_sql(),
         revoked_protocol(),
+        revoked_protocol_param(),
     ]
 }
 
@@ -130,4 +131,64 @@ fn revoked_protocol() -> Case {
         .then(Step::Raw([query("EXECUTE ps")].concat(), 1))
         .q("ROLLBACK")
         .then(Step::Su(format!("GRANT admin TO {REVOKED_P}")))
+}
+
+/// A statement whose only tagged result column is plaintext at rest (admin
+/// reads it as stored) but which is rewritten for its encrypted parameter:
+/// re-judged after REVOKE, its SQL is unchanged, so the result columns must
+/// be judged again too, with and without a Describe from the client.
+fn revoked_protocol_param() -> Case {
+    let email: &[u8] = b"zq.marchbanks@example.org";
+    let by_email = |portal: &str| crate::harness::bind(portal, "pe", &[Some(email)], 0, 0);
+    case(
+        "REVOKE admin: encrypted parameter, plaintext-at-rest result",
+        &[],
+    )
+    .roles(&[REVOKED_P])
+    .then(Step::Raw(
+        [
+            parse("pe", "SELECT id, full_name FROM customers WHERE email = $1"),
+            parse("pf", "SELECT full_name, email FROM customers"),
+            sync(),
+        ]
+        .concat(),
+        1,
+    ))
+    .then(Step::Raw([by_email(""), execute(""), sync()].concat(), 1))
+    .then(Step::Mark)
+    .then(Step::Su(format!("REVOKE admin FROM {REVOKED_P}")))
+    .q("SELECT pg_sleep(1.3)")
+    .then(Step::Raw([by_email(""), execute(""), sync()].concat(), 1))
+    .then(Step::Raw(
+        [
+            by_email(""),
+            execute(""),
+            by_email("x"),
+            execute("x"),
+            sync(),
+        ]
+        .concat(),
+        1,
+    ))
+    .then(Step::Raw(
+        [
+            crate::harness::describe(b'S', "pf"),
+            bind("", "pf"),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+        1,
+    ))
+    .then(Step::Raw(
+        [
+            crate::harness::describe(b'S', "pe"),
+            by_email(""),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+        1,
+    ))
+    .then(Step::Su(format!("GRANT admin TO {REVOKED_P}")))
 }

@@ -225,7 +225,6 @@ fn current_row(
     tr: &Tracker,
     head: Option<&Expect>,
     policy: &Snapshot,
-    roles: &[String],
     generation: u64,
 ) -> Option<(Arc<RowPlan>, Vec<i16>)> {
     if let Some(r) = &tr.row {
@@ -240,7 +239,7 @@ fn current_row(
     let mut slot = p.stmt.row.lock().ok()?;
     let row = slot.clone()?;
     if row.version != policy.rules.version || row.generation != generation {
-        let fresh = Arc::new(row.under(policy, roles, generation));
+        let fresh = Arc::new(row.stale(policy, generation));
         *slot = Some(fresh.clone());
         return Some((fresh, p.formats.clone()));
     }
@@ -252,13 +251,9 @@ fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction 
         return BAction::Drop;
     }
     st.tracker.rows_sent += 1;
-    let Some((plan, formats)) = current_row(
-        &st.tracker,
-        st.expect.front(),
-        cx.policy,
-        &cx.catalog.roles,
-        cx.generation,
-    ) else {
+    let Some((plan, formats)) =
+        current_row(&st.tracker, st.expect.front(), cx.policy, cx.generation)
+    else {
         return BAction::Forward;
     };
     match rows::transform_data_row(frame, &plan, &formats, cx.policy) {

@@ -171,7 +171,8 @@ pub(super) fn on_bind(
     }
     let gen = st.catalog.generation;
     let judged_before = stmt.version != env.policy.rules.version || stmt.generation != gen;
-    if !stmt.query.is_empty() && judged_before {
+    let rechecked = !stmt.query.is_empty() && judged_before;
+    if rechecked {
         match recheck(&stmt, st, env) {
             Ok(fresh) => {
                 st.tracker
@@ -202,13 +203,41 @@ pub(super) fn on_bind(
     }
     let formats = bind_result_formats(frame)?;
     let p = Arc::new(Portal {
-        stmt,
+        stmt: stmt.clone(),
         formats,
         generation: gen,
     });
     st.tracker.portals.insert(portal.to_string(), p);
     st.expect.push_back(Expect::Bind);
+    if rechecked {
+        action = redescribe(frame, action, stmt_name, &stmt, st);
+    }
     Ok(action)
+}
+
+/// A re-checked statement learns its result columns again, under the
+/// current roles and rules, from a Describe sent right behind its Bind
+/// (answered before any Execute behind it). The columns judged before
+/// cannot be reused: a column the old roles read in plaintext has no
+/// entry there to re-judge, and would reach the client unmasked.
+fn redescribe(
+    frame: &[u8],
+    action: Action,
+    name: &str,
+    stmt: &Arc<Stmt>,
+    st: &mut State,
+) -> Action {
+    let mut out = match action {
+        Action::Replace(out) => out,
+        Action::Forward => BytesMut::from(frame),
+    };
+    put_describe(&mut out, b'S', name);
+    st.expect.push_back(Expect::DescribeStmt {
+        stmt: stmt.clone(),
+        internal: true,
+        seen_params: false,
+    });
+    Action::Replace(out)
 }
 
 /// A statement prepared under older rules, judged again under the current
@@ -236,7 +265,6 @@ fn recheck(stmt: &Stmt, st: &State, env: &Env<'_>) -> Result<Arc<Stmt>, Refusal>
         (Analysis::Refused(r), _) => return Err(r),
         _ => return Err(changed()),
     };
-    let row = stmt.row.lock().ok().and_then(|r| r.clone());
     Ok(Arc::new(Stmt {
         audit: match &fresh_plan {
             Some(p) if env.audit_on() => {
@@ -245,7 +273,8 @@ fn recheck(stmt: &Stmt, st: &State, env: &Env<'_>) -> Result<Arc<Stmt>, Refusal>
             _ => stmt.audit.clone(),
         },
         plan: fresh_plan,
-        row: Mutex::new(row),
+        // Learned again by the Describe `on_bind` sends (see `redescribe`).
+        row: Mutex::new(None),
         query: stmt.query.clone(),
         version: env.policy.rules.version.clone(),
         forwarded_shape: stmt.forwarded_shape.clone(),
