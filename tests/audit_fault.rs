@@ -30,7 +30,7 @@ const ROUNDS: usize = 5;
 /// with its own alias `q{i}` so its record can be found. True when the client received the
 /// statement's result.
 async fn statement(c: &tokio_postgres::Client, i: u64) -> Result<bool, tokio_postgres::Error> {
-    let rows = if i % 3 == 0 {
+    let rows = if i.is_multiple_of(3) {
         c.query(
             &format!(
                 "INSERT INTO customers (full_name, email) VALUES ($1, $2) RETURNING id AS q{i}"

@@ -63,6 +63,9 @@ const MAX_OUTCOMES: usize = 1 << 20;
 
 #[derive(Default)]
 pub(super) struct LazyQ {
+    // Records arrive boxed (the intent channel carries them boxed) and move
+    // on boxed to the writer: unboxing here would copy each one twice.
+    #[allow(clippy::vec_box)]
     pub records: Vec<Box<AuditRecordInput>>,
     pub outcomes: Vec<OutcomeMsg>,
 }

@@ -136,6 +136,10 @@ fn type_size(ty: LogicalType) -> i16 {
     }
 }
 
+/// A row plan, the RowDescription to send instead (None: as received), and
+/// the result format codes the plan decodes.
+pub type PlannedRows = (RowPlan, Option<BytesMut>, Vec<i16>);
+
 /// Maps a RowDescription to a plan, and rewrites its types: encrypted
 /// columns show their logical type; plaintext-at-rest columns masked on the
 /// wire lose their type modifier (a mask can change the length, as its SQL
@@ -153,7 +157,7 @@ pub fn plan_row_description(
     roles: &[String],
     generation: u64,
     strict: bool,
-) -> Result<Option<(RowPlan, Option<BytesMut>, Vec<i16>)>, RowError> {
+) -> Result<Option<PlannedRows>, RowError> {
     let mut rd: RowDescription = decode_row_description(frame)?;
     let mut plan = RowPlan {
         cols: Vec::with_capacity(rd.fields.len()),

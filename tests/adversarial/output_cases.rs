@@ -356,9 +356,8 @@ fn masked(name: &str) -> String {
     let mut first = true;
     name.chars()
         .map(|c| {
-            if !c.is_alphanumeric() {
-                c
-            } else if std::mem::take(&mut first) {
+            // Short-circuit: only an alphanumeric character uses up `first`.
+            if !c.is_alphanumeric() || std::mem::take(&mut first) {
                 c
             } else {
                 '*'
@@ -659,6 +658,9 @@ async fn compared_answers() {
     let natural = format!("SELECT count(*) FROM (SELECT 3::bigint AS id, '{raw3}'::text AS full_name) g NATURAL JOIN customers");
     for role in ["support", "analyst"] {
         let (refused, got) = run(role, &[q(&natural)]).await;
-        assert!(refused || col(&got, 0) == s(&["0"]), "{role}: NATURAL JOIN: {got:?}");
+        assert!(
+            refused || col(&got, 0) == s(&["0"]),
+            "{role}: NATURAL JOIN: {got:?}"
+        );
     }
 }

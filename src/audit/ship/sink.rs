@@ -1,6 +1,8 @@
 //! The NATS JetStream side: connect, make sure the stream exists, publish
 //! with acknowledgements, and read a stream back (for `verify`/`search`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, Context};
@@ -45,13 +47,37 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
+/// How long the client waits before reconnecting on its own once it has
+/// been connected: in effect never, since the session drops the client
+/// first (a publish or ack fails within [`REQUEST_TIMEOUT`]).
+const NO_SILENT_RECONNECT: Duration = Duration::from_secs(3600);
+
+/// Connects without the client's silent reconnect. A nats-server killed
+/// with -9 can lose messages it acknowledged; a client that reconnects
+/// under us would go on publishing after that hole, and the stream would
+/// hold later records past a gap that no alignment sees (the newest record
+/// looks right). Every break must instead end the shipper's session, so the
+/// next one aligns with what the stream really holds before sending more.
+/// An abandoned client's task sleeps out the delay and exits: one idle
+/// task per outage, bounded.
 pub async fn connect(url: &str) -> Result<Context, ShipError> {
+    let established = Arc::new(AtomicBool::new(false));
+    let seen = established.clone();
     let client = async_nats::ConnectOptions::new()
         .name("pgveil")
         .connection_timeout(REQUEST_TIMEOUT)
+        .max_reconnects(1)
+        .reconnect_delay_callback(move |_| {
+            if seen.load(Ordering::Relaxed) {
+                NO_SILENT_RECONNECT
+            } else {
+                Duration::ZERO
+            }
+        })
         .connect(url)
         .await
         .map_err(|e| ShipError::Connect(e.to_string()))?;
+    established.store(true, Ordering::Relaxed);
     Ok(jetstream::ContextBuilder::new()
         .timeout(REQUEST_TIMEOUT)
         .build(client))

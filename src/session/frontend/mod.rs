@@ -259,10 +259,10 @@ fn write_intents(st: &mut State, env: &Env<'_>) {
         )
     };
     match st.expect.back_mut() {
-        Some(Expect::Query { audit, intents, .. }) if intents.is_empty() => {
-            if audit.iter().any(|a| a.tagged && a.refused.is_none()) {
-                *intents = audit.iter().map(submit).collect();
-            }
+        Some(Expect::Query { audit, intents, .. })
+            if intents.is_empty() && audit.iter().any(|a| a.tagged && a.refused.is_none()) =>
+        {
+            *intents = audit.iter().map(submit).collect();
         }
         Some(Expect::Execute {
             portal: Some(p),
