@@ -92,6 +92,14 @@ async fn read_until(s: &mut TcpStream, tag: u8) -> Vec<(u8, Vec<u8>)> {
     }
 }
 
+/// The messages of the ErrorResponses among `m`.
+fn errors(m: &[(u8, Vec<u8>)]) -> Vec<String> {
+    m.iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, b)| fields(b).get(&'M').cloned().unwrap_or_default())
+        .collect()
+}
+
 fn tags(m: &[(u8, Vec<u8>)]) -> String {
     m.iter().map(|(t, _)| *t as char).collect()
 }
@@ -302,4 +310,168 @@ async fn parameter_description_repeats_declared_types() {
         .await
         .expect("prepare date insert");
     assert_eq!(d.params(), &[Type::VARCHAR, Type::DATE]);
+}
+
+/// Drivers such as asyncpg send COPY data right behind the statement,
+/// without waiting for CopyInResponse: the data can pass pgveil before the
+/// server has announced the copy. It must still be encrypted.
+mod eager_copy_data {
+    use super::*;
+    use common::customers::*;
+
+    /// The session as the trust role, which may write the table.
+    async fn session(env: &Env) -> TcpStream {
+        cluster().sql(
+            &env.db,
+            &format!("GRANT ALL ON public.customers, public.customers_id_seq TO {TRUST_USER}"),
+        );
+        login_trust(env.proxy.port, TRUST_USER, &env.db).await
+    }
+
+    /// Rows whose stored email or ssn holds the marker in the clear.
+    fn plaintext_rows(env: &Env, marker: &str) -> String {
+        cluster().sql(
+            &env.db,
+            &format!(
+                "SELECT count(*) FROM customers WHERE position(convert_to('{marker}', 'UTF8') in \
+                 coalesce(email, '') || coalesce(ssn, '')) > 0"
+            ),
+        )
+    }
+
+    async fn read_back(env: &Env, name: &str) -> (String, Option<String>) {
+        let admin = as_role(env, ADMIN).await;
+        let row = admin
+            .query_one(
+                "SELECT email, ssn FROM customers WHERE full_name = $1",
+                &[&name],
+            )
+            .await
+            .expect("read back through pgveil");
+        (row.get(0), row.get(1))
+    }
+
+    /// A binary COPY payload: header, one tuple of text fields, trailer.
+    fn binary_copy(fields: &[&str]) -> Vec<u8> {
+        let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
+        b.extend(0i32.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.extend((fields.len() as i16).to_be_bytes());
+        for f in fields {
+            b.extend((f.len() as i32).to_be_bytes());
+            b.extend(f.as_bytes());
+        }
+        b.extend((-1i16).to_be_bytes());
+        b
+    }
+
+    #[tokio::test]
+    async fn text_copy_sent_with_its_statement_is_encrypted() {
+        let env = setup("pstate_eager_text");
+        let mut s = session(&env).await;
+        let batch = [
+            query("COPY customers (full_name, email, ssn) FROM STDIN"),
+            msg(b'd', b"Eager Text\teagertext@example.com\t"),
+            msg(b'd', b"555-01-0001\n"),
+            msg(b'c', b""),
+        ]
+        .concat();
+        s.write_all(&batch).await.unwrap();
+        let m = read_replies(&mut s, 1).await;
+        assert_eq!(tags(&m), "GCZ", "{:?}", errors(&m));
+        assert_eq!(plaintext_rows(&env, "eagertext@").trim(), "0");
+        assert_eq!(plaintext_rows(&env, "555-01-0001").trim(), "0");
+        let (email, ssn) = read_back(&env, "Eager Text").await;
+        assert_eq!(email, "eagertext@example.com");
+        assert_eq!(ssn.as_deref(), Some("555-01-0001"));
+    }
+
+    #[tokio::test]
+    async fn binary_copy_sent_with_its_statement_is_encrypted() {
+        let env = setup("pstate_eager_bin");
+        let mut s = session(&env).await;
+        let data = binary_copy(&["Eager Bin", "eagerbin@example.com", "555-02-0002"]);
+        let (a, b) = data.split_at(23);
+        let batch = [
+            query("COPY customers (full_name, email, ssn) FROM STDIN (FORMAT binary)"),
+            msg(b'd', a),
+            msg(b'd', b),
+            msg(b'c', b""),
+        ]
+        .concat();
+        s.write_all(&batch).await.unwrap();
+        let m = read_replies(&mut s, 1).await;
+        assert_eq!(tags(&m), "GCZ", "{:?}", errors(&m));
+        assert_eq!(plaintext_rows(&env, "eagerbin@").trim(), "0");
+        let (email, ssn) = read_back(&env, "Eager Bin").await;
+        assert_eq!(email, "eagerbin@example.com");
+        assert_eq!(ssn.as_deref(), Some("555-02-0002"));
+    }
+
+    /// Two COPYs in one Query, the second into tagged columns, each run sent
+    /// only after its CopyInResponse: the server says which one reads.
+    #[tokio::test]
+    async fn two_copies_in_one_query_get_their_own_data() {
+        let env = setup("pstate_eager_two");
+        cluster().sql(
+            &env.db,
+            &format!("CREATE TABLE notes (body text); GRANT ALL ON notes TO {TRUST_USER}"),
+        );
+        let mut s = session(&env).await;
+        s.write_all(&query(
+            "COPY notes FROM STDIN; COPY customers (full_name, email) FROM STDIN",
+        ))
+        .await
+        .unwrap();
+        read_until(&mut s, b'G').await;
+        s.write_all(&[msg(b'd', b"a note\n"), msg(b'c', b"")].concat())
+            .await
+            .unwrap();
+        read_until(&mut s, b'G').await;
+        s.write_all(&[msg(b'd', b"Two Copies\ttwo@example.com\n"), msg(b'c', b"")].concat())
+            .await
+            .unwrap();
+        let m = read_replies(&mut s, 1).await;
+        assert_eq!(tags(&m), "CZ", "{:?}", errors(&m));
+        assert_eq!(
+            cluster().sql(&env.db, "SELECT body FROM notes").trim(),
+            "a note"
+        );
+        assert_eq!(plaintext_rows(&env, "two@").trim(), "0");
+        assert_eq!(read_back(&env, "Two Copies").await.0, "two@example.com");
+    }
+
+    /// The same two COPYs with all data sent at once: which COPY reads the
+    /// first run depends on the server's timing, so pgveil closes the
+    /// connection before forwarding anything rather than guess.
+    #[tokio::test]
+    async fn ambiguous_eager_data_closes_the_session() {
+        let env = setup("pstate_eager_amb");
+        cluster().sql(
+            &env.db,
+            &format!("CREATE TABLE notes (body text); GRANT ALL ON notes TO {TRUST_USER}"),
+        );
+        let mut s = session(&env).await;
+        let batch = [
+            query("COPY notes FROM STDIN; COPY customers (full_name, email) FROM STDIN"),
+            msg(b'd', b"Amb\tamb@example.com\n"),
+            msg(b'c', b""),
+        ]
+        .concat();
+        s.write_all(&batch).await.unwrap();
+        let (m, closed) = common::wire::read_until_close(&mut s, Duration::from_secs(10)).await;
+        assert!(closed, "{m:?}");
+        assert!(!m.iter().any(|(t, _)| *t == b'G'), "nothing was forwarded");
+        assert_eq!(plaintext_rows(&env, "amb@").trim(), "0");
+        assert_eq!(
+            cluster().sql(&env.db, "SELECT count(*) FROM notes").trim(),
+            "0"
+        );
+        // Other sessions are untouched.
+        let admin = as_role(&env, ADMIN).await;
+        admin
+            .simple_query("SELECT 1")
+            .await
+            .expect("another session");
+    }
 }

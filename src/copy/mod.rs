@@ -22,11 +22,13 @@
 
 use thiserror::Error;
 
+mod binary;
 mod field;
 mod line;
 #[cfg(test)]
 mod tests;
 
+pub use binary::BinaryTransformer;
 use field::{decode_csv, decode_text, render_csv, render_text, split_csv, split_text, Span};
 use line::Splitter;
 

@@ -38,6 +38,10 @@ pub enum ProtocolError {
     UnsupportedVersion { major: i32, minor: i32 },
     #[error("malformed {0} message")]
     Malformed(&'static str),
+    /// COPY data whose statement depends on timing pgveil cannot see (see
+    /// `session::copy::CopyIn`): the connection closes rather than guess.
+    #[error("COPY data pgveil cannot attribute to one statement: {0}")]
+    UnattributedCopy(&'static str),
 }
 
 /// Which side sent the bytes; the valid tags differ.

@@ -152,6 +152,15 @@ pub fn copy_data(payload: &[u8]) -> BytesMut {
     out
 }
 
+/// The overall format code (0 textual, 1 binary) of a CopyInResponse,
+/// CopyOutResponse or CopyBothResponse frame; `None` when it is malformed.
+pub fn copy_response_format(frame: &[u8]) -> Option<u8> {
+    match frame.first() {
+        Some(b'G' | b'H' | b'W') if frame.len() >= 6 => frame.get(5).copied(),
+        _ => None,
+    }
+}
+
 /// A CopyFail frame with `message`.
 pub fn copy_fail(message: &str) -> BytesMut {
     let mut out = BytesMut::new();
@@ -168,6 +177,14 @@ pub const TERMINATE: &[u8] = b"X\0\0\0\x04";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_response_format_reads_the_overall_code() {
+        assert_eq!(copy_response_format(b"G\0\0\0\x07\x01\0\0"), Some(1));
+        assert_eq!(copy_response_format(b"H\0\0\0\x07\0\0\0"), Some(0));
+        assert_eq!(copy_response_format(b"G\0\0\0"), None);
+        assert_eq!(copy_response_format(b"D\0\0\0\x07\x01\0\0"), None);
+    }
 
     fn row(values: &[Option<&[u8]>]) -> BytesMut {
         let mut w = DataRowWriter::new(values.len(), 64);

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
-use super::copy::CopyStream;
+use super::copy::{CopyIn, CopyStream, Origin};
 use super::rows::RowPlan;
 use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
@@ -30,8 +30,10 @@ pub struct State {
     /// Nothing in flight and the last ReadyForQuery said idle.
     pub idle: bool,
     pub tracker: Tracker,
-    /// A COPY in flight whose rows pgveil transforms.
+    /// A COPY TO in flight whose rows pgveil transforms (backend side).
     pub copy: Option<CopyStream>,
+    /// The client's COPY FROM STDIN data (frontend side; see [`CopyIn`]).
+    pub copy_in: CopyIn,
     /// Roles and schema snapshot; replaced when it goes stale.
     pub catalog: SessionCatalog,
     /// Transaction status of the last ReadyForQuery.
@@ -56,6 +58,7 @@ impl State {
             idle: true,
             tracker: Tracker::default(),
             copy: None,
+            copy_in: CopyIn::default(),
             catalog,
             txn_status: b'I',
             ddl_pending: false,
@@ -154,6 +157,8 @@ pub enum Expect {
         /// Per statement, its record written before it ran (strict audit of
         /// a tagged statement); empty when there are none.
         intents: Vec<Option<Intent>>,
+        /// Position of the Query in the client's stream (see [`Origin`]).
+        seq: u64,
     },
     FunctionCall {
         start: Instant,
@@ -176,6 +181,8 @@ pub enum Expect {
         start: Instant,
         /// Its record written before it ran (strict audit, tagged).
         intent: Option<Intent>,
+        /// Position of the Execute in the client's stream (see [`Origin`]).
+        seq: u64,
     },
     Close,
     Sync {
@@ -220,6 +227,16 @@ impl Expect {
             stmt_start: start,
             effects: Vec::new(),
             intents: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// The statement whose replies are arriving, for COPY attribution.
+    pub fn origin(&self) -> Option<Origin> {
+        match self {
+            Expect::Query { seq, idx, .. } => Some((*seq, *idx)),
+            Expect::Execute { seq, .. } => Some((*seq, 0)),
+            _ => None,
         }
     }
 }

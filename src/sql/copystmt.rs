@@ -53,9 +53,6 @@ impl<'a> Analyzer<'a, '_> {
         if !known {
             return Err(refuse::needs_schema(&label, "COPY without a column list"));
         }
-        if opts.binary {
-            return Err(refuse::unsupported_statement("binary COPY", &label));
-        }
         if opts.force_on_encrypted(&fields) {
             return Err(refuse::unsupported_statement(
                 "FORCE_QUOTE / FORCE_NULL / FORCE_NOT_NULL on encrypted columns",
@@ -238,7 +235,9 @@ impl CopyOpts {
         CopyPlan {
             fields: vec![None; n],
             actions: vec![None; n],
-            format: if self.csv {
+            format: if self.binary {
+                CopyFormat::Binary
+            } else if self.csv {
                 CopyFormat::Csv
             } else {
                 CopyFormat::Text

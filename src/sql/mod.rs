@@ -220,6 +220,9 @@ pub enum ParamPlan {
 pub enum CopyFormat {
     Text,
     Csv,
+    /// `FORMAT binary`: fields are length-prefixed; tagged ones are decoded
+    /// with the logical type's binary input and sent as raw ciphertext.
+    Binary,
 }
 
 /// How to find and (de|en)crypt the tagged fields of COPY data rows.

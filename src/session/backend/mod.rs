@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use self::replies::{BAction, Reply};
 use super::audit::{RecordCtx, StmtAudit};
 use super::context::{SessionCtx, SessionError, Shared};
-use super::copy::CopyDir;
 use super::io::{fill, lock, Assembler};
 use super::refusal;
 use super::state::{Expect, State};
@@ -136,6 +135,7 @@ pub(super) fn unfinished(e: &Expect, recs: &mut Records<'_>, outcome: &str, inte
             portal,
             start,
             intent,
+            ..
         } if intent.is_some() || !intents_only => recs.emit(
             portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
             intent.as_ref(),
@@ -338,7 +338,7 @@ fn walk(
     }
     // While the server waits for COPY data, the client must see the
     // CopyInResponse: the statement's record can only follow its end.
-    let copy_in = st.copy.as_ref().is_some_and(|c| c.dir == CopyDir::In) || saw_copy_in;
+    let copy_in = st.copy_in_open || saw_copy_in;
     let hold = recs.strict && must_hold(st) && !copy_in;
     Ok((pos, asm, hold))
 }
@@ -457,6 +457,7 @@ fn copy_in_rules(tag: u8, st: &mut State) -> Result<(), SessionError> {
         b'G' => st.copy_in_open = true,
         b'C' | b'E' if st.copy_in_open => {
             st.copy_in_open = false;
+            st.copy_in.server = None;
             let first = st.copy_marks.front().map(|m| m.0);
             let end = st.copy_marks.iter().find(|m| m.1 != b'd').map(|m| m.0);
             let (sure, unsure) = match (tag, first, end) {

@@ -53,8 +53,8 @@ pub(super) fn dispatch(
         },
         b'n' => on_no_data(st),
         b'D' => on_data_row(frame, st, cx),
-        b'G' => on_copy_response(CopyDir::In, st, cx),
-        b'H' => on_copy_response(CopyDir::Out, st, cx),
+        b'G' => return on_copy_in_response(frame, st),
+        b'H' => on_copy_out_response(frame, st, cx),
         b'd' => on_copy_data(frame, st, cx.policy),
         b'c' => on_copy_done(frame, st, cx.policy),
         b'C' | b'I' | b's' => on_command_end(frame, st, cx),
@@ -285,16 +285,32 @@ fn current_plan(head: Option<&Expect>) -> Option<Arc<crate::sql::StatementPlan>>
     }
 }
 
-/// CopyInResponse / CopyOutResponse: open the transform the plan asks for.
-fn on_copy_response(dir: CopyDir, st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+/// CopyInResponse: the frontend transforms the data (see
+/// [`crate::session::copy::CopyIn`]); here the server says which statement
+/// reads it, and must agree with the plan on the format the data was
+/// transformed for, or the connection closes before the copy can complete.
+fn on_copy_in_response(frame: &[u8], st: &mut State) -> Result<BAction, SessionError> {
+    st.copy_in.server = st.expect.front().and_then(Expect::origin);
     let plan = current_plan(st.expect.front());
-    let copy_plan = plan.as_ref().and_then(|p| match dir {
-        CopyDir::In => p.copy_in.as_ref(),
-        CopyDir::Out => p.copy_out.as_ref(),
-    });
-    st.copy = copy_plan.map(|cp| {
-        CopyStream::open(dir, cp, Arc::new(cx.catalog.roles.clone()))
-            .unwrap_or_else(|r| CopyStream::failed(dir, r))
+    if let Some(cp) = plan.as_ref().and_then(|p| p.copy_in.as_ref()) {
+        let expected = u8::from(cp.format == crate::sql::CopyFormat::Binary);
+        if crate::protocol::rows::copy_response_format(frame) != Some(expected) {
+            return Err(SessionError::Desync(
+                "the server announced another COPY format than the statement's",
+            ));
+        }
+    }
+    Ok(BAction::Forward)
+}
+
+/// CopyOutResponse: open the transform the plan asks for.
+fn on_copy_out_response(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
+    let plan = current_plan(st.expect.front());
+    st.copy = plan.as_ref().and_then(|p| p.copy_out.as_ref()).map(|cp| {
+        let mut cs = CopyStream::open(CopyDir::Out, cp, Arc::new(cx.catalog.roles.clone()))
+            .unwrap_or_else(|r| CopyStream::failed(CopyDir::Out, r));
+        cs.check_format(crate::protocol::rows::copy_response_format(frame));
+        cs
     });
     BAction::Forward
 }
@@ -380,7 +396,12 @@ fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
     }
     st.tracker.row = None;
     st.tracker.suppress_until_complete = false;
-    let copy_refusal = st.copy.take().and_then(|c| c.failed);
+    let head = st.expect.front().and_then(Expect::origin);
+    let copy_refusal = st
+        .copy
+        .take()
+        .and_then(|c| c.failed)
+        .or_else(|| st.copy_in.take_failure(head));
     let refusal = match st.expect.front() {
         _ if copy_refusal.is_some() => copy_refusal,
         Some(Expect::Query { refusal, .. }) => refusal.clone(),
@@ -429,6 +450,7 @@ fn complete_statement(st: &mut State, recs: &mut Records<'_>, outcome: &str, row
             portal,
             start,
             intent,
+            ..
         }) => {
             recs.emit(
                 portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),

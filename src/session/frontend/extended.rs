@@ -345,6 +345,7 @@ pub(super) fn on_execute(
         portal,
         start: env.start,
         intent: None,
+        seq: st.seq,
     });
     Ok(Action::Forward)
 }

@@ -17,13 +17,12 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::catalog::{catalog_sql, CatalogReply, CATALOG_UNDO};
 use super::context::{SessionCtx, SessionError, Shared};
-use super::copy::CopyDir;
+use super::copy::{CopyInAction, DueKind};
 use super::io::{fill, lock, Assembler};
 use super::state::{Expect, State};
 use crate::metrics::metrics;
 use crate::net::Stream;
 use crate::protocol::messages::put_query;
-use crate::protocol::rows::copy_fail;
 use crate::protocol::{next_frame, Direction, ProtocolError};
 use crate::snapshot::{canonicalize, Snapshot};
 use crate::sql::{self, Analysis, Refusal};
@@ -226,6 +225,7 @@ fn walk(
         if let Action::Replace(new) = dispatch(frame, st, env)? {
             asm.replace(buf, pos, pos + n, &new);
         }
+        queue_copy_dues(frame[0], st);
         if st.expect.len() > queued && matches!(frame[0], b'Q' | b'E') {
             write_intents(st, env);
         }
@@ -326,39 +326,80 @@ fn dispatch(frame: &[u8], st: &mut State, env: &Env<'_>) -> Result<Action, Proto
         b'D' => extended::on_describe(frame, st),
         b'E' => extended::on_execute(frame, st, env),
         b'C' => extended::on_close(frame, st),
-        b'd' | b'c' | b'f' => Ok(on_copy_message(frame, st, env.policy)),
+        b'd' | b'c' | b'f' => on_copy_message(frame, st, env.policy),
         _ => Ok(Action::Forward),
     }
 }
 
-/// Client CopyData/CopyDone/CopyFail during a transformed COPY FROM STDIN.
-fn on_copy_message(frame: &[u8], st: &mut State, policy: &Snapshot) -> Action {
-    let Some(cs) = st.copy.as_mut().filter(|c| c.dir == CopyDir::In) else {
-        return Action::Forward;
-    };
-    if cs.fail_sent {
-        // The server is discarding the rest of this COPY; so do we.
-        return Action::Replace(BytesMut::new());
+/// Client CopyData/CopyDone/CopyFail: COPY FROM STDIN data (see
+/// [`super::copy::CopyIn`] for how a run finds its statement).
+fn on_copy_message(
+    frame: &[u8],
+    st: &mut State,
+    policy: &Snapshot,
+) -> Result<Action, ProtocolError> {
+    let roles = st.catalog.current.roles.clone();
+    match st.copy_in.message(frame, &roles, policy) {
+        Ok(CopyInAction::Forward) => Ok(Action::Forward),
+        Ok(CopyInAction::Replace(out)) => Ok(Action::Replace(out)),
+        Err(why) => Err(ProtocolError::UnattributedCopy(why)),
     }
-    let mut out = match frame[0] {
-        b'd' => cs.data(&frame[5..], policy).unwrap_or_default(),
-        b'c' => {
-            let mut out = cs.finish(policy).unwrap_or_default();
-            if cs.failed.is_none() {
-                out.extend_from_slice(frame);
+}
+
+/// After a client message has been handled: the COPY FROM STDIN data that
+/// may follow it belongs to its COPY statements; any other message ends the
+/// server's copy-in (only Sync and Flush pass through it).
+fn queue_copy_dues(tag: u8, st: &mut State) {
+    let seq = st.seq;
+    let dues: Vec<(usize, DueKind)> = match (tag, st.expect.back_mut()) {
+        (b'd' | b'c' | b'f' | b'S' | b'H', _) => return,
+        (
+            b'Q',
+            Some(Expect::Query {
+                seq: s,
+                plans,
+                refusal,
+                ..
+            }),
+        ) => {
+            *s = seq;
+            match (refusal, plans) {
+                (Some(_), _) => vec![(0, DueKind::Drop)],
+                (None, Some(ps)) => ps
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| copy_due(p).map(|k| (i, k)))
+                    .collect(),
+                (None, None) => Vec::new(),
             }
-            out
         }
+        (b'E', Some(Expect::Execute { portal, .. })) => portal
+            .as_ref()
+            .and_then(|p| p.stmt.plan.as_deref())
+            .and_then(copy_due)
+            .map(|k| vec![(0, k)])
+            .unwrap_or_default(),
+        (
+            b'E',
+            Some(Expect::Parse {
+                refusal: Some(_), ..
+            }),
+        ) => vec![(0, DueKind::Drop)],
         _ => {
-            st.copy = None;
-            return Action::Forward;
+            st.copy_in.reset();
+            return;
         }
     };
-    if let Some(r) = &cs.failed {
-        cs.fail_sent = true;
-        out = copy_fail(&r.message);
+    st.copy_in.expect(seq, dues);
+}
+
+/// What the COPY FROM STDIN data behind a statement becomes, if it is a COPY.
+fn copy_due(p: &sql::StatementPlan) -> Option<DueKind> {
+    match &p.copy_in {
+        Some(cp) => Some(DueKind::Transform(std::sync::Arc::new(cp.clone()))),
+        None if p.kind == sql::StatementKind::Copy => Some(DueKind::Other),
+        None => None,
     }
-    Action::Replace(out)
 }
 
 /// Whether the session's catalog snapshot must be re-read before the next

@@ -186,10 +186,15 @@ fn copy_in_and_out_plans() {
         (CopyFormat::Text, '\t', "\\N")
     );
     assert_eq!(ci.fields.len(), 7);
-    refused(
-        admin("COPY customers FROM STDIN WITH (FORMAT binary)"),
-        "0A000",
-    );
+    for sql in [
+        "COPY customers FROM STDIN WITH (FORMAT binary)",
+        "COPY customers FROM STDIN BINARY",
+    ] {
+        let (_, p) = rewritten(admin(sql));
+        let ci = p[0].copy_in.as_ref().expect("binary copy_in plan");
+        assert_eq!(ci.format, CopyFormat::Binary, "{sql}");
+        assert!(ci.fields.iter().any(Option::is_some), "{sql}");
+    }
     refused(admin("COPY customers (email) FROM '/tmp/x'"), "0A000");
     refused(
         Env::new().run("admin", false, "COPY customers FROM STDIN"),
