@@ -33,21 +33,59 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Connects with the usual PG environment variables (PGUSER, PGPASSWORD,
-/// PGDATABASE); the URL gives only host and port.
+/// Connects as libpq would (see [`crate::net::libpq`]): the URL, then the
+/// PG* environment and the password file, with TLS per `sslmode` (the URL's
+/// or `PGSSLMODE`, default `prefer`), verified per `verify-ca`/`verify-full`
+/// against `sslrootcert`/`PGSSLROOTCERT`.
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, CliError> {
-    let up = crate::config::Upstream::parse(url).map_err(CliError::Upstream)?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let pgpass = crate::net::libpq::pgpass_path(&env).and_then(|p| read_pgpass(&p));
+    let p = crate::net::libpq::resolve(url, &env, pgpass.as_deref()).map_err(CliError::Upstream)?;
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&up.host).port(up.port);
-    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
-    cfg.user(&user);
-    if let Ok(p) = std::env::var("PGPASSWORD") {
-        cfg.password(p);
+    cfg.host(&p.host)
+        .port(p.port)
+        .user(&p.user)
+        .dbname(&p.dbname);
+    if let Some(pw) = &p.password {
+        cfg.password(pw);
     }
-    cfg.dbname(std::env::var("PGDATABASE").unwrap_or(user));
-    let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(conn);
+    use crate::net::SslMode;
+    use tokio_postgres::config::SslMode as Pg;
+    cfg.ssl_mode(match p.sslmode {
+        SslMode::Disable => Pg::Disable,
+        SslMode::Allow | SslMode::Prefer => Pg::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Pg::Require,
+    });
+    let tls = crate::net::client_config(p.sslmode, p.sslrootcert.as_deref())
+        .map_err(|e| CliError::Upstream(e.to_string()))?;
+    let client = match tls {
+        None => {
+            let (client, conn) = cfg.connect(NoTls).await?;
+            tokio::spawn(conn);
+            client
+        }
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, conn) = cfg.connect(tls).await?;
+            tokio::spawn(conn);
+            client
+        }
+    };
     Ok(client)
+}
+
+/// The password file's text, ignored (as libpq does) when others can read it.
+fn read_pgpass(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        eprintln!(
+            "warning: password file {} has group or world access; permissions should be u=rw (0600) or less",
+            path.display()
+        );
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
 }
 
 async fn load_schema(

@@ -40,6 +40,7 @@ pub mod sqlstate {
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const SYSTEM_ERROR: &str = "58030";
     pub const CONFIG_FILE_ERROR: &str = "F0000";
     pub const INTERNAL_ERROR: &str = "XX000";
@@ -142,6 +143,7 @@ mod tests {
             STATEMENT_TOO_COMPLEX,
             OBJECT_NOT_IN_PREREQUISITE_STATE,
             ADMIN_SHUTDOWN,
+            IDLE_SESSION_TIMEOUT,
             SYSTEM_ERROR,
             CONFIG_FILE_ERROR,
             INTERNAL_ERROR,

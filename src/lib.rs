@@ -26,6 +26,7 @@
 //! - [`demo`]: `pgveil demo`, the guided tour.
 //! - [`cli`]: the subcommands (`serve`, `check`, `explain`, `keygen`, `audit`, …).
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;

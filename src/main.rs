@@ -67,8 +67,10 @@ struct CheckArgs {
     /// keyring's permissions and format.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Also check against this database (credentials from PGUSER, PGPASSWORD, PGDATABASE):
-    /// tables and columns exist, encrypted columns are bytea, and a sample of stored values decrypts.
+    /// Also check against this database: tables and columns exist, encrypted columns are bytea,
+    /// and a sample of stored values decrypts. Connects as libpq does: the URL
+    /// (postgres://[user[:pw]@]host[:port][/db][?sslmode=…&sslrootcert=…]), then PGHOST, PGPORT,
+    /// PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT and the password file.
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
     /// Keyring used to test-decrypt sampled values (with --upstream). Defaults to the config file's.
@@ -97,8 +99,8 @@ struct ExplainArgs {
     /// The database role to judge the statement for.
     #[arg(long, value_name = "ROLE")]
     role: String,
-    /// Also read the live schema and the role's memberships from this database
-    /// (credentials from PGUSER, PGPASSWORD, PGDATABASE). Without it, only the rules are used.
+    /// Also read the live schema and the role's memberships from this database (connected to as
+    /// libpq would: URL, PG* environment, password file, sslmode). Without it, only the rules are used.
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
     /// Keyring to encrypt literals with (ciphertexts are shown as placeholders either way).
@@ -201,7 +203,7 @@ struct ServeArgs {
     /// Address clients connect to [default: 127.0.0.1:6432].
     #[arg(long, env = "PGVEIL_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
-    /// The real database: postgres://HOST:PORT[?sslmode=disable|prefer|require|verify-full&sslrootcert=FILE]
+    /// The real database: postgres://HOST:PORT[?sslmode=disable|allow|prefer|require|verify-ca|verify-full&sslrootcert=FILE]
     /// [default: postgres://127.0.0.1:5432, sslmode=prefer]. Credentials always come from each client.
     #[arg(long, env = "PGVEIL_UPSTREAM", value_name = "URL")]
     upstream: Option<String>,
@@ -260,6 +262,25 @@ struct ServeArgs {
     /// Worker threads, each with its own event loop [default: number of CPUs].
     #[arg(long, env = "PGVEIL_WORKERS", value_name = "N")]
     workers: Option<usize>,
+    /// Login roles allowed on the admin console (`psql -d pgveil` to the proxy port),
+    /// comma-separated. They authenticate against PostgreSQL as usual.
+    #[arg(
+        long,
+        env = "PGVEIL_ADMIN_ROLES",
+        value_name = "ROLES",
+        value_delimiter = ','
+    )]
+    admin_roles: Option<Vec<String>>,
+    /// Database the admin console's logins authenticate against [default: postgres].
+    #[arg(long, env = "PGVEIL_ADMIN_AUTH_DATABASE", value_name = "DB")]
+    admin_auth_database: Option<String>,
+    /// Close client sessions idle this many seconds (no transaction open, nothing in
+    /// flight) with FATAL 57P05 [default: never].
+    #[arg(long, env = "PGVEIL_CLIENT_IDLE_TIMEOUT", value_name = "SECS")]
+    client_idle_timeout: Option<u64>,
+    /// TCP keepalive idle time on client and upstream sockets, 0 for off [default: 60].
+    #[arg(long, env = "PGVEIL_TCP_KEEPALIVE", value_name = "SECS")]
+    tcp_keepalive: Option<u64>,
 }
 
 /// Colour only for a person at a terminal: escape codes in a journal, a
@@ -303,8 +324,15 @@ fn serve(a: ServeArgs) -> Result<()> {
         workers,
         log_format
     );
+    over!(admin_roles, admin_auth_database);
     if a.shutdown_timeout.is_some() {
         f.shutdown_timeout_secs = a.shutdown_timeout;
+    }
+    if a.client_idle_timeout.is_some() {
+        f.client_idle_timeout_secs = a.client_idle_timeout;
+    }
+    if a.tcp_keepalive.is_some() {
+        f.tcp_keepalive_secs = a.tcp_keepalive;
     }
     if a.tls_cert.is_some() {
         f.tls.cert = a.tls_cert;

@@ -29,12 +29,19 @@ pub struct Metrics {
     pub bytes_to_clients: IntCounter,
     pub proxy_latency: Histogram,
     pub statement_latency: Histogram,
-    pub upstream_connect_errors: IntCounter,
+    /// Failed upstream connections, by reason ([`UPSTREAM_ERROR_REASONS`]).
+    pub upstream_connect_errors: IntCounterVec,
+    /// Time to a usable upstream connection (TCP, and TLS when negotiated).
+    pub upstream_connect_seconds: Histogram,
+    /// Upstream connections open now (sessions' and the console's auth).
+    pub upstream_connections_active: IntGauge,
     pub protocol_errors: IntCounter,
     /// Sessions ended by a panic (a bug); the process keeps serving.
     pub session_panics: IntCounter,
     pub auth_failures: IntCounter,
     pub cancel_requests: IntCounter,
+    /// Sessions closed by `client_idle_timeout`.
+    pub idle_timeouts: IntCounter,
     pub rules_reloads: ReloadOutcome,
     pub rules_reload_failures: ReloadOutcome,
     pub refused: IntCounterVec,
@@ -119,6 +126,9 @@ fn register_process_and_build(r: &Registry) {
         r.register(Box::new(pc)).expect("unique metric name");
     }
 }
+
+/// The `reason` label values of `pgveil_upstream_connect_errors_total`.
+pub const UPSTREAM_ERROR_REASONS: [&str; 4] = ["timeout", "refused", "tls", "other"];
 
 /// The `op` label values of `pgveil_audit_ship_errors_total`.
 pub const AUDIT_SHIP_ERROR_OPS: [&str; 5] = ["connect", "stream", "publish", "local", "cursor"];
@@ -220,10 +230,28 @@ impl Metrics {
                 "End-to-end time from a client's Query/Sync to the ReadyForQuery sent back",
                 e2e,
             ),
-            upstream_connect_errors: counter(
+            upstream_connect_errors: {
+                let c = counter_vec(
+                    &r,
+                    "pgveil_upstream_connect_errors_total",
+                    "Failed connections to the upstream database, by reason (timeout, refused, tls, other)",
+                    &["reason"],
+                );
+                for reason in UPSTREAM_ERROR_REASONS {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
+            upstream_connect_seconds: histogram(
                 &r,
-                "pgveil_upstream_connect_errors_total",
-                "Failed connections to the upstream database",
+                "pgveil_upstream_connect_seconds",
+                "Time to open a connection to the upstream database, TLS handshake included",
+                vec![0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0],
+            ),
+            upstream_connections_active: gauge(
+                &r,
+                "pgveil_upstream_connections_active",
+                "Connections to the upstream database open now",
             ),
             protocol_errors: counter(
                 &r,
@@ -237,6 +265,11 @@ impl Metrics {
             ),
             auth_failures: counter(&r, "pgveil_auth_failures_total", "Authentication failures relayed from upstream"),
             cancel_requests: counter(&r, "pgveil_cancel_requests_total", "CancelRequests received"),
+            idle_timeouts: counter(
+                &r,
+                "pgveil_client_idle_timeouts_total",
+                "Client sessions closed because they stayed idle longer than client_idle_timeout",
+            ),
             rules_reloads: ReloadOutcome {
                 counter: counter(&r, "pgveil_rules_reloads_total", "Successful rule reloads"),
                 last_ok: last_ok.clone(),

@@ -135,6 +135,11 @@ impl Lazy {
         let q = self.lock();
         q.records.is_empty() && q.outcomes.is_empty()
     }
+
+    fn len(&self) -> usize {
+        let q = self.lock();
+        q.records.len() + q.outcomes.len()
+    }
 }
 
 pub(super) struct Shared {
@@ -386,6 +391,14 @@ impl Audit {
     /// run (strict durability).
     pub fn uses_intents(&self) -> bool {
         matches!(self.shared.durability, Durability::Strict)
+    }
+
+    /// Records and outcomes submitted but not yet taken by the writer: the
+    /// bounded channel's occupancy plus the lazy queue. Read at scrape time
+    /// and by the admin console, never on a statement's path.
+    pub fn queue_depth(&self) -> usize {
+        let channel = self.tx.max_capacity() - self.tx.capacity();
+        channel + self.shared.lazy.len()
     }
 
     /// Handle on the newest fsynced seq (for the shipper).

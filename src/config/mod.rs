@@ -43,6 +43,17 @@ pub struct FileConfig {
     /// through pgveil apply at once). Default 1000 ms.
     pub catalog_max_age_ms: Option<u64>,
     pub log_format: Option<String>,
+    /// Login roles allowed on the admin console (`psql -d pgveil`).
+    pub admin_roles: Option<Vec<String>>,
+    /// Database the console's logins authenticate against upstream
+    /// [default: postgres]. The console itself never queries it.
+    pub admin_auth_database: Option<String>,
+    /// Close a client session idle (no transaction open, nothing in flight)
+    /// this long, with FATAL 57P05 [default: never].
+    pub client_idle_timeout_secs: Option<u64>,
+    /// TCP keepalive idle time on client and upstream sockets, 0 to turn it
+    /// off [default: 60].
+    pub tcp_keepalive_secs: Option<u64>,
     #[serde(default)]
     pub tls: TlsFileConfig,
     #[serde(default)]
@@ -135,7 +146,7 @@ impl Upstream {
                 "sslmode" => {
                     sslmode = SslMode::parse(&v).ok_or_else(|| {
                         format!(
-                        "sslmode `{v}` unsupported; use disable, prefer, require or verify-full"
+                        "sslmode `{v}` unsupported; use disable, allow, prefer, require, verify-ca or verify-full"
                     )
                     })?
                 }
@@ -174,6 +185,10 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditConfig>,
     pub audit_required_for_untagged: bool,
     pub audit_ship: Option<crate::audit::ship::ShipConfig>,
+    pub admin_roles: Vec<String>,
+    pub admin_auth_database: String,
+    pub client_idle_timeout: Option<Duration>,
+    pub tcp_keepalive: Option<Duration>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -300,6 +315,27 @@ impl Config {
             .map_err(|e| errs.push(e.to_string()))
             .ok(),
         };
+        let admin_roles: Vec<String> = f
+            .admin_roles
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let admin_auth_database = f.admin_auth_database.unwrap_or_else(|| "postgres".into());
+        if admin_auth_database.is_empty() || admin_auth_database == crate::admin::CONSOLE_DATABASE {
+            errs.push(format!(
+                "admin_auth_database must name a real database, not `{admin_auth_database}`"
+            ));
+        }
+        let client_idle_timeout = match f.client_idle_timeout_secs {
+            None | Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
+        let tcp_keepalive = match f.tcp_keepalive_secs.unwrap_or(60) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
         let workers = f
             .workers
             .filter(|w| *w > 0)
@@ -325,6 +361,10 @@ impl Config {
                 audit,
                 audit_required_for_untagged,
                 audit_ship,
+                admin_roles,
+                admin_auth_database,
+                client_idle_timeout,
+                tcp_keepalive,
             }),
             _ => Err(ConfigError::Invalid(errs)),
         }
@@ -347,7 +387,19 @@ mod tests {
         assert_eq!(u.sslrootcert.as_deref(), Some(Path::new("/ca.pem")));
         assert_eq!(Upstream::parse("postgres://127.0.0.1").unwrap().port, 5432);
         assert!(Upstream::parse("mysql://x").is_err());
-        assert!(Upstream::parse("postgres://x?sslmode=allow").is_err());
+        assert_eq!(
+            Upstream::parse("postgres://x?sslmode=allow")
+                .unwrap()
+                .sslmode,
+            SslMode::Allow
+        );
+        assert_eq!(
+            Upstream::parse("postgres://x?sslmode=verify-ca")
+                .unwrap()
+                .sslmode,
+            SslMode::VerifyCa
+        );
+        assert!(Upstream::parse("postgres://x?sslmode=bogus").is_err());
         assert!(Upstream::parse("postgres://x?foo=1").is_err());
     }
 

@@ -102,6 +102,9 @@ struct ColumnKeys {
 pub struct CryptoSnapshot {
     active_key_id: u32,
     key_ids: Vec<u32>,
+    /// Creation time (unix seconds) of each key in `key_ids`, for the admin
+    /// console's `SHOW KEYS`; never the material.
+    key_created: Vec<Option<i64>>,
     /// Nested so that lookups by `(&TableName, &str)` allocate nothing.
     columns: HashMap<TableName, HashMap<String, ColumnKeys>>,
 }
@@ -149,6 +152,11 @@ impl CryptoSnapshot {
         }
         Ok(CryptoSnapshot {
             active_key_id: keyring.active_id(),
+            key_created: keyring
+                .key_ids()
+                .iter()
+                .map(|id| keyring.created(*id))
+                .collect(),
             key_ids: keyring.key_ids(),
             columns,
         })
@@ -173,6 +181,12 @@ impl CryptoSnapshot {
     /// Every key id of the ring, ascending.
     pub fn key_ids(&self) -> &[u32] {
         &self.key_ids
+    }
+
+    /// When key `id` was created (unix seconds), if the ring recorded it.
+    pub fn key_created(&self, id: u32) -> Option<i64> {
+        let i = self.key_ids.iter().position(|k| *k == id)?;
+        self.key_created.get(i).copied().flatten()
     }
 }
 

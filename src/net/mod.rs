@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
+pub mod libpq;
+
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {source}")]
@@ -34,11 +36,34 @@ pub enum Stream {
     Plain(TcpStream),
     ServerTls(Box<server::TlsStream<TcpStream>>),
     ClientTls(Box<client::TlsStream<TcpStream>>),
+    /// A client stream whose reads are reported to a hook (the admin
+    /// registry marks the session active when the client sends something).
+    Watched(Box<Stream>, Arc<dyn ReadActivity>),
+}
+
+/// Told when bytes arrive on a [`Stream::Watched`]. Called on the reading
+/// task, so it must be cheap (an atomic store) and never block.
+pub trait ReadActivity: Send + Sync {
+    fn on_read(&self);
 }
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Watched(s, _) => s.is_tls(),
+            _ => true,
+        }
+    }
+
+    /// The TCP socket under any TLS or watch layer.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::ServerTls(s) => s.get_ref().0,
+            Stream::ClientTls(s) => s.get_ref().0,
+            Stream::Watched(s, _) => s.tcp(),
+        }
     }
 }
 
@@ -57,6 +82,10 @@ macro_rules! delegate {
                 let $s = Pin::new($s.as_mut());
                 $e
             }
+            Stream::Watched($s, _) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
         }
     };
 }
@@ -67,7 +96,17 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
+        let this = self.get_mut();
+        if let Stream::Watched(s, hook) = this {
+            let before = buf.filled().len();
+            let r = Pin::new(s.as_mut()).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                hook.on_read();
+            }
+            return r;
+        }
+        let this = Pin::new(this);
+        delegate!(this, s => s.poll_read(cx, buf))
     }
 }
 
@@ -97,6 +136,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::ServerTls(s) => s.is_write_vectored(),
             Stream::ClientTls(s) => s.is_write_vectored(),
+            Stream::Watched(s, _) => s.is_write_vectored(),
         }
     }
 }
@@ -151,8 +191,14 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    /// libpq tries plaintext first and TLS only if refused; pgveil asks for
+    /// TLS first and falls back to plaintext, as `prefer` (one connection
+    /// attempt, and never less protection than `allow` promises).
+    Allow,
     Prefer,
     Require,
+    /// Verifies the chain against the root certificate, not the host name.
+    VerifyCa,
     VerifyFull,
 }
 
@@ -160,40 +206,128 @@ impl SslMode {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "disable" => Self::Disable,
+            "allow" => Self::Allow,
             "prefer" => Self::Prefer,
             "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
             "verify-full" => Self::VerifyFull,
             _ => return None,
         })
     }
+
+    /// libpq's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a server that declines TLS may be used in plaintext.
+    pub fn plaintext_fallback(self) -> bool {
+        matches!(self, Self::Allow | Self::Prefer)
+    }
 }
 
 /// The upstream TLS connector. `require` encrypts without verifying (as
-/// libpq does); `verify-full` checks the chain against `root` (or the
-/// bundled web roots) and the host name.
+/// libpq does); `verify-ca` checks the chain against `root` (or the bundled
+/// web roots); `verify-full` also the host name.
 pub fn connector(mode: SslMode, root: Option<&Path>) -> Result<Option<TlsConnector>, TlsError> {
+    Ok(client_config(mode, root)?.map(|c| TlsConnector::from(Arc::new(c))))
+}
+
+/// The rustls client configuration for `mode` (None for `disable`), shared
+/// by the proxy's upstream connections and the CLI's own.
+pub fn client_config(
+    mode: SslMode,
+    root: Option<&Path>,
+) -> Result<Option<rustls::ClientConfig>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let cfg = match mode {
+    let roots = || -> Result<rustls::RootCertStore, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match root {
+            Some(p) => {
+                for c in load_certs(p)? {
+                    roots.add(c)?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(roots)
+    };
+    Ok(Some(match mode {
         SslMode::Disable => return Ok(None),
-        SslMode::Prefer | SslMode::Require => builder
+        SslMode::Allow | SslMode::Prefer | SslMode::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
             .with_no_client_auth(),
-        SslMode::VerifyFull => {
-            let mut roots = rustls::RootCertStore::empty();
-            match root {
-                Some(p) => {
-                    for c in load_certs(p)? {
-                        roots.add(c)?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+        SslMode::VerifyCa => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots()?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
         }
-    };
-    Ok(Some(TlsConnector::from(Arc::new(cfg))))
+        SslMode::VerifyFull => builder
+            .with_root_certificates(roots()?)
+            .with_no_client_auth(),
+    }))
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name in the
+/// certificate is not compared with the host connected to.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
@@ -248,5 +382,23 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Turns on TCP keepalive with `idle` seconds before the first probe (and
+/// probes every `idle / 3`, between 1 and 30 s apart). Why: a client or database
+/// that vanished without a FIN (a dead node, a NAT that forgot the flow)
+/// would otherwise hold a session, a connection slot and a backend forever.
+pub fn set_keepalive(tcp: &TcpStream, idle: Option<std::time::Duration>) {
+    let Some(idle) = idle else { return };
+    let interval = (idle / 3).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "could not set TCP keepalive");
     }
 }

@@ -11,6 +11,7 @@
 pub mod messages;
 #[cfg(test)]
 mod proptests;
+pub mod results;
 pub mod rows;
 
 use bytes::{BufMut, BytesMut};
@@ -237,6 +238,22 @@ pub fn parse_startup(raw: &[u8]) -> Result<StartupPacket, ProtocolError> {
     }
 }
 
+/// Encodes a protocol-3.0 StartupMessage with these parameters (the
+/// admin console re-targets a client's startup at a real database).
+pub fn encode_startup(params: &[(String, String)]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    out.put_i32(PROTOCOL_V3);
+    for (k, v) in params {
+        put_cstr(&mut out, k);
+        put_cstr(&mut out, v);
+    }
+    out.put_u8(0);
+    let len = out.len() as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out.to_vec()
+}
+
 /// Splits a NUL-terminated UTF-8 string off the front of `buf`.
 pub fn take_cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
     let nul = buf.iter().position(|b| *b == 0)?;
@@ -370,6 +387,24 @@ mod tests {
     use super::*;
 
     const CAP: usize = 1 << 20;
+
+    #[test]
+    fn an_encoded_startup_parses_back() {
+        let params = vec![
+            ("user".to_string(), "ops".to_string()),
+            ("database".to_string(), "postgres".to_string()),
+        ];
+        let raw = encode_startup(&params);
+        let StartupPacket::Startup {
+            params: back,
+            raw: r,
+        } = parse_startup(&raw).unwrap()
+        else {
+            panic!("not a startup packet")
+        };
+        assert_eq!(back, params);
+        assert_eq!(r, raw);
+    }
 
     #[test]
     fn frames_are_delimited_and_validated() {

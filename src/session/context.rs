@@ -36,6 +36,8 @@ pub struct Shared {
     /// Bumped after DDL through any session: catalog snapshots read before
     /// it are stale.
     pub ddl_epoch: AtomicU64,
+    /// Live sessions, as the admin console lists them.
+    pub registry: Arc<crate::admin::Registry>,
     pub(super) next_session: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl Shared {
             policy,
             audit_required_for_untagged: config.audit_required_for_untagged,
             ddl_epoch: AtomicU64::new(0),
+            registry: Arc::new(crate::admin::Registry::default()),
             audit,
             config,
             next_session: AtomicU64::new(1),
@@ -96,6 +99,9 @@ pub enum SessionError {
     /// pgveil is draining (SIGTERM) and this session became idle.
     #[error("pgveil is shutting down")]
     Shutdown,
+    /// The session stayed idle longer than `client_idle_timeout`.
+    #[error("terminating connection due to idle-session timeout (pgveil client_idle_timeout)")]
+    IdleTimeout,
 }
 
 impl SessionError {
@@ -132,6 +138,7 @@ impl ClientError for SessionError {
             SessionError::AuditUnavailable => sqlstate::SYSTEM_ERROR,
             SessionError::StartupRefused(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
             SessionError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            SessionError::IdleTimeout => sqlstate::IDLE_SESSION_TIMEOUT,
             SessionError::AuthFailed(_) => sqlstate::INVALID_PASSWORD,
             SessionError::Io(_) | SessionError::Tls(_) | SessionError::ClientTimeout => {
                 sqlstate::CONNECTION_EXCEPTION
@@ -209,6 +216,7 @@ mod tests {
             (SessionError::AuditUnavailable, "58030"),
             (SessionError::StartupRefused("x".into()), "42501"),
             (SessionError::Shutdown, "57P01"),
+            (SessionError::IdleTimeout, "57P05"),
         ];
         for (e, code) in cases {
             let r = e.response().expect("reported");

@@ -19,7 +19,9 @@
 //! - `frontend`, `backend`: one handler per message kind, per direction.
 //! - `startup`: TLS negotiation, upstream connection, relayed authentication.
 //! - `relay`: the two loops of one session and the drain.
+//! - `admin`: a console session (database `pgveil`), answered locally.
 
+mod admin;
 mod audit;
 mod backend;
 mod catalog;
@@ -44,13 +46,12 @@ use tokio::net::TcpStream;
 pub use audit::SessionInfo;
 pub use context::{SessionCtx, SessionError, Shared};
 
-use crate::metrics::metrics;
-
 /// Runs one client connection to completion. Never panics on client input;
 /// every failure ends in a clean close (with an ErrorResponse when the
 /// protocol allows one).
 pub async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
+    crate::net::set_keepalive(&client, shared.config.tcp_keepalive);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     // With PGVEIL_LOG=debug every log line of the session carries its id and
     // peer. At the default level the span is disabled, so the per-poll cost on
@@ -94,10 +95,12 @@ async fn run(
             .unwrap_or_default()
             .to_string(),
     };
-    let mut server = match startup::connect_upstream(shared).await {
+    if info.database == crate::admin::CONSOLE_DATABASE {
+        return admin::serve(client, &packet, &info, shared).await;
+    }
+    let (mut server, _upstream) = match startup::connect_upstream(shared).await {
         Ok(s) => s,
         Err(e) => {
-            metrics().upstream_connect_errors.inc();
             tracing::warn!(session = id, error = %e, "upstream connect failed");
             fatal_and_close(&mut client, &e).await;
             return Err(e);
@@ -138,7 +141,28 @@ async fn run(
     });
     let ctx = SessionCtx { rec };
     let catalog = catalog::SessionCatalog::new(key.catalog, key.epoch, &shared.policy.load());
-    let result = relay::run(client, server, key.leftover, &ctx, catalog, shared).await;
+    let slot = crate::admin::ClientSlot::new(
+        crate::admin::ClientIdentity {
+            id,
+            peer: Some(peer),
+            user: info.user.clone(),
+            database: info.database.clone(),
+            application: info.application_name.clone(),
+        },
+        &shared.policy.load().rules.version,
+    );
+    let reg = shared.registry.register(slot);
+    let client = crate::net::Stream::Watched(Box::new(client), reg.slot.clone());
+    let result = relay::run(
+        client,
+        server,
+        key.leftover,
+        &ctx,
+        catalog,
+        &reg.slot,
+        shared,
+    )
+    .await;
     if let Some(k) = key.backend_key {
         shared.cancel_keys.remove(&k);
     }

@@ -2,7 +2,7 @@
 //! session's one task (so they progress independently without ever handing
 //! a message to another thread), plus the drain on SIGTERM.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -14,6 +14,7 @@ use super::context::{SessionCtx, SessionError, Shared};
 use super::frontend::frontend;
 use super::io::lock;
 use super::state::State;
+use crate::admin::ClientSlot;
 use crate::audit::OUTCOME_CLIENT_DISCONNECTED;
 use crate::error::sqlstate;
 use crate::metrics::metrics;
@@ -28,11 +29,14 @@ pub(super) async fn run(
     leftover: (BytesMut, BytesMut),
     ctx: &SessionCtx,
     catalog: SessionCatalog,
+    slot: &Arc<ClientSlot>,
     shared: &Shared,
 ) -> Result<(), SessionError> {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = tokio::io::split(server);
-    let state = Mutex::new(State::new(catalog));
+    let mut st = State::new(catalog);
+    st.slot = Some(slot.clone());
+    let state = Mutex::new(st);
     let (cbuf, sbuf) = leftover;
     let outcome = {
         let fe = frontend(&mut cr, &mut sw, cbuf, &state, ctx, shared);
@@ -41,6 +45,7 @@ pub(super) async fn run(
             r = fe => r,
             r = be => r,
             () = drained(&state, shared) => Err(SessionError::Shutdown),
+            () = idle_timeout(&state, shared) => Err(SessionError::IdleTimeout),
         }
     };
     // Statements sent but never answered to the client still get records.
@@ -70,6 +75,10 @@ pub(super) async fn run(
     let _ = sw.shutdown().await;
     match outcome {
         Err(SessionError::Shutdown) => Ok(()),
+        Err(SessionError::IdleTimeout) => {
+            metrics().idle_timeouts.inc();
+            Ok(())
+        }
         other => other,
     }
 }
@@ -80,6 +89,7 @@ fn tells_client(e: &SessionError) -> bool {
     matches!(
         e,
         SessionError::Shutdown
+            | SessionError::IdleTimeout
             | SessionError::Protocol(_)
             | SessionError::AuditUnavailable
             | SessionError::Desync(_)
@@ -100,5 +110,35 @@ async fn drained(state: &Mutex<State>, shared: &Shared) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resolves once the session has been idle (nothing in flight, no
+/// transaction open, no client message) for `client_idle_timeout`; never
+/// without one. Checked a few times per timeout instead of re-arming a
+/// timer per message, so the statement path pays nothing: a session is
+/// closed after between 1 and 1.5 timeouts of idleness.
+async fn idle_timeout(state: &Mutex<State>, shared: &Shared) {
+    let Some(limit) = shared.config.client_idle_timeout else {
+        return std::future::pending().await;
+    };
+    let tick = (limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
+    let mut last_seq = lock(state).seq;
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let (idle, seq) = {
+            let st = lock(state);
+            (st.idle && st.txn_status == b'I', st.seq)
+        };
+        if !idle || seq != last_seq {
+            last_seq = seq;
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= limit {
+            return;
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::catalog::{catalog_sql, Catalog, CatalogReply};
 use super::context::{SessionError, Shared};
 use super::io::read_frame;
 use crate::metrics::metrics;
-use crate::net::{server_name, SslMode, Stream};
+use crate::net::{server_name, Stream};
 use crate::protocol::messages::{auth_code, backend_key, put_query, strip_sasl_plus};
 use crate::protocol::{
     parse_startup, startup_len, Direction, StartupPacket, CANCEL_REQUEST_CODE, SSL_REQUEST_CODE,
@@ -173,7 +173,7 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: Vec<u8>) {
         return;
     }
     match connect_upstream(shared).await {
-        Ok(mut s) => {
+        Ok((mut s, _count)) => {
             let mut pkt = Vec::with_capacity(16);
             pkt.extend_from_slice(&((12 + secret.len()) as i32).to_be_bytes());
             pkt.extend_from_slice(&CANCEL_REQUEST_CODE.to_be_bytes());
@@ -186,23 +186,71 @@ async fn forward_cancel(shared: &Shared, pid: i32, secret: Vec<u8>) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut b)).await;
         }
         Err(e) => {
-            metrics().upstream_connect_errors.inc();
             tracing::warn!(error = %e, "cannot forward cancel request");
         }
     }
 }
 
-/// Opens a connection to the upstream database, negotiating TLS per sslmode.
+/// Opens a connection to the upstream database, negotiating TLS per sslmode,
+/// and counts it: latency when it succeeds, the reason when it fails.
+pub(super) async fn connect_upstream(
+    shared: &Shared,
+) -> Result<(Stream, UpstreamCount), SessionError> {
+    let started = std::time::Instant::now();
+    match open_upstream(shared).await {
+        Ok(s) => {
+            metrics()
+                .upstream_connect_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok((s, UpstreamCount::new()))
+        }
+        Err((reason, e)) => {
+            metrics()
+                .upstream_connect_errors
+                .with_label_values(&[reason])
+                .inc();
+            Err(e)
+        }
+    }
+}
+
+/// One upstream connection in `pgveil_upstream_connections_active`, for as
+/// long as the caller keeps it next to the stream.
+pub(super) struct UpstreamCount(());
+
+impl UpstreamCount {
+    fn new() -> Self {
+        metrics().upstream_connections_active.inc();
+        UpstreamCount(())
+    }
+}
+
+impl Drop for UpstreamCount {
+    fn drop(&mut self) {
+        metrics().upstream_connections_active.dec();
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused",
+        std::io::ErrorKind::TimedOut => "timeout",
+        _ => "other",
+    }
+}
+
 /// Reads exactly one byte of the SSLRequest answer, so nothing the server
 /// sends afterwards can be mistaken for part of the TLS stream.
-pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionError> {
+async fn open_upstream(shared: &Shared) -> Result<Stream, (&'static str, SessionError)> {
     let up = &shared.config.upstream;
     let addr = (up.host.as_str(), up.port);
+    let fail = |reason, msg: String| (reason, SessionError::UpstreamConnect(msg));
     let tcp = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| SessionError::UpstreamConnect("timed out".into()))?
-        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+        .map_err(|_| fail("timeout", "timed out".into()))?
+        .map_err(|e| fail(io_reason(&e), e.to_string()))?;
     let _ = tcp.set_nodelay(true);
+    crate::net::set_keepalive(&tcp, shared.config.tcp_keepalive);
     let Some(connector) = &shared.upstream_tls else {
         return Ok(Stream::Plain(tcp));
     };
@@ -212,28 +260,26 @@ pub(super) async fn connect_upstream(shared: &Shared) -> Result<Stream, SessionE
     req.extend_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
     tcp.write_all(&req)
         .await
-        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+        .map_err(|e| fail(io_reason(&e), e.to_string()))?;
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer)
         .await
-        .map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+        .map_err(|e| fail(io_reason(&e), e.to_string()))?;
     match (answer[0], up.sslmode) {
         (b'S', _) => {
-            let name =
-                server_name(&up.host).map_err(|e| SessionError::UpstreamConnect(e.to_string()))?;
+            let name = server_name(&up.host).map_err(|e| fail("tls", e.to_string()))?;
             let tls = connector
                 .connect(name, tcp)
                 .await
-                .map_err(|e| SessionError::UpstreamConnect(format!("TLS: {e}")))?;
+                .map_err(|e| fail("tls", format!("TLS: {e}")))?;
             Ok(Stream::ClientTls(Box::new(tls)))
         }
-        (b'N', SslMode::Prefer) => Ok(Stream::Plain(tcp)),
-        (b'N', _) => Err(SessionError::UpstreamConnect(
+        (b'N', mode) if mode.plaintext_fallback() => Ok(Stream::Plain(tcp)),
+        (b'N', _) => Err(fail(
+            "tls",
             "the server does not support TLS but sslmode requires it".into(),
         )),
-        _ => Err(SessionError::UpstreamConnect(
-            "invalid answer to SSLRequest".into(),
-        )),
+        _ => Err(fail("other", "invalid answer to SSLRequest".into())),
     }
 }
 
@@ -248,17 +294,51 @@ pub(super) struct Authenticated {
     pub leftover: (BytesMut, BytesMut),
 }
 
+/// The relayed exchange up to the server's first ReadyForQuery, which is
+/// held back: the caller decides what happens before the client may speak.
+pub(super) struct AuthExchange {
+    pub backend_key: Option<(i32, Vec<u8>)>,
+    /// The server's first ReadyForQuery, not yet sent to the client.
+    pub ready: BytesMut,
+    pub cbuf: BytesMut,
+    pub sbuf: BytesMut,
+}
+
 /// Relays authentication until the server's first ReadyForQuery.
 pub(super) async fn relay_auth(
     client: &mut Stream,
     server: &mut Stream,
     packet: &StartupPacket,
-    mut cbuf: BytesMut,
+    cbuf: BytesMut,
     shared: &Shared,
 ) -> Result<Authenticated, SessionError> {
     let StartupPacket::Startup { raw, .. } = packet else {
         return Err(SessionError::Refused("not a startup packet"));
     };
+    let mut ex = authenticate(client, server, raw, cbuf, shared, true).await?;
+    let (catalog, epoch) = session_catalog(server, &mut ex.sbuf, packet, shared).await?;
+    client.write_all(&ex.ready).await?;
+    client.flush().await?;
+    Ok(Authenticated {
+        catalog,
+        epoch,
+        backend_key: ex.backend_key,
+        leftover: (ex.cbuf, ex.sbuf),
+    })
+}
+
+/// Sends the startup packet `raw` and relays the authentication exchange.
+/// `register_cancel`: the backend key goes to the client and into the
+/// cancel table (a session that keeps its upstream connection); otherwise
+/// it is withheld, as the connection is about to close.
+pub(super) async fn authenticate(
+    client: &mut Stream,
+    server: &mut Stream,
+    raw: &[u8],
+    mut cbuf: BytesMut,
+    shared: &Shared,
+    register_cancel: bool,
+) -> Result<AuthExchange, SessionError> {
     server
         .write_all(raw)
         .await
@@ -280,19 +360,18 @@ pub(super) async fn relay_auth(
             }
             b'K' => {
                 let key = backend_key_of(&frame)?;
-                shared.cancel_keys.insert(key.clone(), ());
+                if register_cancel {
+                    shared.cancel_keys.insert(key.clone(), ());
+                    client.write_all(&frame).await?;
+                }
                 backend_key = Some(key);
-                client.write_all(&frame).await?;
             }
             b'Z' => {
-                let (catalog, epoch) = session_catalog(server, &mut sbuf, packet, shared).await?;
-                client.write_all(&frame).await?;
-                client.flush().await?;
-                return Ok(Authenticated {
-                    catalog,
-                    epoch,
+                return Ok(AuthExchange {
                     backend_key,
-                    leftover: (cbuf, sbuf),
+                    ready: frame,
+                    cbuf,
+                    sbuf,
                 });
             }
             b'S' | b'N' | b'v' => client.write_all(&frame).await?,

@@ -48,6 +48,8 @@ pub struct State {
     /// Positions of the client's COPY messages that matter for that rule:
     /// the first CopyData of a run, and every CopyDone / CopyFail.
     pub copy_marks: VecDeque<(u64, u8)>,
+    /// This session's entry in the admin registry.
+    pub slot: Option<Arc<crate::admin::ClientSlot>>,
 }
 
 impl State {
@@ -65,6 +67,22 @@ impl State {
             seq: 0,
             copy_in_open: false,
             copy_marks: VecDeque::new(),
+            slot: None,
+        }
+    }
+
+    /// A ReadyForQuery ended `completed` statements: the admin registry
+    /// learns it from this session's own slot (atomics; no lock shared
+    /// with any other session).
+    pub fn report_ready(
+        &self,
+        status: u8,
+        completed: u64,
+        policy: &crate::snapshot::SnapshotStore,
+    ) {
+        if let Some(s) = &self.slot {
+            let p = policy.load();
+            s.ready(status, completed, !self.expect.is_empty(), &p.rules.version);
         }
     }
 }

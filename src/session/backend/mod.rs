@@ -393,11 +393,13 @@ fn on_ready(
     if !st.copy_in_open {
         st.copy_marks.clear();
     }
+    let mut completed = 0u64;
     while let Some(e) = st.expect.pop_front() {
         // Statements of a Query after a failed one never ran.
         unfinished(&e, recs, crate::audit::OUTCOME_NOT_EXECUTED, true);
         match e {
             Expect::Query { start, .. } | Expect::FunctionCall { start } => {
+                completed = 1;
                 if failed {
                     &m.simple_error
                 } else {
@@ -410,6 +412,7 @@ fn on_ready(
             Expect::Sync {
                 start, executes, ..
             } => {
+                completed = executes as u64;
                 if executes > 0 {
                     if failed {
                         &m.extended_error
@@ -436,6 +439,7 @@ fn on_ready(
         st.ddl_pending = status != b'I';
     }
     st.idle = st.expect.is_empty() && status == b'I';
+    st.report_ready(status, completed, &shared.policy);
     Ok(())
 }
 
