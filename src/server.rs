@@ -130,6 +130,7 @@ impl Server {
         let mut threads = Vec::new();
         if let Some(ml) = self.metrics_listener {
             let policy = self.policy.clone();
+            let audit = self.shared.audit.clone();
             std::thread::Builder::new()
                 .name("pgveil-metrics".into())
                 .spawn(move || {
@@ -145,7 +146,10 @@ impl Server {
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(ml) {
-                            Ok(l) => serve_http(l, Arc::new(move || policy_metrics(&policy))).await,
+                            Ok(l) => {
+                                let extra = move || policy_metrics(&policy, audit.as_ref());
+                                serve_http(l, Arc::new(extra)).await
+                            }
                             Err(e) => tracing::error!(error = %e, "metrics listener failed"),
                         }
                     });
@@ -182,7 +186,7 @@ impl Server {
 /// disagree with it: the rules version and the active key id, as a fleet
 /// would compare them across instances. Emitted here rather than at reload
 /// so no reload path can forget to update them.
-fn policy_metrics(policy: &SnapshotStore) -> String {
+fn policy_metrics(policy: &SnapshotStore, audit: Option<&crate::audit::Audit>) -> String {
     use std::fmt::Write as _;
     let p = policy.load();
     let version: String = p
@@ -206,6 +210,14 @@ fn policy_metrics(policy: &SnapshotStore) -> String {
             "# HELP pgveil_keyring_active_key_id Id of the key new values are encrypted with\n\
              # TYPE pgveil_keyring_active_key_id gauge\npgveil_keyring_active_key_id {}\n",
             c.active_key_id()
+        );
+    }
+    if let Some(a) = audit {
+        let _ = write!(
+            out,
+            "# HELP pgveil_audit_queue_depth Audit records and outcomes submitted but not yet taken by the writer\n\
+             # TYPE pgveil_audit_queue_depth gauge\npgveil_audit_queue_depth {}\n",
+            a.queue_depth()
         );
     }
     let _ = write!(
