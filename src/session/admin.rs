@@ -83,7 +83,7 @@ pub(super) async fn serve(
     let _ = server.shutdown().await;
     drop(server);
     drop(upstream);
-    if !shared.config.admin_roles.iter().any(|r| *r == info.user) {
+    if !shared.config.admin_roles.contains(&info.user) {
         let e = AdminError::NotAdmin;
         super::auth_record(shared, info, &[], RecordKind::AuthFailed, e_code(&e));
         let _ = client.write_all(&error_response(&e)).await;
