@@ -387,6 +387,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let server = Server::bind(config, policy.clone(), audit).context("starting pgveil")?;
     let handle = server.shutdown_handle();
+    let tls = server.tls_reloader();
     std::thread::Builder::new()
         .name("pgveil-signals".into())
         .spawn(move || {
@@ -409,8 +410,9 @@ fn serve(a: ServeArgs) -> Result<()> {
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                         _ = hup.recv() => {
-                            tracing::info!("SIGHUP: reloading rules");
+                            tracing::info!("SIGHUP: reloading rules and TLS certificate");
                             let _ = policy.reload();
+                            let _ = tls.reload();
                         }
                     }
                 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub cancel_requests: IntCounter,
     /// Sessions closed by `client_idle_timeout`.
     pub idle_timeouts: IntCounter,
+    /// Client TLS certificate reloads, by outcome (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
     pub rules_reloads: ReloadOutcome,
     pub rules_reload_failures: ReloadOutcome,
     pub refused: IntCounterVec,
@@ -265,6 +267,18 @@ impl Metrics {
             ),
             auth_failures: counter(&r, "pgveil_auth_failures_total", "Authentication failures relayed from upstream"),
             cancel_requests: counter(&r, "pgveil_cancel_requests_total", "CancelRequests received"),
+            tls_reloads: {
+                let c = counter_vec(
+                    &r,
+                    "pgveil_tls_reloads_total",
+                    "Reloads of the client TLS certificate and key (SIGHUP), by outcome",
+                    &["outcome"],
+                );
+                for o in ["ok", "error"] {
+                    c.with_label_values(&[o]);
+                }
+                c
+            },
             idle_timeouts: counter(
                 &r,
                 "pgveil_client_idle_timeouts_total",

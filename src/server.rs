@@ -48,6 +48,36 @@ impl ShutdownHandle {
     }
 }
 
+/// Reloads the client-facing TLS certificate and key (SIGHUP), so that a
+/// renewed certificate (cert-manager, certbot) is served without a restart.
+#[derive(Clone)]
+pub struct TlsReloader(Arc<Shared>);
+
+impl TlsReloader {
+    /// Loads and validates the files, then swaps them in for new
+    /// handshakes. On error the certificate in use stays. Ok(false) when no
+    /// TLS is configured.
+    pub fn reload(&self) -> Result<bool, net::TlsError> {
+        let (Some(cert), Some(key)) = (&self.0.config.tls_cert, &self.0.config.tls_key) else {
+            return Ok(false);
+        };
+        let m = &metrics().tls_reloads;
+        match net::acceptor(cert, key) {
+            Ok(a) => {
+                self.0.tls.store(Some(Arc::new(a)));
+                m.with_label_values(&["ok"]).inc();
+                tracing::info!("TLS certificate and key reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                m.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "TLS reload rejected; keeping the certificate in use");
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Everything bound and configured, not yet serving.
 pub struct Server {
     shared: Arc<Shared>,
@@ -119,6 +149,11 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.drain_tx.clone())
+    }
+
+    /// A handle that re-reads the client TLS certificate and key.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.shared.clone())
     }
 
     /// Serves until shutdown is requested, then drains: stops accepting,

@@ -19,7 +19,9 @@ use crate::snapshot::{Snapshot, SnapshotStore};
 /// Server-wide state every session reads.
 pub struct Shared {
     pub config: Config,
-    pub tls: Option<TlsAcceptor>,
+    /// The client-facing TLS acceptor; replaced when the certificate and
+    /// key are reloaded (SIGHUP), so a renewed certificate needs no restart.
+    pub tls: arc_swap::ArcSwapOption<TlsAcceptor>,
     pub upstream_tls: Option<TlsConnector>,
     /// BackendKeyData of live sessions: a CancelRequest is only forwarded
     /// for a key the proxy has seen, so the proxy cannot be used to spray
@@ -51,7 +53,7 @@ impl Shared {
         audit: Option<crate::audit::Audit>,
     ) -> Self {
         Shared {
-            tls,
+            tls: arc_swap::ArcSwapOption::from(tls.map(Arc::new)),
             upstream_tls,
             cancel_keys: DashMap::new(),
             draining,

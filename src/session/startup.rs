@@ -128,7 +128,10 @@ async fn ssl_request(client: Stream, shared: &Shared) -> Result<Step, SessionErr
         refuse(&mut c, &e).await?;
         return Ok(Step::Done);
     }
-    let Some(acceptor) = &shared.tls else {
+    // The acceptor in force now: a SIGHUP may have swapped in a renewed
+    // certificate; a handshake already under way keeps the one it began with.
+    let acceptor = shared.tls.load_full();
+    let Some(acceptor) = acceptor.as_deref() else {
         tcp.write_all(b"N").await?;
         return Ok(Step::Again(Stream::Plain(tcp)));
     };
