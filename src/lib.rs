@@ -18,7 +18,8 @@
 //! - [`metrics`]: every Prometheus metric and the HTTP endpoint.
 //! - [`audit`]: the append-only, hash-chained audit stream, verify and search.
 //! - [`config`]: the proxy's configuration file and flags.
-//! - [`net`]: plain/TLS streams, rustls acceptor and connector.
+//! - [`net`]: plain/TLS streams, rustls acceptor and connector; libpq-style connection parameters.
+//! - [`admin`]: the admin console (`psql -d pgveil`): session registry, commands, views.
 //! - [`session`]: one task per client: startup, auth relay, the two relay loops.
 //! - [`migrate`]: `pgveil encrypt`: online backfill, swap, rekey and rename of existing data.
 //! - [`server`]: listener, workers, connection limit, graceful shutdown.

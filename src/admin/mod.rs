@@ -27,8 +27,7 @@ use crate::protocol::results::{put_command_complete, put_empty_query, put_text_t
 pub use commands::Command;
 pub use registry::{ClientIdentity, ClientSlot, ClientState, Registration, Registry};
 
-/// The database name that selects the console instead of a real database.
-pub const CONSOLE_DATABASE: &str = "pgveil";
+pub use crate::config::CONSOLE_DATABASE;
 
 #[derive(Debug, Error)]
 pub enum AdminError {

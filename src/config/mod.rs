@@ -192,6 +192,9 @@ pub struct Config {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+/// The database name that selects the admin console instead of a real
+/// database (pgbouncer's convention); `admin_auth_database` may not be it.
+pub const CONSOLE_DATABASE: &str = "pgveil";
 pub const DEFAULT_METRICS: &str = "127.0.0.1:6438";
 pub const DEFAULT_UPSTREAM: &str = "postgres://127.0.0.1:5432";
 
@@ -323,7 +326,7 @@ impl Config {
             .filter(|r| !r.is_empty())
             .collect();
         let admin_auth_database = f.admin_auth_database.unwrap_or_else(|| "postgres".into());
-        if admin_auth_database.is_empty() || admin_auth_database == crate::admin::CONSOLE_DATABASE {
+        if admin_auth_database.is_empty() || admin_auth_database == CONSOLE_DATABASE {
             errs.push(format!(
                 "admin_auth_database must name a real database, not `{admin_auth_database}`"
             ));

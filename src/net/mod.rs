@@ -55,16 +55,6 @@ impl Stream {
             _ => true,
         }
     }
-
-    /// The TCP socket under any TLS or watch layer.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::ServerTls(s) => s.get_ref().0,
-            Stream::ClientTls(s) => s.get_ref().0,
-            Stream::Watched(s, _) => s.tcp(),
-        }
-    }
 }
 
 macro_rules! delegate {
