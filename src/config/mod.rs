@@ -125,24 +125,32 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `postgres://HOST[:PORT][/ignored][?sslmode=…&sslrootcert=…]`.
-    /// User, password and database come from each client, never from here.
+    /// `postgres://HOST[:PORT][/ignored][?sslmode=…&sslrootcert=…&host=…&port=…]`.
+    /// HOST may be a Unix-socket directory, percent-encoded in the URL
+    /// (`postgres://%2Fvar%2Frun%2Fpostgresql`) or as `?host=/var/run/postgresql`,
+    /// as libpq accepts it. User, password and database come from each
+    /// client, never from here.
     pub fn parse(s: &str) -> Result<Self, String> {
         let url = url::Url::parse(s).map_err(|e| format!("upstream `{s}` is not a URL: {e}"))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
             return Err(format!("upstream `{s}` must start with postgres://"));
         }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("upstream `{s}` has no host"))?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = url.port().unwrap_or(5432);
+        let mut host = url.host_str().filter(|h| !h.is_empty()).map(|h| {
+            crate::net::libpq::pct_decode(h)
+                .trim_matches(['[', ']'])
+                .to_string()
+        });
+        let mut port = url.port().unwrap_or(5432);
         let mut sslmode = SslMode::Prefer;
         let mut sslrootcert = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
+                "host" => host = Some(v.into_owned()),
+                "port" => {
+                    port = v
+                        .parse()
+                        .map_err(|_| format!("upstream port `{v}` is not a port"))?
+                }
                 "sslmode" => {
                     sslmode = SslMode::parse(&v).ok_or_else(|| {
                         format!(
@@ -154,12 +162,21 @@ impl Upstream {
                 other => return Err(format!("unknown upstream parameter `{other}`")),
             }
         }
+        let host = host.ok_or_else(|| format!("upstream `{s}` has no host"))?;
         Ok(Upstream {
             host,
             port,
             sslmode,
             sslrootcert,
         })
+    }
+}
+
+impl Upstream {
+    /// A socket directory rather than a host: connected to as
+    /// `HOST/.s.PGSQL.PORT`, without TLS.
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
     }
 }
 
@@ -403,6 +420,14 @@ mod tests {
             SslMode::VerifyCa
         );
         assert!(Upstream::parse("postgres://x?sslmode=bogus").is_err());
+        let u = Upstream::parse("postgres://%2Fvar%2Frun%2Fpostgresql:5433").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("/var/run/postgresql", 5433));
+        assert!(u.is_unix_socket());
+        let u = Upstream::parse("postgres://?host=/tmp/pg").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("/tmp/pg", 5432));
+        let u = Upstream::parse("postgres://?host=/tmp/pg&port=6000").unwrap();
+        assert_eq!(u.port, 6000);
+        assert!(Upstream::parse("postgres://").is_err());
         assert!(Upstream::parse("postgres://x?foo=1").is_err());
     }
 

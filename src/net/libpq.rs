@@ -33,7 +33,7 @@ impl ConnParams {
     }
 }
 
-/// Resolves `url` (`postgres://[user[:password]@][host][:port][/dbname][?sslmode=…&sslrootcert=…&host=…]`,
+/// Resolves `url` (`postgres://[user[:password]@][host][:port][/dbname][?sslmode=…&sslrootcert=…&host=…&port=…]`,
 /// any part optional) against the environment `env` and the password file
 /// text `pgpass`.
 pub fn resolve(
@@ -52,6 +52,7 @@ pub fn resolve(
         .map(|h| decode(h).trim_matches(['[', ']']).to_string());
     let mut sslmode = None;
     let mut sslrootcert = None;
+    let mut query_port: Option<u16> = None;
     for (k, v) in u.query_pairs() {
         match k.as_ref() {
             "sslmode" => {
@@ -59,13 +60,16 @@ pub fn resolve(
             }
             "sslrootcert" => sslrootcert = Some(PathBuf::from(v.as_ref())),
             "host" => host = Some(v.into_owned()),
+            "port" => {
+                query_port = Some(v.parse().map_err(|_| format!("port `{v}` is not a port"))?)
+            }
             other => return Err(format!("unknown connection parameter `{other}`")),
         }
     }
     let host = host
         .or_else(|| env("PGHOST"))
         .unwrap_or_else(|| "localhost".to_string());
-    let port = match u.port() {
+    let port = match u.port().or(query_port) {
         Some(p) => p,
         None => match env("PGPORT") {
             Some(p) => p
@@ -109,7 +113,7 @@ pub fn resolve(
 
 /// `%XX` decoding of a URL part (a socket directory in the host, `@` in a
 /// password); an invalid escape is kept as written.
-fn pct_decode(s: &str) -> String {
+pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

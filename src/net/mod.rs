@@ -36,6 +36,9 @@ pub enum Stream {
     Plain(TcpStream),
     ServerTls(Box<server::TlsStream<TcpStream>>),
     ClientTls(Box<client::TlsStream<TcpStream>>),
+    /// The upstream over a Unix-domain socket (plaintext: like libpq,
+    /// pgveil ignores sslmode there, the kernel is the transport).
+    Unix(tokio::net::UnixStream),
     /// A client stream whose reads are reported to a hook (the admin
     /// registry marks the session active when the client sends something).
     Watched(Box<Stream>, Arc<dyn ReadActivity>),
@@ -50,7 +53,7 @@ pub trait ReadActivity: Send + Sync {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         match self {
-            Stream::Plain(_) => false,
+            Stream::Plain(_) | Stream::Unix(_) => false,
             Stream::Watched(s, _) => s.is_tls(),
             _ => true,
         }
@@ -70,6 +73,10 @@ macro_rules! delegate {
             }
             Stream::ClientTls($s) => {
                 let $s = Pin::new($s.as_mut());
+                $e
+            }
+            Stream::Unix($s) => {
+                let $s = Pin::new($s);
                 $e
             }
             Stream::Watched($s, _) => {
@@ -126,6 +133,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::ServerTls(s) => s.is_write_vectored(),
             Stream::ClientTls(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
             Stream::Watched(s, _) => s.is_write_vectored(),
         }
     }

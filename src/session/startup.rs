@@ -246,8 +246,19 @@ fn io_reason(e: &std::io::Error) -> &'static str {
 /// sends afterwards can be mistaken for part of the TLS stream.
 async fn open_upstream(shared: &Shared) -> Result<Stream, (&'static str, SessionError)> {
     let up = &shared.config.upstream;
-    let addr = (up.host.as_str(), up.port);
     let fail = |reason, msg: String| (reason, SessionError::UpstreamConnect(msg));
+    if up.is_unix_socket() {
+        let path = format!("{}/.s.PGSQL.{}", up.host.trim_end_matches('/'), up.port);
+        let s = tokio::time::timeout(
+            shared.config.connect_timeout,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        .map_err(|_| fail("timeout", "timed out".into()))?
+        .map_err(|e| fail(io_reason(&e), e.to_string()))?;
+        return Ok(Stream::Unix(s));
+    }
+    let addr = (up.host.as_str(), up.port);
     let tcp = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| fail("timeout", "timed out".into()))?
