@@ -196,6 +196,28 @@ fn check_upstream_connects_over_tls_when_the_server_requires_it() {
         ],
     );
     assert_eq!(out.status.code(), Some(0), "libpq env: {out:?}");
+
+    // explain --upstream connects the same way (TLS, verify-full).
+    let url = format!("postgres://localhost:{port}/{db}?sslmode=verify-full&sslrootcert={ca}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgveil"));
+    cmd.args([
+        "explain",
+        "--rules",
+        &rules(),
+        "--role",
+        "support",
+        "--upstream",
+        &url,
+    ])
+    .arg("SELECT email FROM customers")
+    .env_remove("PGSSLMODE")
+    .envs(creds);
+    let out = cmd.output().expect("run pgveil explain");
+    assert!(
+        out.status.success(),
+        "explain over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
