@@ -36,20 +36,15 @@ pub(super) async fn serve(
     let StartupPacket::Startup { params, .. } = packet else {
         return Err(SessionError::Refused("not a startup packet"));
     };
+    // Only who the client is goes upstream: `replication`, `options` and
+    // the like could select other pg_hba.conf lines or start other work.
     let db = &shared.config.admin_auth_database;
-    let params: Vec<(String, String)> = params
+    let mut params: Vec<(String, String)> = params
         .iter()
-        .map(|(k, v)| match k.as_str() {
-            "database" => (k.clone(), db.clone()),
-            _ => (k.clone(), v.clone()),
-        })
-        .chain(
-            packet
-                .param("database")
-                .is_none()
-                .then(|| ("database".to_string(), db.clone())),
-        )
+        .filter(|(k, _)| matches!(k.as_str(), "user" | "application_name"))
+        .cloned()
         .collect();
+    params.push(("database".to_string(), db.clone()));
     let (mut server, upstream) = match connect_upstream(shared).await {
         Ok(s) => s,
         Err(e) => {
