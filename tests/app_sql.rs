@@ -91,3 +91,81 @@ async fn ordinary_application_sql_runs_as_support() {
         failures.join("\n")
     );
 }
+
+/// The session serves a statement shape analysed once (see
+/// `session::shapes`): each later statement of that shape must still get
+/// its own literals — encrypted where they meet an encrypted column — and a
+/// literal the column's type rejects must still be refused.
+#[tokio::test]
+async fn repeated_shapes_get_their_own_literals() {
+    let env = setup("app_sql_shapes");
+    let admin = as_role(&env, ADMIN).await;
+    let support = as_role(&env, SUPPORT).await;
+    for (name, email, phone) in [
+        ("Ann One", "ann@example.com", "+1-202-555-0101"),
+        ("Ben Two", "ben@example.com", "+1-202-555-0102"),
+        ("Cat Three", "cat@example.com", "+1-202-555-0103"),
+    ] {
+        let sql = format!(
+            "INSERT INTO customers (full_name, email, phone) VALUES ('{name}', '{email}', '{phone}')"
+        );
+        run(&support, &sql).await.expect("insert as support");
+    }
+    // Stored encrypted, every time.
+    let at_rest = cluster().sql(
+        &env.db,
+        "SELECT count(*) FROM customers WHERE position(convert_to('@example.com', 'UTF8') in email) > 0 \
+         OR position(convert_to('202-555', 'UTF8') in phone) > 0",
+    );
+    assert_eq!(at_rest.trim(), "0");
+    for (email, phone) in [
+        ("ben@example.com", "+1-***-***-0102"),
+        ("ann@example.com", "+1-***-***-0101"),
+        ("cat@example.com", "+1-***-***-0103"),
+        ("nobody@example.com", ""),
+    ] {
+        let sql = format!("SELECT phone FROM customers WHERE email = '{email}'");
+        let got = run(&support, &sql).await.expect("lookup as support");
+        let want: Vec<Option<String>> = if phone.is_empty() {
+            vec![]
+        } else {
+            vec![Some(phone.to_string())]
+        };
+        assert_eq!(got, want, "{sql}");
+        let plain = run(&admin, &sql.replace("phone", "phone, email"))
+            .await
+            .expect("admin");
+        assert_eq!(plain.len(), want.len(), "admin lookup {email}");
+    }
+    // Same shape, a literal the encrypted date column rejects: refused each time.
+    for _ in 0..2 {
+        let e = run(
+            &support,
+            "INSERT INTO customers (full_name, birth_date) VALUES ('Dan', 'not a date')",
+        )
+        .await
+        .expect_err("a bad date is refused");
+        assert!(e.starts_with("22"), "{e}");
+    }
+    run(
+        &support,
+        "INSERT INTO customers (full_name, birth_date) VALUES ('Dan', '1990-01-02')",
+    )
+    .await
+    .expect("a good date of the same shape");
+    // Output positions are not values: ORDER BY 2 sorts by the masked name.
+    let ids = run(
+        &support,
+        "SELECT id, full_name FROM customers WHERE id > 0 ORDER BY 2, 1",
+    )
+    .await
+    .expect("order by position");
+    let again = run(
+        &support,
+        "SELECT id, full_name FROM customers WHERE id > 1 ORDER BY 2, 1",
+    )
+    .await
+    .expect("same shape, another literal");
+    assert_eq!(ids.len(), 4);
+    assert_eq!(again.len(), 3);
+}

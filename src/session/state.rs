@@ -18,6 +18,7 @@ use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
 use super::copy::{CopyIn, CopyStream, Origin};
 use super::rows::RowPlan;
+use super::shapes::ShapeCache;
 use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
 
@@ -34,6 +35,8 @@ pub struct State {
     pub copy: Option<CopyStream>,
     /// The client's COPY FROM STDIN data (frontend side; see [`CopyIn`]).
     pub copy_in: CopyIn,
+    /// Analysed simple-protocol statement shapes (see [`ShapeCache`]).
+    pub shapes: ShapeCache,
     /// Roles and schema snapshot; replaced when it goes stale.
     pub catalog: SessionCatalog,
     /// Transaction status of the last ReadyForQuery.
@@ -59,6 +62,7 @@ impl State {
             tracker: Tracker::default(),
             copy: None,
             copy_in: CopyIn::default(),
+            shapes: ShapeCache::default(),
             catalog,
             txn_status: b'I',
             ddl_pending: false,
