@@ -11,7 +11,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use super::catalog::Catalog;
+use super::rows::RowPlan;
 use crate::crypto::CryptoSnapshot;
 use crate::rules::RuleSet;
 use crate::snapshot::Snapshot;
@@ -36,24 +39,42 @@ pub enum Cached {
     Full,
 }
 
-type Stamp = (Arc<RuleSet>, Option<Arc<CryptoSnapshot>>, Arc<Catalog>);
+/// What cached decisions were made under: the rules, keyring and catalog
+/// snapshot (held, so they are compared by identity with no reuse of a
+/// freed address) and the catalog generation.
+type Stamp = (Arc<RuleSet>, Option<Arc<CryptoSnapshot>>, Arc<Catalog>, u64);
 
-#[derive(Debug, Default)]
-pub struct ShapeCache {
+/// A bounded map of decisions valid for one [`Stamp`].
+#[derive(Debug)]
+pub struct StampedCache<K, V> {
     stamp: Option<Stamp>,
-    map: HashMap<String, Cached>,
+    map: HashMap<K, V>,
 }
 
-impl ShapeCache {
-    /// The entry for `shape`, after emptying the cache if what its entries
-    /// were analysed under has changed.
-    pub fn get(
+impl<K, V> Default for StampedCache<K, V> {
+    fn default() -> Self {
+        StampedCache {
+            stamp: None,
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> StampedCache<K, V> {
+    /// The entry for `key`, after emptying the cache if what its entries
+    /// were decided under has changed.
+    pub fn get<Q>(
         &mut self,
-        shape: &str,
+        key: &Q,
         policy: &Snapshot,
         catalog: &Arc<Catalog>,
-    ) -> Option<Cached> {
-        let same = self.stamp.as_ref().is_some_and(|(r, c, k)| {
+        gen: u64,
+    ) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let same = self.stamp.as_ref().is_some_and(|(r, c, k, g)| {
             Arc::ptr_eq(r, &policy.rules)
                 && match (c, &policy.crypto) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -61,19 +82,36 @@ impl ShapeCache {
                     _ => false,
                 }
                 && Arc::ptr_eq(k, catalog)
+                && *g == gen
         });
         if !same {
             self.map.clear();
-            self.stamp = Some((policy.rules.clone(), policy.crypto.clone(), catalog.clone()));
+            self.stamp = Some((
+                policy.rules.clone(),
+                policy.crypto.clone(),
+                catalog.clone(),
+                gen,
+            ));
             return None;
         }
-        self.map.get(shape).cloned()
+        self.map.get(key).cloned()
     }
 
-    pub fn insert(&mut self, shape: String, entry: Cached) {
+    pub fn insert(&mut self, key: K, entry: V) {
         if self.map.len() >= MAX_SHAPES {
             self.map.clear();
         }
-        self.map.insert(shape, entry);
+        self.map.insert(key, entry);
     }
 }
+
+/// Analysed statement shapes, by shape text.
+pub type ShapeCache = StampedCache<String, Cached>;
+
+/// A planned RowDescription: the plan, the rewritten frame, the formats.
+pub type SharedRows = (Arc<RowPlan>, Option<BytesMut>, Vec<i16>);
+
+/// Planned RowDescriptions of simple-protocol results, by the frame's
+/// bytes and whether the statement was forwarded as written (`strict`):
+/// the plan is a function of those and of the stamp.
+pub type RowPlanCache = StampedCache<(Vec<u8>, bool), Option<SharedRows>>;

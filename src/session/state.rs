@@ -18,7 +18,7 @@ use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
 use super::copy::{CopyIn, CopyStream, Origin};
 use super::rows::RowPlan;
-use super::shapes::ShapeCache;
+use super::shapes::{RowPlanCache, ShapeCache};
 use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
 
@@ -37,6 +37,8 @@ pub struct State {
     pub copy_in: CopyIn,
     /// Analysed simple-protocol statement shapes (see [`ShapeCache`]).
     pub shapes: ShapeCache,
+    /// Planned RowDescriptions of simple-protocol results.
+    pub row_plans: RowPlanCache,
     /// Roles and schema snapshot; replaced when it goes stale.
     pub catalog: SessionCatalog,
     /// Transaction status of the last ReadyForQuery.
@@ -63,6 +65,7 @@ impl State {
             copy: None,
             copy_in: CopyIn::default(),
             shapes: ShapeCache::default(),
+            row_plans: RowPlanCache::default(),
             catalog,
             txn_status: b'I',
             ddl_pending: false,

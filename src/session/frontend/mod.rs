@@ -133,7 +133,11 @@ impl Env<'_> {
             return self.analyse(st, chunks);
         };
         let catalog = st.catalog.current.clone();
-        let entry = match st.shapes.get(&shaped.text, self.policy, &catalog) {
+        let gen = st.catalog.generation;
+        let entry = match st
+            .shapes
+            .get(shaped.text.as_str(), self.policy, &catalog, gen)
+        {
             Some(e) => e,
             None => {
                 let e = cached(self.analyse(st, &[&shaped.text]));
