@@ -78,9 +78,18 @@ reads() {
         END { printf "%.2f %.2f\n", a[int(NR * 0.5) + 1], a[int(NR * 0.99) + 1] }'
 }
 
-# rss PID: resident KiB samples every 0.2 s until PID exits; prints "first peak".
+# rss PID: resident KiB of the pgveil process PID runs (PID is the subshell of the `encrypt`
+# function, so its pgveil child is what is sampled), every 0.2 s until it exits; prints
+# "first peak".
 rss() {
-    local pid=$1 first="" peak=0 v
+    local pid=$1 first="" peak=0 v child="" i
+    for _ in $(seq 1 50); do
+        child=$(pgrep -P "$pid" -x pgveil | head -n1 || true)
+        [ -n "$child" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    pid=${child:-$pid}
     while v=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null) && [ -n "$v" ]; do
         [ -z "$first" ] && first=$v
         [ "$v" -gt "$peak" ] && peak=$v

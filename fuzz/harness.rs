@@ -627,6 +627,27 @@ fn run_copy(
     Ok((out, seen))
 }
 
+/// The same stream through the binary-format transformer.
+fn run_binary(
+    fields: &[bool],
+    variant: u8,
+    pieces: &[&[u8]],
+) -> Result<(Vec<u8>, Seen), CopyError> {
+    let mut t = pgveil::copy::BinaryTransformer::new(fields.to_vec(), 1 << 16);
+    let mut seen = Vec::new();
+    let mut g = field_fn(variant);
+    let mut f = |i: usize, v: Option<&[u8]>| {
+        seen.push((i, v.map(<[u8]>::to_vec)));
+        g(i, v)
+    };
+    let mut out = Vec::new();
+    for p in pieces {
+        out.extend(t.feed(p, &mut f)?);
+    }
+    out.extend(t.finish(&mut f)?);
+    Ok((out, seen))
+}
+
 /// Input: see [`copy_input`]. The output of the stream fed whole equals the
 /// output fed in pieces, and with the identity function the output decodes
 /// to the same values again.
@@ -643,6 +664,20 @@ pub fn copy(data: &[u8]) {
     }
     pieces.push(&stream[at..]);
     same_copy(&whole, &run_copy(&o, &fields, variant, &pieces), "split");
+    let binary = run_binary(&fields, variant, &[stream]);
+    same_copy(
+        &binary,
+        &run_binary(&fields, variant, &pieces),
+        "split (binary)",
+    );
+    if stream.len() <= 256 {
+        let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+        same_copy(
+            &binary,
+            &run_binary(&fields, variant, &bytewise),
+            "byte-wise (binary)",
+        );
+    }
     if stream.len() <= 256 {
         let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
         same_copy(

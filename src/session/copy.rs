@@ -275,7 +275,7 @@ struct Due {
 
 #[derive(Debug)]
 enum RunMode {
-    Stream(CopyStream),
+    Stream(Box<CopyStream>),
     Plain,
     Drop,
 }
@@ -372,10 +372,10 @@ impl CopyIn {
         let due = self.next_due()?;
         let origin = due.as_ref().map(|d| d.origin);
         let mode = match due.map(|d| d.kind) {
-            Some(DueKind::Transform(plan)) => RunMode::Stream(
+            Some(DueKind::Transform(plan)) => RunMode::Stream(Box::new(
                 CopyStream::open(CopyDir::In, &plan, Arc::new(roles.to_vec()))
                     .unwrap_or_else(|r| CopyStream::failed(CopyDir::In, r)),
-            ),
+            )),
             Some(DueKind::Drop) => RunMode::Drop,
             Some(DueKind::Other) | None => RunMode::Plain,
         };

@@ -32,6 +32,7 @@ mod io;
 mod refusal;
 mod relay;
 mod rows;
+mod shapes;
 mod startup;
 mod state;
 

@@ -18,6 +18,7 @@ use super::audit::StmtAudit;
 use super::catalog::{Catalog, CatalogReply, SessionCatalog};
 use super::copy::{CopyIn, CopyStream, Origin};
 use super::rows::RowPlan;
+use super::shapes::{RowPlanCache, ShapeCache};
 use crate::audit::Intent;
 use crate::sql::{ParamPlan, Refusal, StatementPlan};
 
@@ -34,6 +35,10 @@ pub struct State {
     pub copy: Option<CopyStream>,
     /// The client's COPY FROM STDIN data (frontend side; see [`CopyIn`]).
     pub copy_in: CopyIn,
+    /// Analysed simple-protocol statement shapes (see [`ShapeCache`]).
+    pub shapes: ShapeCache,
+    /// Planned RowDescriptions of simple-protocol results.
+    pub row_plans: RowPlanCache,
     /// Roles and schema snapshot; replaced when it goes stale.
     pub catalog: SessionCatalog,
     /// Transaction status of the last ReadyForQuery.
@@ -61,6 +66,8 @@ impl State {
             tracker: Tracker::default(),
             copy: None,
             copy_in: CopyIn::default(),
+            shapes: ShapeCache::default(),
+            row_plans: RowPlanCache::default(),
             catalog,
             txn_status: b'I',
             ddl_pending: false,

@@ -80,6 +80,14 @@ impl<'s> Lexer<'s> {
         }
     }
 
+    /// The next token with its byte span in the source.
+    pub fn next_spanned(&mut self) -> Option<(Tok<'s>, usize, usize)> {
+        self.skip_trivia();
+        let start = self.pos;
+        let tok = self.next()?;
+        Some((tok, start, self.pos))
+    }
+
     fn bytes(&self) -> &'s [u8] {
         self.src.as_bytes()
     }

@@ -36,6 +36,7 @@ mod relations;
 pub mod resolve;
 pub mod restrict;
 mod returning;
+pub mod shape;
 mod values_flow;
 mod write;
 

@@ -161,16 +161,9 @@ fn on_row_description(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> B
         }) => p.get(*idx).is_some_and(|p| p.output_masked),
         _ => false,
     };
-    let planned = rows::plan_row_description(
-        frame,
-        &cx.catalog.schema,
-        cx.policy,
-        &cx.catalog.roles,
-        cx.generation,
-        strict,
-    );
-    let (plan, rewritten, formats) = match planned {
-        Ok(Some((p, out, f))) => (Some(Arc::new(p)), out, f),
+    let simple = matches!(st.expect.front(), Some(Expect::Query { .. }));
+    let (plan, rewritten, formats) = match planned_rows(frame, strict, simple, st, cx) {
+        Ok(Some((p, out, f))) => (Some(p), out, f),
         Ok(None) => (None, None, Vec::new()),
         Err(e) => return failure(&e),
     };
@@ -268,6 +261,39 @@ fn on_data_row(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction 
             failure(&e)
         }
     }
+}
+
+/// The plan of a RowDescription. A simple-protocol result plans it afresh
+/// for every statement, so those plans are kept per session (see
+/// [`crate::session::shapes::RowPlanCache`]); a prepared statement keeps
+/// its own.
+fn planned_rows(
+    frame: &[u8],
+    strict: bool,
+    simple: bool,
+    st: &mut State,
+    cx: &Reply<'_, '_>,
+) -> Result<Option<crate::session::shapes::SharedRows>, rows::RowError> {
+    let catalog = st.catalog.current.clone();
+    let key = (frame.to_vec(), strict);
+    if simple {
+        if let Some(hit) = st.row_plans.get(&key, cx.policy, &catalog, cx.generation) {
+            return Ok(hit);
+        }
+    }
+    let planned = rows::plan_row_description(
+        frame,
+        &cx.catalog.schema,
+        cx.policy,
+        &cx.catalog.roles,
+        cx.generation,
+        strict,
+    )?
+    .map(|(p, out, f)| (Arc::new(p), out, f));
+    if simple {
+        st.row_plans.insert(key, planned.clone());
+    }
+    Ok(planned)
 }
 
 /// The plan of the statement whose results are arriving.

@@ -19,6 +19,7 @@ use super::catalog::{catalog_sql, CatalogReply, CATALOG_UNDO};
 use super::context::{SessionCtx, SessionError, Shared};
 use super::copy::{CopyInAction, DueKind};
 use super::io::{fill, lock, Assembler};
+use super::shapes::Cached;
 use super::state::{Expect, State};
 use crate::metrics::metrics;
 use crate::net::Stream;
@@ -74,22 +75,32 @@ impl Env<'_> {
 
     /// Judges statement texts already split into statements.
     fn analyse(&self, st: &State, chunks: &[&str]) -> Analysis {
+        if !self.needs_analysis(st, chunks) {
+            return Analysis::Passthrough;
+        }
+        self.with_context(st, |ctx| sql::analyse_statements(chunks, ctx))
+    }
+
+    /// Whether the statements must be analysed, or pass as written. A
+    /// restricted session has every statement analysed: a statement that
+    /// names no tagged table can still reach one (functions, views, DO).
+    fn needs_analysis(&self, st: &State, chunks: &[&str]) -> bool {
         let policy = self.policy;
         if policy.is_empty() {
-            return Analysis::Passthrough;
+            return false;
         }
         let catalog = &st.catalog.current;
-        // A restricted session has every statement analysed: a statement that
-        // names no tagged table can still reach one (functions, views, DO).
-        let restricted = catalog.restricted(policy);
-        if !restricted
-            && !catalog.drifted(policy)
-            && !chunks
+        catalog.restricted(policy)
+            || catalog.drifted(policy)
+            || chunks
                 .iter()
                 .any(|c| sql::mentions_tagged(&policy.names, c))
-        {
-            return Analysis::Passthrough;
-        }
+    }
+
+    /// The analysis context of this session's statements.
+    fn with_context<R>(&self, st: &State, f: impl FnOnce(&sql::Context<'_>) -> R) -> R {
+        let policy = self.policy;
+        let catalog = &st.catalog.current;
         let crypto = policy.crypto.as_ref();
         let hash_key_hex = |r: &crate::rules::ColumnRule| {
             crypto
@@ -103,10 +114,78 @@ impl Env<'_> {
             encryptor: policy,
             canonicalize: &canonicalize,
             sql_prepared: Some(&st.tracker.sql_prepared),
-            restricted,
+            restricted: catalog.restricted(policy),
             hash_key_hex: &hash_key_hex,
         };
-        sql::analyse_statements(chunks, &ctx)
+        f(&ctx)
+    }
+
+    /// [`Env::analyse`] of one simple-protocol Query through the session's
+    /// shape cache (see [`crate::session::shapes`]).
+    fn analyse_simple(&self, st: &mut State, chunks: &[&str]) -> Analysis {
+        let [chunk] = chunks else {
+            return self.analyse(st, chunks);
+        };
+        if !self.needs_analysis(st, chunks) {
+            return Analysis::Passthrough;
+        }
+        let Some(shaped) = sql::shape::parameterize(chunk) else {
+            return self.analyse(st, chunks);
+        };
+        let catalog = st.catalog.current.clone();
+        let gen = st.catalog.generation;
+        let entry = match st
+            .shapes
+            .get(shaped.text.as_str(), self.policy, &catalog, gen)
+        {
+            Some(e) => e,
+            None => {
+                let e = cached(self.analyse(st, &[&shaped.text]));
+                st.shapes.insert(shaped.text.clone(), e.clone());
+                e
+            }
+        };
+        match entry {
+            Cached::Passthrough => Analysis::Passthrough,
+            Cached::Full => self.analyse(st, chunks),
+            Cached::Rewritten { sql, plan, params } => {
+                let spliced = self.with_context(st, |ctx| {
+                    sql::shape::splice(&sql, &shaped.literals, &params, ctx)
+                });
+                match spliced {
+                    Ok(Some(out)) => Analysis::Rewritten {
+                        sql: out,
+                        statements: vec![(*plan).clone()],
+                    },
+                    // A literal the column's type rejects: the full analysis
+                    // refuses it as it always has.
+                    Ok(None) | Err(_) => self.analyse(st, chunks),
+                }
+            }
+        }
+    }
+}
+
+/// What a shape's analysis means for the statements of that shape.
+fn cached(a: Analysis) -> Cached {
+    match a {
+        Analysis::Passthrough => Cached::Passthrough,
+        Analysis::Rewritten {
+            sql,
+            mut statements,
+        } if statements.len() == 1 => {
+            let mut plan = statements.remove(0);
+            let params = std::mem::take(&mut plan.params);
+            if plan.sql_prepare.is_some() || plan.sql_deallocate.is_some() {
+                return Cached::Full;
+            }
+            Cached::Rewritten {
+                sql: sql.into(),
+                plan: std::sync::Arc::new(plan),
+                params: std::sync::Arc::new(params),
+            }
+        }
+        _ => Cached::Full,
     }
 }
 

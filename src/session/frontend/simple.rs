@@ -48,7 +48,7 @@ pub(super) fn on_query(
     }
     let analysis = match super::precheck(&chunks, st, env) {
         Some(r) => Analysis::Refused(r),
-        None => env.gate(env.analyse(st, &chunks)),
+        None => env.gate(env.analyse_simple(st, &chunks)),
     };
     match analysis {
         Analysis::Passthrough => {
