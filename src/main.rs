@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate rule files (and, with --upstream, check them against the live schema).
     Check(CheckArgs),
     /// Create a keyring file, or rotate one (new active key; old keys kept for decryption).
@@ -718,7 +718,7 @@ fn search_fleet(
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(a) => serve(a).map(|()| ExitCode::SUCCESS),
+        Command::Serve(a) => serve(*a).map(|()| ExitCode::SUCCESS),
         Command::Check(a) => Ok(check(a)),
         Command::Keygen(a) => keygen(a),
         Command::Explain(a) => explain(a),

@@ -148,14 +148,12 @@ async fn other_roles_get_42501_and_the_console_speaks_only_simple_query() {
     let proxy = customers::proxy_with_rules(c, &keyring, &["--admin-roles", ADMIN]);
     let e = connect(proxy.port, "pgveil", SUPPORT, PW)
         .await
-        .err()
-        .expect("a non-admin role must be refused");
+        .expect_err("a non-admin role must be refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
     // Authentication is PostgreSQL's: a wrong password fails as it would directly.
     let e = connect(proxy.port, "pgveil", ADMIN, "wrong-password")
         .await
-        .err()
-        .expect("a wrong password must be refused");
+        .expect_err("a wrong password must be refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{e}");
     let out = console(proxy.port, SUPPORT, "SHOW CLIENTS");
     assert!(!out.status.success(), "{out:?}");
@@ -177,8 +175,7 @@ async fn other_roles_get_42501_and_the_console_speaks_only_simple_query() {
     let e = admin
         .query("SHOW VERSION", &[])
         .await
-        .err()
-        .expect("extended refused");
+        .expect_err("extended refused");
     assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
 }
 
