@@ -187,14 +187,11 @@ async fn reload_applies_new_rules_and_reports_a_rejected_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).expect("rules dir");
-    let proxy = Proxy::start(
+    // admin_roles from the environment alone (12-factor).
+    let proxy = Proxy::start_with_env(
         &c.url(),
-        &[
-            "--rules",
-            rules.to_str().expect("utf8"),
-            "--admin-roles",
-            ADMIN,
-        ],
+        &["--rules", rules.to_str().expect("utf8")],
+        &[("PGVEIL_ADMIN_ROLES", ADMIN)],
     );
     let before = ok(&console(proxy.port, ADMIN, "SHOW RULES"), "SHOW RULES");
     assert!(!before.contains("public.people"), "{before}");
