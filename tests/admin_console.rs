@@ -107,6 +107,7 @@ async fn an_admin_sees_clients_rules_and_keys_but_never_key_material() {
         "{everything}"
     );
     assert!(everything.contains("healthy|true"), "{everything}");
+    assert!(everything.contains("fsync_lag_records|"), "{everything}");
     assert!(everything.contains("admin_roles|admin,ops"), "{everything}");
     let bad = console(proxy.port, ADMIN, "SELECT 1");
     assert!(

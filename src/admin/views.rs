@@ -187,8 +187,15 @@ pub fn audit(audit: Option<&Audit>, config: &Config) -> TextTable {
             Durability::Buffered { interval } => format!("buffered ({} ms)", interval.as_millis()),
         },
     );
-    t.kv("head_seq", a.metrics().chain_head_seq.get());
-    t.kv("durable_seq", a.durable_seq().get());
+    let head = a.metrics().chain_head_seq.get();
+    let durable = a.durable_seq().get();
+    t.kv("head_seq", head);
+    t.kv("durable_seq", durable);
+    // Written but not yet fsynced (buffered durability; ~0 when strict).
+    t.kv(
+        "fsync_lag_records",
+        u64::try_from(head).unwrap_or(0).saturating_sub(durable),
+    );
     t.kv("queue_depth", a.queue_depth());
     t.kv("records_lost", a.metrics().records_lost.get());
     if let Some(dir) = &config.audit_dir {
