@@ -19,9 +19,13 @@
 #
 # Usage: benches/restricted_read.sh [--rounds N] [--duration SECS] [--clients N] [--rows N]
 #                                   [--modes "simple prepared"] [--shapes "a b c d e"]
-#                                   [--no-build] [--binary PATH]
-#   --no-build     use the existing target/release/pgveil
-#   --binary PATH  use this pgveil binary (implies --no-build)
+#                                   [--no-build] [--binary PATH] [--instructions N]
+#   --no-build        use the existing target/release/pgveil
+#   --binary PATH     use this pgveil binary (implies --no-build)
+#   --instructions N  instead of timed runs, count pgveil's instructions per transaction under
+#                     valgrind's callgrind (one client, N transactions per target after a
+#                     warm-up): repeatable whatever else the machine is doing, so before/after
+#                     comparisons of pgveil's own cost need no quiet machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +38,7 @@ SHAPES="a b c d e"
 BUILD=1
 PGVEIL=""
 SCALE=1
+INSTRUCTIONS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -44,6 +49,7 @@ while [ $# -gt 0 ]; do
         --shapes) SHAPES=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --binary) PGVEIL=$2; BUILD=0; shift 2 ;;
+        --instructions) INSTRUCTIONS=$2; shift 2 ;;
         -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -159,6 +165,48 @@ for shape in $SHAPES; do
     done
 done
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.3f\n", a / b }'; }
+
+# --- instruction counts (--instructions) ------------------------------------------------
+if [ "$INSTRUCTIONS" -gt 0 ]; then
+    stop_pgveil
+    CG="$WORK/callgrind.out"
+    PGVEIL_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$CG" "$PGVEIL" serve \
+        --listen "127.0.0.1:$PROXY_PORT" --upstream "postgres://127.0.0.1:$PGPORT?sslmode=disable" \
+        --metrics-listen "127.0.0.1:$(free_port)" --rules "$WORK/rules" \
+        --keyring "$WORK/keyring.toml" >>"$WORK/pgveil.log" 2>&1 &
+    PROXY_PID=$!
+    wait_port "$PROXY_PORT"
+    echo "pgveil instructions per transaction (callgrind, 1 client, $INSTRUCTIONS transactions per target)"
+    printf '%-9s %-5s %12s %12s %12s %12s %8s %8s %8s\n' mode shape admin support analyst twin \
+        adm/sup adm/ana twin/adm
+    for mode in $MODES; do
+        for shape in $SHAPES; do
+            declare -A ir=()
+            for t in $(targets_of "$shape"); do
+                role=$t
+                [ "$t" = twin ] && role="admin"
+                f="$WORK/$mode-$shape-$t.sql"
+                PGUSER=$role "$PGBENCH" -n -p "$PROXY_PORT" -M "$mode" -c 1 -t 50 -f "$f" >/dev/null 2>&1
+                callgrind_control -z "$PROXY_PID" >/dev/null
+                PGUSER=$role "$PGBENCH" -n -p "$PROXY_PORT" -M "$mode" -c 1 -t "$INSTRUCTIONS" -f "$f" \
+                    >/dev/null 2>&1 || { ir[$t]=error; continue; }
+                callgrind_control -d "$PROXY_PID" >/dev/null
+                # shellcheck disable=SC2012  # callgrind's own numbered dump names
+                dump=$(ls -t "$CG".* | head -n1)
+                ir[$t]=$(awk -v n="$INSTRUCTIONS" '/^(summary|totals):/ {printf "%.0f", $2 / n; exit}' "$dump")
+            done
+            printf '%-9s %-5s %12s %12s %12s %12s %8s %8s %8s\n' "$mode" "$shape" "${ir[admin]}" \
+                "${ir[support]}" "${ir[analyst]}" "${ir[twin]:--}" "$(ratio "${ir[admin]}" "${ir[support]}")" \
+                "$(ratio "${ir[admin]}" "${ir[analyst]}")" \
+                "$(if [ "$shape" = c ]; then ratio "${ir[twin]}" "${ir[admin]}"; else echo -; fi)"
+            unset ir
+        done
+    done
+    stop_pgveil
+    exit 0
+fi
+
 # --- runs ------------------------------------------------------------------------------
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
@@ -190,7 +238,6 @@ spread() { # spread MODE SHAPE TARGET -> (max-min)/median of the TPS, in percent
             med = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
             printf "%.0f%%\n", (a[NR] - a[1]) / med * 100 }'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.3f\n", a / b }'; }
 echo
 echo "restricted reads through pgveil: $ROWS rows, $CLIENTS clients, $ROUNDS x ${DURATION}s per target," \
     "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
