@@ -49,9 +49,22 @@ use keyring::{Purpose, KEY_LEN};
 pub struct HashKey {
     key: Zeroizing<[u8; KEY_LEN]>,
     key_id: u32,
+    /// The HMAC keyed once (its inner and outer pads hashed): cloning it
+    /// costs nothing, keying it again costs two SHA-256 blocks per value.
+    mac: Option<Hmac<Sha256>>,
 }
 
 impl HashKey {
+    fn new(key: Zeroizing<[u8; KEY_LEN]>, key_id: u32) -> Self {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).ok();
+        HashKey { key, key_id, mac }
+    }
+
+    /// The keyed HMAC, to clone per value (see [`crate::mask::apply_keyed`]).
+    pub fn mac(&self) -> Option<&Hmac<Sha256>> {
+        self.mac.as_ref()
+    }
+
     /// HMAC-SHA256 of `value` under this column's pseudonym key. The mask
     /// module decides how much of it to show and in which encoding.
     pub fn pseudonym(&self, value: &[u8]) -> [u8; 32] {
@@ -141,10 +154,7 @@ impl CryptoSnapshot {
             let key = keyring
                 .derive(oldest, Purpose::Pseudonym, &rule.table, &rule.name)
                 .ok_or(CryptoError::MissingKey { key_id: oldest })?;
-            let hash = Arc::new(HashKey {
-                key,
-                key_id: oldest,
-            });
+            let hash = Arc::new(HashKey::new(key, oldest));
             columns
                 .entry(rule.table.clone())
                 .or_default()

@@ -111,6 +111,21 @@ pub fn apply(
     canonical: &[u8],
     hash_key: &[u8],
 ) -> Result<Vec<u8>, MaskError> {
+    let keyed = match mask {
+        Mask::Hash if !hash_key.is_empty() => <Hmac<Sha256> as Mac>::new_from_slice(hash_key).ok(),
+        _ => None,
+    };
+    apply_keyed(mask, ty, canonical, keyed.as_ref())
+}
+
+/// [`apply`] with the `hash` mask's HMAC already keyed (per column, once),
+/// as the session's row transforms call it for every value.
+pub fn apply_keyed(
+    mask: Mask,
+    ty: LogicalType,
+    canonical: &[u8],
+    keyed: Option<&Hmac<Sha256>>,
+) -> Result<Vec<u8>, MaskError> {
     if !mask.applies_to(ty) {
         return Err(MaskError::NotApplicable { mask, ty });
     }
@@ -119,7 +134,7 @@ pub fn apply(
         Mask::Redact => redact(ty),
         Mask::Partial { first, last } => Value::Text(partial(text(&value), first, last)),
         Mask::Email => Value::Text(email(text(&value))),
-        Mask::Hash => hash(ty, &value, hash_key)?,
+        Mask::Hash => hash(ty, &value, keyed)?,
         Mask::Year | Mask::Month => truncate(value, mask == Mask::Month),
         Mask::Round(n) => {
             let n = u64::try_from(n)
@@ -208,16 +223,12 @@ fn email(s: &str) -> String {
 }
 
 /// HMAC-SHA256 of the value's hash message (see the module docs).
-fn hash(ty: LogicalType, value: &Value, key: &[u8]) -> Result<Value, MaskError> {
-    if key.is_empty() {
-        return Err(MaskError::MissingHashKey);
-    }
+fn hash(ty: LogicalType, value: &Value, keyed: Option<&Hmac<Sha256>>) -> Result<Value, MaskError> {
+    let mut mac = keyed.cloned().ok_or(MaskError::MissingHashKey)?;
     let message = match value {
         Value::Numeric(n) => n.to_string().into_bytes(),
         other => other.to_binary(ty)?,
     };
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| MaskError::MissingHashKey)?;
     mac.update(&message);
     let h: [u8; 32] = mac.finalize().into_bytes().into();
     let u32_at0 = u64::from(u32::from_be_bytes([h[0], h[1], h[2], h[3]]));

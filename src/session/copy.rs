@@ -196,9 +196,8 @@ fn decrypt_field(
                 .crypto
                 .as_ref()
                 .and_then(|c| c.hash_key(&rule.table, &rule.name))
-                .map(|k| k.material().to_vec())
-                .unwrap_or_default();
-            crate::mask::apply(m, rule.ty, &plain, &key)
+                .and_then(|k| k.mac());
+            crate::mask::apply_keyed(m, rule.ty, &plain, key)
                 .map(Some)
                 .map_err(|e| format!("{}: {e}", rule.qualified()))
         }

@@ -312,9 +312,9 @@ fn reveal(
     cp.decrypted.inc();
     let text = match cp.access {
         Access::Mask(m) => {
-            let key = cp.hash_key.as_ref().map(|k| k.material()).unwrap_or(&[]);
+            let key = cp.hash_key.as_ref().and_then(|k| k.mac());
             cp.acted.inc();
-            crate::mask::apply(m, rule.ty, &plain, key)
+            crate::mask::apply_keyed(m, rule.ty, &plain, key)
                 .map_err(|e| RowError::Value(q(), e.to_string()))?
         }
         _ => plain,
@@ -345,9 +345,9 @@ fn mask_plaintext(cp: &ColPlan, stored: &[u8], format: i16) -> Result<Option<Vec
     } else {
         std::borrow::Cow::Borrowed(stored)
     };
-    let key = cp.hash_key.as_ref().map(|k| k.material()).unwrap_or(&[]);
+    let key = cp.hash_key.as_ref().and_then(|k| k.mac());
     cp.acted.inc();
-    let masked = crate::mask::apply(m, rule.ty, &text, key)
+    let masked = crate::mask::apply_keyed(m, rule.ty, &text, key)
         .map_err(|e| RowError::Value(q(), e.to_string()))?;
     if format == 1 {
         crate::values::text_to_binary(rule.ty, &masked)
