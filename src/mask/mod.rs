@@ -189,20 +189,17 @@ fn partial(s: &str, first: u32, last: u32) -> String {
         return s.to_string();
     }
     let mut k = 0u64;
-    s.chars()
-        .map(|c| {
-            if !c.is_alphanumeric() {
-                return c;
-            }
-            let keep = k < first || k >= n - last;
-            k += 1;
-            if keep {
-                c
-            } else {
-                '*'
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !c.is_alphanumeric() {
+            out.push(c);
+            continue;
+        }
+        let keep = k < first || k >= n - last;
+        k += 1;
+        out.push(if keep { c } else { '*' });
+    }
+    out
 }
 
 fn email(s: &str) -> String {
