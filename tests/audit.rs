@@ -10,6 +10,8 @@
 
 mod common;
 
+#[path = "audit/attribution.rs"]
+mod attribution;
 #[path = "audit/completeness.rs"]
 mod completeness;
 #[path = "audit/fault.rs"]
