@@ -22,3 +22,5 @@ mod records;
 mod support;
 #[path = "audit/tamper.rs"]
 mod tamper;
+#[path = "audit/unsettled.rs"]
+mod unsettled;

@@ -191,6 +191,12 @@ pub enum Expect {
         /// Position of the Sync in the client's stream (see [`State::seq`]).
         seq: u64,
     },
+    /// pgveil's lookup of a refused FunctionCall's function name, sent
+    /// just before the call's stand-in; its replies never reach the client.
+    FunctionName {
+        oid: u32,
+        reply: super::audit::NameLookup,
+    },
     /// pgveil's own catalog query; its replies never reach the client.
     Internal {
         tx: Option<tokio::sync::oneshot::Sender<Option<Catalog>>>,
@@ -207,6 +213,7 @@ impl Expect {
             Expect::Query { .. }
                 | Expect::Sync { .. }
                 | Expect::FunctionCall { .. }
+                | Expect::FunctionName { .. }
                 | Expect::Internal { .. }
         )
     }

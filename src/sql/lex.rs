@@ -229,6 +229,17 @@ impl<'s> Lexer<'s> {
     }
 }
 
+impl<'s> Lexer<'s> {
+    /// The next token with the byte range it spans in the source (for the
+    /// few callers that must read a literal's text, see `do_block`).
+    pub fn next_spanned(&mut self) -> Option<(Tok<'s>, std::ops::Range<usize>)> {
+        self.skip_trivia();
+        let start = self.pos;
+        let tok = self.next()?;
+        Some((tok, start..self.pos))
+    }
+}
+
 impl<'s> Iterator for Lexer<'s> {
     type Item = Tok<'s>;
 

@@ -300,7 +300,7 @@ fn walk(
         let frame = &buf[pos..pos + n];
         let tag = frame[0];
         saw_copy_in |= matches!(tag, b'G' | b'W');
-        if let Some(Expect::Internal { .. }) = st.expect.front() {
+        if let Some(Expect::Internal { .. } | Expect::FunctionName { .. }) = st.expect.front() {
             // pgveil's own catalog query: consume, never forward.
             on_internal(frame, st);
             asm.replace(buf, pos, pos + n, &[]);
@@ -358,6 +358,9 @@ fn untracked(frame: &[u8], st: &State) -> BAction {
 
 /// One frame of the reply to pgveil's catalog query.
 fn on_internal(frame: &[u8], st: &mut State) {
+    if let Some(Expect::FunctionName { .. }) = st.expect.front() {
+        return on_function_name(frame, st);
+    }
     let Some(Expect::Internal { tx, reply, login }) = st.expect.front_mut() else {
         return;
     };
@@ -371,6 +374,26 @@ fn on_internal(frame: &[u8], st: &mut State) {
     st.expect.pop_front();
     st.txn_status = ready_status(frame);
     st.idle = st.expect.is_empty() && st.txn_status == b'I';
+}
+
+/// One frame of the reply to a refused FunctionCall's name lookup: once
+/// complete, the name goes into the record of the stand-in behind it.
+fn on_function_name(frame: &[u8], st: &mut State) {
+    let Some(Expect::FunctionName { oid, reply }) = st.expect.front_mut() else {
+        return;
+    };
+    if !reply.feed(frame) {
+        return;
+    }
+    let oid = *oid;
+    let name = reply.name().map(str::to_string);
+    st.expect.pop_front();
+    st.txn_status = ready_status(frame);
+    if let (Some(name), Some(Expect::Query { audit, .. })) = (name, st.expect.front_mut()) {
+        if let Some(a) = audit.first_mut() {
+            super::audit::name_function(a, oid, &name);
+        }
+    }
 }
 
 /// ReadyForQuery: pops through the sync point it answers and counts the

@@ -172,13 +172,21 @@ pub(super) fn on_function_call(
     let catalog = &st.catalog.current;
     if !env.policy.is_empty() && (!st.catalog.loaded || catalog.restricted(env.policy)) {
         let r = sql::refuse::function_call_restricted();
-        let out = refusal::query_stand_in(&r);
+        let mut out = BytesMut::new();
         let audit = if env.audit_on() {
+            // Its record names the function: the server resolves the OID
+            // just before it fails the stand-in (refusal time only).
             let oid = crate::protocol::messages::function_call_oid(frame)?;
+            put_query(&mut out, &audit::function_name_sql(oid));
+            st.expect.push_back(Expect::FunctionName {
+                oid,
+                reply: audit::NameLookup::default(),
+            });
             vec![audit::function_call(oid, r.sqlstate)]
         } else {
             Vec::new()
         };
+        out.extend_from_slice(&refusal::query_stand_in(&r));
         st.expect
             .push_back(Expect::query(env.start, None, Some(r), audit));
         return Ok(Action::Replace(out));
