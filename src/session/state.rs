@@ -48,6 +48,22 @@ pub struct State {
     /// Positions of the client's COPY messages that matter for that rule:
     /// the first CopyData of a run, and every CopyDone / CopyFail.
     pub copy_marks: VecDeque<(u64, u8)>,
+    /// Executes that completed before their client sent a Sync, in order:
+    /// their records wait for the next ReadyForQuery (see [`Unsynced`]).
+    pub unsynced: Vec<Unsynced>,
+}
+
+/// An Execute that completed while no Sync was on its way (Execute +
+/// Flush). Its outcome is not settled: if the client leaves now, the server
+/// rolls its implicit transaction back, so the record, written at the next
+/// ReadyForQuery or when the session ends, says which happened.
+#[derive(Debug)]
+pub struct Unsynced {
+    pub portal: Option<Arc<Portal>>,
+    pub intent: Option<Intent>,
+    pub outcome: &'static str,
+    pub rows: u64,
+    pub duration_us: u64,
 }
 
 impl State {
@@ -65,6 +81,7 @@ impl State {
             seq: 0,
             copy_in_open: false,
             copy_marks: VecDeque::new(),
+            unsynced: Vec::new(),
         }
     }
 }

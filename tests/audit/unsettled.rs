@@ -141,8 +141,25 @@ fn s_of(r: &Value) -> String {
 }
 
 #[tokio::test]
-async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected() {
-    let env = setup("audit_disconnect", None, None, &[]);
+async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected_strict() {
+    execute_then_leave("strict").await;
+}
+
+/// Buffered: the whole record (no intent ahead of it) waits for the Sync.
+#[tokio::test]
+async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected_buffered() {
+    execute_then_leave("buffered").await;
+}
+
+/// Parse/Bind/Execute/Flush, the result read; then one session drops the
+/// socket and another sends its Sync late.
+async fn execute_then_leave(durability: &str) {
+    let env = setup(
+        &format!("audit_disconnect_{durability}"),
+        None,
+        None,
+        &["--audit-durability", durability],
+    );
     let c = cluster();
     c.sql(
         &env.db,
@@ -151,7 +168,6 @@ async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected(
              INSERT INTO customers (full_name) VALUES ('a'), ('b'), ('c');"
         ),
     );
-    let mut s = raw_login(&env, "dc-raw").await;
     let mut parse = cstr("");
     parse.extend(cstr("SELECT id FROM customers ORDER BY id"));
     parse.extend(0_i16.to_be_bytes());
@@ -160,23 +176,23 @@ async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected(
     bind.extend([0, 0, 0, 0, 0, 0]);
     let mut exec = cstr("");
     exec.extend(0_i32.to_be_bytes());
-    let mut out = msg(b'P', &parse);
-    out.extend(msg(b'B', &bind));
-    out.extend(msg(b'E', &exec));
-    out.extend(msg(b'H', &[]));
-    s.write_all(&out).await.unwrap();
-    let got = read_to(&mut s, b'C').await;
-    let rows = got.iter().filter(|m| m.0 == b'D').count();
-    assert_eq!(rows, 3, "{got:?}");
-    drop(s);
-    // A second session on the same proxy, synced: its Execute is `ok`.
-    let mut t = raw_login(&env, "dc-synced").await;
-    out.truncate(out.len() - 5);
-    out.extend(msg(b'S', &[]));
-    t.write_all(&out).await.unwrap();
-    read_to(&mut t, b'Z').await;
-    let left = wait_statements(&env, "dc-raw", 1);
-    let synced = wait_statements(&env, "dc-synced", 1);
+    let mut batch = msg(b'P', &parse);
+    batch.extend(msg(b'B', &bind));
+    batch.extend(msg(b'E', &exec));
+    batch.extend(msg(b'H', &[]));
+    for app in ["dc-left", "dc-late-sync"] {
+        let mut s = raw_login(&env, app).await;
+        s.write_all(&batch).await.unwrap();
+        let got = read_to(&mut s, b'C').await;
+        let rows = got.iter().filter(|m| m.0 == b'D').count();
+        assert_eq!(rows, 3, "{got:?}");
+        if app == "dc-late-sync" {
+            s.write_all(&msg(b'S', &[])).await.unwrap();
+            read_to(&mut s, b'Z').await;
+        }
+    }
+    let left = wait_statements(&env, "dc-left", 1);
+    let synced = wait_statements(&env, "dc-late-sync", 1);
     let mut m = Mismatches::default();
     let fp = "select id from customers order by id";
     m.check(
@@ -192,4 +208,5 @@ async fn an_execute_whose_client_leaves_before_sync_is_recorded_as_disconnected(
         )],
     );
     m.finish();
+    assert!(left[0]["duration_us"].as_u64().is_some(), "{}", left[0]);
 }

@@ -51,16 +51,29 @@ impl Records<'_> {
         rows: u64,
         started: Instant,
     ) {
+        let us = started.elapsed().as_micros() as u64;
+        self.emit_us(a, intent, outcome, rows, us);
+    }
+
+    /// [`Records::emit`] with the statement's duration already measured.
+    fn emit_us(
+        &mut self,
+        a: Option<&StmtAudit>,
+        intent: Option<&Intent>,
+        outcome: &str,
+        rows: u64,
+        us: u64,
+    ) {
         let (Some(rec), Some(a)) = (self.rec, a) else {
             return;
         };
         let outcome = a.refused.unwrap_or(outcome);
         if let (Some(i), Some(audit)) = (intent, self.audit) {
-            let us = started.elapsed().as_micros() as u64;
             audit.outcome(i, rows, us, outcome);
             return;
         }
-        let r = rec.record(a, outcome, rows, started, self.rules_version);
+        let mut r = rec.record(a, outcome, rows, Instant::now(), self.rules_version);
+        r.duration_us = us;
         // A refused statement returned nothing to hold back.
         self.out
             .push((r, self.strict && a.tagged && a.refused.is_none()));
@@ -147,10 +160,34 @@ pub(super) fn unfinished(e: &Expect, recs: &mut Records<'_>, outcome: &str, inte
     }
 }
 
+/// Writes the records of the Executes that completed before a Sync (see
+/// [`super::state::Unsynced`]), in order: with their own outcomes once
+/// their transaction settled (a ReadyForQuery, an error, a Sync on its
+/// way), or with `left` when the session ended before the client sent one.
+pub(super) fn settle_unsynced(st: &mut State, recs: &mut Records<'_>, left: Option<&str>) {
+    for u in st.unsynced.drain(..) {
+        recs.emit_us(
+            u.portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+            u.intent.as_ref(),
+            left.unwrap_or(u.outcome),
+            u.rows,
+            u.duration_us,
+        );
+    }
+}
+
 /// The session ended with statements outstanding (the client left after
 /// Execute + Flush, or the server went away): each gets its record, with
-/// `outcome`, since it was sent and may have run.
-pub(super) fn abandoned(state: &Mutex<State>, ctx: &SessionCtx, shared: &Shared, outcome: &str) {
+/// `outcome`, since it was sent and may have run. Executes that completed
+/// without a Sync get `outcome` too (their transaction was rolled back);
+/// with `outcome` None (pgveil closed the session) only those are written,
+/// with their own outcomes.
+pub(super) fn abandoned(
+    state: &Mutex<State>,
+    ctx: &SessionCtx,
+    shared: &Shared,
+    outcome: Option<&str>,
+) {
     let Some(audit) = shared.audit.as_ref() else {
         return;
     };
@@ -165,9 +202,13 @@ pub(super) fn abandoned(state: &Mutex<State>, ctx: &SessionCtx, shared: &Shared,
         waits: Vec::new(),
         intent_failed: false,
     };
-    let st = lock(state);
-    for e in &st.expect {
-        unfinished(e, &mut recs, outcome, false);
+    let mut st = lock(state);
+    let synced = st.expect.iter().any(Expect::is_sync_point);
+    settle_unsynced(&mut st, &mut recs, outcome.filter(|_| !synced));
+    if let Some(outcome) = outcome {
+        for e in &st.expect {
+            unfinished(e, &mut recs, outcome, false);
+        }
     }
     drop(st);
     for (r, _) in recs.out {
@@ -416,6 +457,7 @@ fn on_ready(
     if !st.copy_in_open {
         st.copy_marks.clear();
     }
+    settle_unsynced(st, recs, None);
     while let Some(e) = st.expect.pop_front() {
         // Statements of a Query after a failed one never ran.
         unfinished(&e, recs, crate::audit::OUTCOME_NOT_EXECUTED, true);
