@@ -371,12 +371,20 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
     }
 }
 
+/// Most Executes whose records wait for a Sync (see [`defer_unsynced`]).
+const MAX_UNSYNCED: usize = 1024;
+
 /// An audited Execute that completed with no sync point queued behind it
 /// (the client sent Execute + Flush and no Sync yet) leaves its record for
 /// the next ReadyForQuery or the end of the session: see [`Unsynced`].
-/// False when the record can be written now.
+/// False when the record can be written now. A client that never syncs
+/// cannot grow the list without bound: past [`MAX_UNSYNCED`] records are
+/// written at once, with the outcome the server reported.
 fn defer_unsynced(st: &mut State, recs: &Records<'_>, outcome: &'static str, rows: u64) -> bool {
-    if recs.rec.is_none() || st.expect.iter().skip(1).any(Expect::is_sync_point) {
+    if recs.rec.is_none()
+        || st.unsynced.len() >= MAX_UNSYNCED
+        || st.expect.iter().skip(1).any(Expect::is_sync_point)
+    {
         return false;
     }
     let Some(Expect::Execute {
