@@ -342,7 +342,8 @@ fn walk(
         let tag = frame[0];
         saw_copy_in |= matches!(tag, b'G' | b'W');
         if let Some(Expect::Internal { .. } | Expect::FunctionName { .. }) = st.expect.front() {
-            // pgveil's own catalog query: consume, never forward.
+            // pgveil's own catalog query or FunctionCall name lookup:
+            // consume, never forward.
             on_internal(frame, st);
             asm.replace(buf, pos, pos + n, &[]);
             pos += n;
@@ -397,7 +398,7 @@ fn untracked(frame: &[u8], st: &State) -> BAction {
     }
 }
 
-/// One frame of the reply to pgveil's catalog query.
+/// One frame of the reply to pgveil's catalog query (or name lookup).
 fn on_internal(frame: &[u8], st: &mut State) {
     if let Some(Expect::FunctionName { .. }) = st.expect.front() {
         return on_function_name(frame, st);
