@@ -2,6 +2,7 @@
 //! says, built from the analysis (never from values), and the durability
 //! each record needs before the statement's results may reach the client.
 
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -125,41 +126,59 @@ pub fn from_plan(plan: &StatementPlan, policy: &Snapshot, roles: &[String]) -> S
 }
 
 /// Record templates for a Query pgveil forwards without analysis, from
-/// its statements as split once by the frontend.
-pub fn passthrough(chunks: &[&str]) -> Vec<StmtAudit> {
+/// its statements as split once by the frontend. A forwarded DO block runs
+/// code pgveil does not analyse: its record names the tagged tables its
+/// body names (see [`sql::do_block`]), and it is then a tagged statement,
+/// durable before it runs under strict audit like any other.
+pub fn passthrough(chunks: &[&str], policy: &Snapshot) -> Vec<StmtAudit> {
     chunks
         .iter()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| StmtAudit {
-            kind: kind_of(sql::statement_kind(s)),
-            fingerprint: sql::fingerprint(s),
-            tables: Vec::new(),
-            columns: Vec::new(),
-            tagged: false,
-            refused: None,
+        .map(|s| {
+            let (fingerprint, tables) = match do_names(s, policy) {
+                Some((fp, names)) => {
+                    let (tables, _) = named_by(policy, &fp, &names);
+                    (fp, tables)
+                }
+                None => (sql::fingerprint(s), Vec::new()),
+            };
+            StmtAudit {
+                kind: kind_of(sql::statement_kind(s)),
+                fingerprint,
+                tagged: !tables.is_empty(),
+                tables,
+                columns: Vec::new(),
+                refused: None,
+            }
         })
         .collect()
 }
 
-/// The record of a refused statement. The analysis stopped at the refusal,
-/// so the tables and tagged columns are those the text names: each such
-/// column is recorded as denied. A DO block's body is text too (a literal):
-/// its fingerprint and the names it holds, dynamic SQL included, are read
-/// by [`sql::do_block`].
-pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> StmtAudit {
-    let tagged_names: std::collections::HashSet<&str> = policy
+/// A DO block's fingerprint and the tagged table and column names its body
+/// holds; None for any other statement.
+fn do_names(sql_text: &str, policy: &Snapshot) -> Option<(String, BTreeSet<String>)> {
+    // Cheap (one token) before anything is built: most statements are not DO.
+    if !sql::is_do(sql_text) {
+        return None;
+    }
+    let tagged_names: HashSet<&str> = policy
         .rules
         .columns()
         .iter()
         .flat_map(|r| [r.table.name.as_str(), r.name.as_str()])
         .collect();
-    let block = sql::do_block(sql_text, &|w| tagged_names.contains(w));
-    let fingerprint = match &block {
-        Some(b) => b.fingerprint.clone(),
-        None => sql::fingerprint(sql_text),
-    };
+    sql::do_block(sql_text, &|w| tagged_names.contains(w)).map(|b| (b.fingerprint, b.names))
+}
+
+/// The tagged tables, and their columns (as denied), that a fingerprint or
+/// a DO body's `extra` names.
+fn named_by(
+    policy: &Snapshot,
+    fingerprint: &str,
+    extra: &BTreeSet<String>,
+) -> (Vec<String>, Vec<TaggedColumn>) {
     let fp = fingerprint.to_lowercase();
-    let named = |w: &str| names(&fp, w) || block.as_ref().is_some_and(|b| b.names.contains(w));
+    let named = |w: &str| names(&fp, w) || extra.contains(w);
     let mut tables: Vec<String> = Vec::new();
     let mut columns = Vec::new();
     for r in policy.rules.columns() {
@@ -179,6 +198,18 @@ pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> Stm
             });
         }
     }
+    (tables, columns)
+}
+
+/// The record of a refused statement. The analysis stopped at the refusal,
+/// so the tables and tagged columns are those the text names: each such
+/// column is recorded as denied. A DO block's body is text too (a literal):
+/// its fingerprint and the names it holds, dynamic SQL included, are read
+/// by [`sql::do_block`].
+pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> StmtAudit {
+    let (fingerprint, extra) =
+        do_names(sql_text, policy).unwrap_or_else(|| (sql::fingerprint(sql_text), BTreeSet::new()));
+    let (tables, columns) = named_by(policy, &fingerprint, &extra);
     StmtAudit {
         kind: kind_of(sql::statement_kind(sql_text)),
         fingerprint,

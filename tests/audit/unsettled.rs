@@ -72,6 +72,27 @@ async fn a_refused_do_block_records_its_body_and_the_tables_it_names() {
             "other | do language plpgsql $$ begin execute ?; end $$ | [public.customers] | [ssn:denied] | rows=0 | 42501",
         ],
     );
+    // A plaintext role's DO is forwarded: its record names the tables too
+    // (and, a tagged statement, it is durable before it runs).
+    let admin = connect_app(&env, ADMIN, "do-admin").await;
+    admin
+        .simple_query(
+            "DO $$ BEGIN PERFORM 1 FROM customers WHERE email = 'who@audit-test.example'; END $$",
+        )
+        .await
+        .expect("admin DO");
+    admin
+        .execute("DO $$ BEGIN PERFORM 1; END $$", &[])
+        .await
+        .expect("untagged DO, extended protocol");
+    let recs = wait_statements(&env, "do-admin", 2);
+    m.check(
+        summaries(&recs),
+        vec![
+            "other | do $$ begin perform ? from customers where email = ?; end $$ | [public.customers] | [] | rows=0 | ok",
+            "other | do $$ begin perform ?; end $$ | [] | [] | rows=0 | ok",
+        ],
+    );
     m.finish();
     assert_no_values(&env.audit, &["who@audit-test.example", "audit-test"]);
 }

@@ -53,7 +53,7 @@ pub(super) fn on_query(
     match analysis {
         Analysis::Passthrough => {
             let mut audit = if env.audit_on() {
-                audit::passthrough(&chunks)
+                audit::passthrough(&chunks, env.policy)
             } else {
                 Vec::new()
             };
