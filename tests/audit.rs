@@ -10,6 +10,8 @@
 
 mod common;
 
+#[path = "audit/attribution.rs"]
+mod attribution;
 #[path = "audit/completeness.rs"]
 mod completeness;
 #[path = "audit/fault.rs"]
@@ -20,3 +22,5 @@ mod records;
 mod support;
 #[path = "audit/tamper.rs"]
 mod tamper;
+#[path = "audit/unsettled.rs"]
+mod unsettled;

@@ -2,6 +2,7 @@
 //! says, built from the analysis (never from values), and the durability
 //! each record needs before the statement's results may reach the client.
 
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -125,39 +126,70 @@ pub fn from_plan(plan: &StatementPlan, policy: &Snapshot, roles: &[String]) -> S
 }
 
 /// Record templates for a Query pgveil forwards without analysis, from
-/// its statements as split once by the frontend.
-pub fn passthrough(chunks: &[&str]) -> Vec<StmtAudit> {
+/// its statements as split once by the frontend. A forwarded DO block runs
+/// code pgveil does not analyse: its record names the tagged tables its
+/// body names (see [`sql::do_block`]), and it is then a tagged statement,
+/// durable before it runs under strict audit like any other.
+pub fn passthrough(chunks: &[&str], policy: &Snapshot) -> Vec<StmtAudit> {
     chunks
         .iter()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| StmtAudit {
-            kind: kind_of(sql::statement_kind(s)),
-            fingerprint: sql::fingerprint(s),
-            tables: Vec::new(),
-            columns: Vec::new(),
-            tagged: false,
-            refused: None,
+        .map(|s| {
+            let (fingerprint, tables) = match do_names(s, policy) {
+                Some((fp, names)) => {
+                    let (tables, _) = named_by(policy, &fp, &names);
+                    (fp, tables)
+                }
+                None => (sql::fingerprint(s), Vec::new()),
+            };
+            StmtAudit {
+                kind: kind_of(sql::statement_kind(s)),
+                fingerprint,
+                tagged: !tables.is_empty(),
+                tables,
+                columns: Vec::new(),
+                refused: None,
+            }
         })
         .collect()
 }
 
-/// The record of a refused statement. The analysis stopped at the refusal,
-/// so the tables and tagged columns are those the text names: each such
-/// column is recorded as denied.
-pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> StmtAudit {
-    let fingerprint = sql::fingerprint(sql_text);
+/// A DO block's fingerprint and the tagged table and column names its body
+/// holds; None for any other statement.
+fn do_names(sql_text: &str, policy: &Snapshot) -> Option<(String, BTreeSet<String>)> {
+    // Cheap (one token) before anything is built: most statements are not DO.
+    if !sql::is_do(sql_text) {
+        return None;
+    }
+    let tagged_names: HashSet<&str> = policy
+        .rules
+        .columns()
+        .iter()
+        .flat_map(|r| [r.table.name.as_str(), r.name.as_str()])
+        .collect();
+    sql::do_block(sql_text, &|w| tagged_names.contains(w)).map(|b| (b.fingerprint, b.names))
+}
+
+/// The tagged tables, and their columns (as denied), that a fingerprint or
+/// a DO body's `extra` names.
+fn named_by(
+    policy: &Snapshot,
+    fingerprint: &str,
+    extra: &BTreeSet<String>,
+) -> (Vec<String>, Vec<TaggedColumn>) {
     let fp = fingerprint.to_lowercase();
+    let named = |w: &str| names(&fp, w) || extra.contains(w);
     let mut tables: Vec<String> = Vec::new();
     let mut columns = Vec::new();
     for r in policy.rules.columns() {
-        if !names(&fp, &r.table.name) {
+        if !named(&r.table.name) {
             continue;
         }
         let t = r.table.to_string();
         if !tables.contains(&t) {
             tables.push(t);
         }
-        if names(&fp, &r.name) || fp.contains('*') {
+        if named(&r.name) || fp.contains('*') {
             columns.push(TaggedColumn {
                 column: r.qualified(),
                 class: r.class.clone(),
@@ -166,6 +198,18 @@ pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> Stm
             });
         }
     }
+    (tables, columns)
+}
+
+/// The record of a refused statement. The analysis stopped at the refusal,
+/// so the tables and tagged columns are those the text names: each such
+/// column is recorded as denied. A DO block's body is text too (a literal):
+/// its fingerprint and the names it holds, dynamic SQL included, are read
+/// by [`sql::do_block`].
+pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> StmtAudit {
+    let (fingerprint, extra) =
+        do_names(sql_text, policy).unwrap_or_else(|| (sql::fingerprint(sql_text), BTreeSet::new()));
+    let (tables, columns) = named_by(policy, &fingerprint, &extra);
     StmtAudit {
         kind: kind_of(sql::statement_kind(sql_text)),
         fingerprint,
@@ -177,7 +221,8 @@ pub fn refused(sql_text: &str, sqlstate: &'static str, policy: &Snapshot) -> Stm
 }
 
 /// The record of a refused FunctionCall message: the function's OID (the
-/// message carries nothing else that names it).
+/// message carries nothing else that names it). Its name follows from
+/// [`NameLookup`] when the server can tell it (see [`name_function`]).
 pub fn function_call(oid: u32, sqlstate: &'static str) -> StmtAudit {
     StmtAudit {
         kind: AuditKind::Other,
@@ -186,6 +231,61 @@ pub fn function_call(oid: u32, sqlstate: &'static str) -> StmtAudit {
         columns: Vec::new(),
         tagged: true,
         refused: Some(sqlstate),
+    }
+}
+
+/// Longest function name kept in a record (a signature can be long; the
+/// record only needs to identify it).
+const MAX_FUNCTION_NAME: usize = 256;
+
+/// pgveil's own query for the signature of function `oid`, sent only when a
+/// FunctionCall is refused (never in the hot path). Every name is
+/// schema-qualified, so no object of the session's can stand in for them.
+pub fn function_name_sql(oid: u32) -> String {
+    format!("SELECT {oid}::pg_catalog.oid::pg_catalog.regprocedure::pg_catalog.text")
+}
+
+/// Adds the resolved name to a refused FunctionCall's record.
+pub fn name_function(a: &mut StmtAudit, oid: u32, name: &str) {
+    let mut name: String = name.chars().filter(|c| !c.is_control()).collect();
+    if name.len() > MAX_FUNCTION_NAME {
+        let mut cut = MAX_FUNCTION_NAME;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+        name.push('…');
+    }
+    a.fingerprint = format!("functioncall oid={oid} name={name}");
+}
+
+/// The replies to [`function_name_sql`], one backend frame at a time: the
+/// one value, unless the query failed (an aborted transaction: the record
+/// keeps the OID only).
+#[derive(Debug, Default)]
+pub struct NameLookup {
+    value: Option<String>,
+    failed: bool,
+}
+
+impl NameLookup {
+    /// Takes one frame; true once the ReadyForQuery arrived.
+    pub fn feed(&mut self, frame: &[u8]) -> bool {
+        match frame.first() {
+            Some(b'D') => {
+                self.value = crate::protocol::rows::text_row(frame)
+                    .ok()
+                    .and_then(|r| r.into_iter().next().flatten());
+            }
+            Some(b'E') => self.failed = true,
+            Some(b'Z') => return true,
+            _ => {}
+        }
+        false
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.value.as_deref().filter(|_| !self.failed)
     }
 }
 

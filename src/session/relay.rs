@@ -49,15 +49,12 @@ pub(super) async fn run(
         }
     };
     // Statements sent but never answered to the client still get records.
-    match &outcome {
-        Ok(()) | Err(SessionError::Io(_)) => {
-            abandoned(&state, ctx, shared, OUTCOME_CLIENT_DISCONNECTED)
-        }
-        Err(SessionError::UpstreamLost) => {
-            abandoned(&state, ctx, shared, sqlstate::CONNECTION_FAILURE)
-        }
-        _ => {}
-    }
+    let left = match &outcome {
+        Ok(()) | Err(SessionError::Io(_)) => Some(OUTCOME_CLIENT_DISCONNECTED),
+        Err(SessionError::UpstreamLost) => Some(sqlstate::CONNECTION_FAILURE),
+        _ => None,
+    };
+    abandoned(&state, ctx, shared, left);
     if let Some(e) = outcome.as_ref().err().filter(|e| tells_client(e)) {
         if matches!(e, SessionError::Protocol(_)) {
             metrics().protocol_errors.inc();

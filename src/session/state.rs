@@ -55,6 +55,22 @@ pub struct State {
     pub copy_marks: VecDeque<(u64, u8)>,
     /// This session's entry in the admin registry.
     pub slot: Option<Arc<crate::admin::ClientSlot>>,
+    /// Executes that completed before their client sent a Sync, in order:
+    /// their records wait for the next ReadyForQuery (see [`Unsynced`]).
+    pub unsynced: Vec<Unsynced>,
+}
+
+/// An Execute that completed while no Sync was on its way (Execute +
+/// Flush). Its outcome is not settled: if the client leaves now, the server
+/// rolls its implicit transaction back, so the record, written at the next
+/// ReadyForQuery or when the session ends, says which happened.
+#[derive(Debug)]
+pub struct Unsynced {
+    pub portal: Option<Arc<Portal>>,
+    pub intent: Option<Intent>,
+    pub outcome: &'static str,
+    pub rows: u64,
+    pub duration_us: u64,
 }
 
 impl State {
@@ -75,6 +91,7 @@ impl State {
             copy_in_open: false,
             copy_marks: VecDeque::new(),
             slot: None,
+            unsynced: Vec::new(),
         }
     }
 
@@ -216,6 +233,12 @@ pub enum Expect {
         /// Position of the Sync in the client's stream (see [`State::seq`]).
         seq: u64,
     },
+    /// pgveil's lookup of a refused FunctionCall's function name, sent
+    /// just before the call's stand-in; its replies never reach the client.
+    FunctionName {
+        oid: u32,
+        reply: super::audit::NameLookup,
+    },
     /// pgveil's own catalog query; its replies never reach the client.
     Internal {
         tx: Option<tokio::sync::oneshot::Sender<Option<Catalog>>>,
@@ -232,6 +255,7 @@ impl Expect {
             Expect::Query { .. }
                 | Expect::Sync { .. }
                 | Expect::FunctionCall { .. }
+                | Expect::FunctionName { .. }
                 | Expect::Internal { .. }
         )
     }

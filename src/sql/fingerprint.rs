@@ -12,8 +12,19 @@ pub const MAX_FINGERPRINT: usize = 8 << 10;
 /// Every string, number, dollar-quoted literal and `$n` becomes `?`; comments
 /// disappear; unquoted identifiers and keywords are lower-cased; tokens are
 /// separated by single spaces. Quoted identifiers are kept (they are schema,
-/// not data).
+/// not data). A DO block's body is fingerprinted the same way (see
+/// [`super::do_block`]) rather than recorded as `do ?`.
 pub fn fingerprint(sql: &str) -> String {
+    if super::do_block::is_do(sql) {
+        if let Some(fp) = super::do_block::fingerprint(sql) {
+            return fp;
+        }
+    }
+    plain(sql)
+}
+
+/// [`fingerprint`] without the DO-body special case.
+pub(super) fn plain(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len().min(MAX_FINGERPRINT));
     let mut prev_glue = true;
     for tok in Lexer::new(sql) {

@@ -80,14 +80,6 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    /// The next token with its byte span in the source.
-    pub fn next_spanned(&mut self) -> Option<(Tok<'s>, usize, usize)> {
-        self.skip_trivia();
-        let start = self.pos;
-        let tok = self.next()?;
-        Some((tok, start, self.pos))
-    }
-
     fn bytes(&self) -> &'s [u8] {
         self.src.as_bytes()
     }
@@ -234,6 +226,17 @@ impl<'s> Lexer<'s> {
                 }
             }
         }
+    }
+}
+
+impl<'s> Lexer<'s> {
+    /// The next token with the byte range it spans in the source (for the
+    /// few callers that must read a literal's text, see `do_block`).
+    pub fn next_spanned(&mut self) -> Option<(Tok<'s>, std::ops::Range<usize>)> {
+        self.skip_trivia();
+        let start = self.pos;
+        let tok = self.next()?;
+        Some((tok, start..self.pos))
     }
 }
 

@@ -20,6 +20,7 @@
 
 mod builtins;
 mod copystmt;
+mod do_block;
 mod encrypt;
 pub mod explain;
 mod expr;
@@ -53,6 +54,7 @@ use crate::rules::model::{ColumnRule, LogicalType, RuleSet, TableName};
 use crate::schema::SchemaSnapshot;
 
 pub use crate::policy::{is_restricted, restricting_rule};
+pub use do_block::{do_block, is_do, DoBlock};
 pub use explain::explain;
 pub use fingerprint::fingerprint;
 pub use kind::{is_listen, is_transaction_control, object_op, statement_kind, ObjectOp};

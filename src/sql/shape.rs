@@ -38,7 +38,8 @@ pub fn parameterize(chunk: &str) -> Option<Shaped<'_>> {
     let mut prev = String::new();
     let mut buf = String::new();
     let mut first = true;
-    while let Some((tok, start, end)) = lx.next_spanned() {
+    while let Some((tok, span)) = lx.next_spanned() {
+        let (start, end) = (span.start, span.end);
         let raw = &chunk[start..end];
         match tok {
             Tok::Param => return None,
@@ -108,7 +109,8 @@ pub fn splice(
     let mut out = String::with_capacity(sql.len() + 16 * literals.len());
     let mut lx = Lexer::new(sql);
     let mut last = 0;
-    while let Some((tok, start, end)) = lx.next_spanned() {
+    while let Some((tok, span)) = lx.next_spanned() {
+        let (start, end) = (span.start, span.end);
         if tok != Tok::Param {
             continue;
         }

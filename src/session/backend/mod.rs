@@ -51,16 +51,29 @@ impl Records<'_> {
         rows: u64,
         started: Instant,
     ) {
+        let us = started.elapsed().as_micros() as u64;
+        self.emit_us(a, intent, outcome, rows, us);
+    }
+
+    /// [`Records::emit`] with the statement's duration already measured.
+    fn emit_us(
+        &mut self,
+        a: Option<&StmtAudit>,
+        intent: Option<&Intent>,
+        outcome: &str,
+        rows: u64,
+        us: u64,
+    ) {
         let (Some(rec), Some(a)) = (self.rec, a) else {
             return;
         };
         let outcome = a.refused.unwrap_or(outcome);
         if let (Some(i), Some(audit)) = (intent, self.audit) {
-            let us = started.elapsed().as_micros() as u64;
             audit.outcome(i, rows, us, outcome);
             return;
         }
-        let r = rec.record(a, outcome, rows, started, self.rules_version);
+        let mut r = rec.record(a, outcome, rows, Instant::now(), self.rules_version);
+        r.duration_us = us;
         // A refused statement returned nothing to hold back.
         self.out
             .push((r, self.strict && a.tagged && a.refused.is_none()));
@@ -147,10 +160,34 @@ pub(super) fn unfinished(e: &Expect, recs: &mut Records<'_>, outcome: &str, inte
     }
 }
 
+/// Writes the records of the Executes that completed before a Sync (see
+/// [`super::state::Unsynced`]), in order: with their own outcomes once
+/// their transaction settled (a ReadyForQuery, an error, a Sync on its
+/// way), or with `left` when the session ended before the client sent one.
+pub(super) fn settle_unsynced(st: &mut State, recs: &mut Records<'_>, left: Option<&str>) {
+    for u in st.unsynced.drain(..) {
+        recs.emit_us(
+            u.portal.as_ref().and_then(|p| p.stmt.audit.as_ref()),
+            u.intent.as_ref(),
+            left.unwrap_or(u.outcome),
+            u.rows,
+            u.duration_us,
+        );
+    }
+}
+
 /// The session ended with statements outstanding (the client left after
 /// Execute + Flush, or the server went away): each gets its record, with
-/// `outcome`, since it was sent and may have run.
-pub(super) fn abandoned(state: &Mutex<State>, ctx: &SessionCtx, shared: &Shared, outcome: &str) {
+/// `outcome`, since it was sent and may have run. Executes that completed
+/// without a Sync get `outcome` too (their transaction was rolled back);
+/// with `outcome` None (pgveil closed the session) only those are written,
+/// with their own outcomes.
+pub(super) fn abandoned(
+    state: &Mutex<State>,
+    ctx: &SessionCtx,
+    shared: &Shared,
+    outcome: Option<&str>,
+) {
     let Some(audit) = shared.audit.as_ref() else {
         return;
     };
@@ -165,9 +202,13 @@ pub(super) fn abandoned(state: &Mutex<State>, ctx: &SessionCtx, shared: &Shared,
         waits: Vec::new(),
         intent_failed: false,
     };
-    let st = lock(state);
-    for e in &st.expect {
-        unfinished(e, &mut recs, outcome, false);
+    let mut st = lock(state);
+    let synced = st.expect.iter().any(Expect::is_sync_point);
+    settle_unsynced(&mut st, &mut recs, outcome.filter(|_| !synced));
+    if let Some(outcome) = outcome {
+        for e in &st.expect {
+            unfinished(e, &mut recs, outcome, false);
+        }
     }
     drop(st);
     for (r, _) in recs.out {
@@ -300,8 +341,9 @@ fn walk(
         let frame = &buf[pos..pos + n];
         let tag = frame[0];
         saw_copy_in |= matches!(tag, b'G' | b'W');
-        if let Some(Expect::Internal { .. }) = st.expect.front() {
-            // pgveil's own catalog query: consume, never forward.
+        if let Some(Expect::Internal { .. } | Expect::FunctionName { .. }) = st.expect.front() {
+            // pgveil's own catalog query or FunctionCall name lookup:
+            // consume, never forward.
             on_internal(frame, st);
             asm.replace(buf, pos, pos + n, &[]);
             pos += n;
@@ -356,8 +398,11 @@ fn untracked(frame: &[u8], st: &State) -> BAction {
     }
 }
 
-/// One frame of the reply to pgveil's catalog query.
+/// One frame of the reply to pgveil's catalog query (or name lookup).
 fn on_internal(frame: &[u8], st: &mut State) {
+    if let Some(Expect::FunctionName { .. }) = st.expect.front() {
+        return on_function_name(frame, st);
+    }
     let Some(Expect::Internal { tx, reply, login }) = st.expect.front_mut() else {
         return;
     };
@@ -371,6 +416,26 @@ fn on_internal(frame: &[u8], st: &mut State) {
     st.expect.pop_front();
     st.txn_status = ready_status(frame);
     st.idle = st.expect.is_empty() && st.txn_status == b'I';
+}
+
+/// One frame of the reply to a refused FunctionCall's name lookup: once
+/// complete, the name goes into the record of the stand-in behind it.
+fn on_function_name(frame: &[u8], st: &mut State) {
+    let Some(Expect::FunctionName { oid, reply }) = st.expect.front_mut() else {
+        return;
+    };
+    if !reply.feed(frame) {
+        return;
+    }
+    let oid = *oid;
+    let name = reply.name().map(str::to_string);
+    st.expect.pop_front();
+    st.txn_status = ready_status(frame);
+    if let (Some(name), Some(Expect::Query { audit, .. })) = (name, st.expect.front_mut()) {
+        if let Some(a) = audit.first_mut() {
+            super::audit::name_function(a, oid, &name);
+        }
+    }
 }
 
 /// ReadyForQuery: pops through the sync point it answers and counts the
@@ -393,6 +458,7 @@ fn on_ready(
     if !st.copy_in_open {
         st.copy_marks.clear();
     }
+    settle_unsynced(st, recs, None);
     let mut completed = 0u64;
     while let Some(e) = st.expect.pop_front() {
         // Statements of a Query after a failed one never ran.

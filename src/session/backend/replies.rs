@@ -16,7 +16,7 @@ use crate::session::context::SessionError;
 use crate::session::copy::{CopyDir, CopyStream};
 use crate::session::refusal;
 use crate::session::rows::{self, RowPlan};
-use crate::session::state::{Expect, State, Tracker};
+use crate::session::state::{Expect, State, Tracker, Unsynced};
 use crate::snapshot::Snapshot;
 
 /// What the backend does with one server message.
@@ -384,7 +384,9 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
         apply_effect(st, cx.generation);
     }
     let outcome = failed.unwrap_or(crate::audit::OUTCOME_OK);
-    complete_statement(st, cx.recs, outcome, rows);
+    if !defer_unsynced(st, cx.recs, outcome, rows) {
+        complete_statement(st, cx.recs, outcome, rows);
+    }
     if matches!(st.expect.front(), Some(Expect::Execute { .. })) {
         st.expect.pop_front();
     }
@@ -393,6 +395,44 @@ fn on_command_end(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BActi
     } else {
         BAction::Forward
     }
+}
+
+/// Most Executes whose records wait for a Sync (see [`defer_unsynced`]).
+const MAX_UNSYNCED: usize = 1024;
+
+/// An audited Execute that completed with no sync point queued behind it
+/// (the client sent Execute + Flush and no Sync yet) leaves its record for
+/// the next ReadyForQuery or the end of the session: see [`Unsynced`].
+/// False when the record can be written now. A client that never syncs
+/// cannot grow the list without bound: past [`MAX_UNSYNCED`] records are
+/// written at once, with the outcome the server reported.
+fn defer_unsynced(st: &mut State, recs: &Records<'_>, outcome: &'static str, rows: u64) -> bool {
+    if recs.rec.is_none()
+        || st.unsynced.len() >= MAX_UNSYNCED
+        || st.expect.iter().skip(1).any(Expect::is_sync_point)
+    {
+        return false;
+    }
+    let Some(Expect::Execute {
+        portal,
+        start,
+        intent,
+        ..
+    }) = st.expect.front_mut()
+    else {
+        return false;
+    };
+    if portal.as_ref().is_none_or(|p| p.stmt.audit.is_none()) {
+        return false;
+    }
+    st.unsynced.push(Unsynced {
+        portal: portal.clone(),
+        intent: intent.take(),
+        outcome,
+        rows,
+        duration_us: start.elapsed().as_micros() as u64,
+    });
+    true
 }
 
 /// A confirmed statement's effect on named objects.
@@ -434,6 +474,7 @@ fn on_error(frame: &[u8], st: &mut State, cx: &mut Reply<'_, '_>) -> BAction {
         Some(Expect::Parse { refusal, .. }) => refusal.clone(),
         _ => None,
     };
+    super::settle_unsynced(st, cx.recs, None);
     let code = refusal
         .as_ref()
         .map(|r| r.sqlstate.to_string())

@@ -54,7 +54,7 @@ fn passthrough_parse(parse: &Parse, st: &mut State, env: &Env<'_>) -> Action {
     let mut audit = env
         .audit_on()
         .then(|| {
-            audit::passthrough(&sql::split_statements(&parse.query))
+            audit::passthrough(&sql::split_statements(&parse.query), env.policy)
                 .into_iter()
                 .next()
         })

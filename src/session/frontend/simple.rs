@@ -53,7 +53,7 @@ pub(super) fn on_query(
     match analysis {
         Analysis::Passthrough => {
             let mut audit = if env.audit_on() {
-                audit::passthrough(&chunks)
+                audit::passthrough(&chunks, env.policy)
             } else {
                 Vec::new()
             };
@@ -128,7 +128,7 @@ pub(super) fn executes_reveal(chunks: &[&str], audit: &mut [audit::StmtAudit], s
             Some(sql::ObjectOp::Execute(name)) => st.tracker.prepared_audit.get(&name),
             Some(sql::ObjectOp::Fetch(name)) => st.tracker.cursor_audit.get(&name),
             Some(sql::ObjectOp::Declare { name, .. }) => {
-                st.tracker.cursor_audit.insert(name, a.clone());
+                remember_cursor(&mut st.tracker, name, a.clone());
                 None
             }
             _ => None,
@@ -148,6 +148,21 @@ pub(super) fn executes_reveal(chunks: &[&str], audit: &mut [audit::StmtAudit], s
             }
         }
     }
+}
+
+/// Most cursor templates kept before those of closed cursors are dropped.
+const MAX_CURSOR_TEMPLATES: usize = 1024;
+
+/// Keeps a cursor's record template for its FETCHes. Templates outlive
+/// their cursors (a DECLARE's template is set when it is sent, before the
+/// server confirms it), so a session declaring ever new names prunes the
+/// ones of cursors no longer open once there are many.
+fn remember_cursor(tr: &mut crate::session::state::Tracker, name: String, a: audit::StmtAudit) {
+    if tr.cursor_audit.len() >= MAX_CURSOR_TEMPLATES {
+        let open = &tr.cursors;
+        tr.cursor_audit.retain(|n, _| open.contains_key(n));
+    }
+    tr.cursor_audit.insert(name, a);
 }
 
 /// Records the statements' effects on the Query's queue entry, allocating
@@ -172,13 +187,21 @@ pub(super) fn on_function_call(
     let catalog = &st.catalog.current;
     if !env.policy.is_empty() && (!st.catalog.loaded || catalog.restricted(env.policy)) {
         let r = sql::refuse::function_call_restricted();
-        let out = refusal::query_stand_in(&r);
+        let mut out = BytesMut::new();
         let audit = if env.audit_on() {
+            // Its record names the function: the server resolves the OID
+            // just before it fails the stand-in (refusal time only).
             let oid = crate::protocol::messages::function_call_oid(frame)?;
+            put_query(&mut out, &audit::function_name_sql(oid));
+            st.expect.push_back(Expect::FunctionName {
+                oid,
+                reply: audit::NameLookup::default(),
+            });
             vec![audit::function_call(oid, r.sqlstate)]
         } else {
             Vec::new()
         };
+        out.extend_from_slice(&refusal::query_stand_in(&r));
         st.expect
             .push_back(Expect::query(env.start, None, Some(r), audit));
         return Ok(Action::Replace(out));
@@ -203,3 +226,33 @@ pub(super) fn fault_injection(frame: &[u8]) {
 
 #[cfg(not(debug_assertions))]
 pub(super) fn fault_injection(_frame: &[u8]) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_templates_of_closed_cursors_are_pruned_past_the_bound() {
+        let mut tr = crate::session::state::Tracker::default();
+        let a = audit::StmtAudit {
+            kind: crate::audit::StatementKind::Select,
+            fingerprint: "declare".into(),
+            tables: Vec::new(),
+            columns: Vec::new(),
+            tagged: false,
+            refused: None,
+        };
+        tr.cursors.insert("open".into(), (0, true));
+        remember_cursor(&mut tr, "open".into(), a.clone());
+        for i in 0..MAX_CURSOR_TEMPLATES * 3 {
+            remember_cursor(&mut tr, format!("c{i}"), a.clone());
+        }
+        assert!(tr.cursor_audit.len() <= MAX_CURSOR_TEMPLATES + 1);
+        assert!(
+            tr.cursor_audit.contains_key("open"),
+            "an open cursor keeps its template"
+        );
+        let last = format!("c{}", MAX_CURSOR_TEMPLATES * 3 - 1);
+        assert!(tr.cursor_audit.contains_key(&last));
+    }
+}
