@@ -249,6 +249,17 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with extra environment variables (e.g. `PGVEIL_LOG`).
     pub fn start_with_env(upstream: &str, extra: &[&str], envs: &[(&str, &str)]) -> Proxy {
+        // A port free a moment ago can be taken by a parallel test before pgveil binds it:
+        // then start again on other ports.
+        for _ in 0..3 {
+            if let Some(p) = Self::try_start(upstream, extra, envs) {
+                return p;
+            }
+        }
+        panic!("pgveil could not bind a free port three times");
+    }
+
+    fn try_start(upstream: &str, extra: &[&str], envs: &[(&str, &str)]) -> Option<Proxy> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
@@ -281,24 +292,29 @@ impl Proxy {
             log_path,
             _dir: dir,
         };
-        p.wait_ready();
-        p
+        p.wait_ready().then_some(p)
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until pgveil listens; false when it exited because a port was
+    /// taken (the caller retries on other ports).
+    fn wait_ready(&mut self) -> bool {
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("pgveil exited during startup ({st}):\n{}", self.log());
+                let log = self.log();
+                if log.contains("in use") {
+                    return false;
+                }
+                panic!("pgveil exited during startup ({st}):\n{log}");
             }
             if self.log().contains("listening on") {
-                return;
+                return true;
             }
             // Fall back to a TCP probe in case the log line is filtered or reworded.
             if start.elapsed() > Duration::from_secs(5)
                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
-                return;
+                return true;
             }
             if start.elapsed() > Duration::from_secs(20) {
                 panic!("pgveil did not start listening:\n{}", self.log());
