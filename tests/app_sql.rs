@@ -169,3 +169,28 @@ async fn repeated_shapes_get_their_own_literals() {
     assert_eq!(ids.len(), 4);
     assert_eq!(again.len(), 3);
 }
+
+/// A DO block's body is code pgveil cannot rewrite: one that names a tagged
+/// table could write plaintext into an encrypted column, so it is refused
+/// for every role (a plaintext one included); others pass.
+#[tokio::test]
+async fn do_blocks_naming_tagged_tables_are_refused_for_every_role() {
+    let env = setup("app_sql_do");
+    let admin = as_role(&env, ADMIN).await;
+    for body in [
+        "DO $$ BEGIN INSERT INTO customers (full_name, email) VALUES ('Do One', convert_to('do1@example.com', 'UTF8')); END $$",
+        "DO $x$ BEGIN EXECUTE 'INSERT INTO public.customers (full_name, email) VALUES (''Do Two'', convert_to(''do2@example.com'', ''UTF8''))'; END $x$",
+        "DO LANGUAGE plpgsql $$ BEGIN UPDATE \"customers\" SET email = convert_to('do3@example.com', 'UTF8'); END $$",
+    ] {
+        let e = run(&admin, body).await.expect_err(body);
+        assert!(e.starts_with("0A000"), "{body}: {e}");
+    }
+    let stored = cluster().sql(
+        &env.db,
+        "SELECT count(*) FROM customers WHERE full_name LIKE 'Do %' OR position(convert_to('@example.com', 'UTF8') in email) > 0",
+    );
+    assert_eq!(stored.trim(), "0", "nothing was written");
+    run(&admin, "DO $$ BEGIN PERFORM 1; END $$")
+        .await
+        .expect("a DO block naming nothing tagged passes");
+}

@@ -190,6 +190,22 @@ pub fn unsupported_statement(what: &str, table: &str) -> Refusal {
     }
 }
 
+/// A DO block whose body names a tagged table (or that pgveil cannot read):
+/// its code could write plaintext into an encrypted column.
+pub fn do_block_tagged(table: Option<&str>) -> Refusal {
+    let what = match table {
+        Some(t) => format!("a DO block naming tagged table {t}"),
+        None => "a DO block pgveil cannot read".to_string(),
+    };
+    Refusal {
+        sqlstate: FEATURE_NOT_SUPPORTED,
+        message: format!(
+            "pgveil: {what} is not sent: pgveil cannot encrypt what the block's code writes"
+        ),
+        hint: Some("Write through ordinary statements, or run maintenance code against PostgreSQL directly.".into()),
+    }
+}
+
 /// Equality between two stored ciphertexts while several key versions are
 /// live would miss rows written under different keys.
 pub fn rotation_in_progress(rule: &ColumnRule, what: &str) -> Refusal {

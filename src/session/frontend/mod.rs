@@ -217,7 +217,35 @@ fn precheck(chunks: &[&str], st: &State, env: &Env<'_>) -> Option<Refusal> {
     if listens && st.catalog.current.restricted(env.policy) {
         return Some(sql::refuse::listen_restricted());
     }
-    None
+    if st.catalog.current.restricted(env.policy) {
+        // The analysis refuses every DO block of a restricted session.
+        return None;
+    }
+    chunks.iter().find_map(|c| do_naming_tagged(c, env.policy))
+}
+
+/// A DO block whose body (or a literal in it) names a tagged table, or
+/// whose shape pgveil cannot read: refused for every role, since its code
+/// could write plaintext into an encrypted column. Restricted sessions
+/// refuse every DO block in the analysis already.
+fn do_naming_tagged(chunk: &str, policy: &Snapshot) -> Option<Refusal> {
+    if !sql::is_do(chunk) {
+        return None;
+    }
+    let tables: std::collections::HashSet<&str> = policy
+        .rules
+        .columns()
+        .iter()
+        .map(|r| r.table.name.as_str())
+        .collect();
+    match sql::do_block(chunk, &|w| tables.contains(w)) {
+        None => Some(sql::refuse::do_block_tagged(None)),
+        Some(b) => b
+            .names
+            .iter()
+            .next()
+            .map(|t| sql::refuse::do_block_tagged(Some(t))),
+    }
 }
 
 /// Batch accounting across reads: an extended-protocol batch runs from its
