@@ -93,7 +93,9 @@ async fn load_schema(
     rules: &RuleSet,
 ) -> Result<SchemaSnapshot, CliError> {
     let sp: String = client.query_one(SEARCH_PATH_QUERY, &[]).await?.get(0);
-    let rows = client.simple_query(&catalog_query(rules.tables())).await?;
+    let rows = client
+        .simple_query(&catalog_query(rules.catalog_tables()))
+        .await?;
     let text_rows: Vec<Vec<Option<String>>> = rows
         .iter()
         .filter_map(|m| match m {
