@@ -119,6 +119,15 @@ pub async fn check_live(
     let client = connect(url).await?;
     let schema = load_schema(&client, rules).await?;
     let mut diags = check_against_schema(rules, &schema);
+    // Subjects need pgveil's own tables; without subjects nothing needs them.
+    if !rules.subjects().is_empty() {
+        for m in crate::subject::install::missing(&client).await? {
+            diags.push(
+                Diagnostic::new("<database>", 0, format!("{m}; [[subject]] entries need it"))
+                    .with_hint("run `pgveil install --upstream URL --rules DIR --keyring FILE`"),
+            );
+        }
+    }
     if !diags.is_empty() {
         return Ok(diags);
     }

@@ -49,4 +49,5 @@ pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod sql;
+pub mod subject;
 pub mod values;
