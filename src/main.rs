@@ -40,7 +40,7 @@ enum Command {
     Encrypt(pgveil::migrate::args::EncryptArgs),
     /// Create pgveil's own tables for data subjects (schema `pgveil`) in the database;
     /// idempotent: a re-run changes nothing and says so.
-    Install(pgveil::subject::install::InstallArgs),
+    Install(pgveil::cli::InstallArgs),
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -728,7 +728,7 @@ fn main() -> Result<ExitCode> {
         Command::Audit(c) => audit(c),
         Command::Probe(a) => Ok(probe(&a)),
         Command::Encrypt(a) => Ok(pgveil::migrate::args::main(&a)),
-        Command::Install(a) => Ok(pgveil::subject::install::main(&a)),
+        Command::Install(a) => Ok(pgveil::cli::install_main(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)

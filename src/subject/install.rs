@@ -12,28 +12,10 @@
 //! (and says so). PUBLIC gets no privilege on either table: only the role
 //! pgveil connects as (the owner) may read wrapped keys or the erasure list.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use thiserror::Error;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::crypto::{Keyring, KeyringError};
-use crate::rules::{load_dir, render_report};
-
-/// The `pgveil install` arguments.
-#[derive(Debug, clap::Args)]
-pub struct InstallArgs {
-    /// The database (postgres://HOST:PORT/DB), directly, not through pgveil.
-    #[arg(long, value_name = "URL")]
-    pub upstream: String,
-    /// Directory of rule files (*.toml); validated before anything is created.
-    #[arg(long, value_name = "DIR")]
-    pub rules: PathBuf,
-    /// Keyring (or PGVEIL_KEYRING); validated before anything is created.
-    #[arg(long, value_name = "FILE")]
-    pub keyring: Option<PathBuf>,
-}
+use crate::crypto::KeyringError;
 
 #[derive(Debug, Error)]
 pub enum InstallError {
@@ -145,53 +127,4 @@ pub async fn install(client: &mut Client) -> Result<Vec<Missing>, tokio_postgres
     }
     tx.commit().await?;
     Ok(todo)
-}
-
-async fn run(args: &InstallArgs) -> Result<Vec<Missing>, InstallError> {
-    load_dir(&args.rules).map_err(|d| InstallError::Rules(render_report(&d)))?;
-    match &args.keyring {
-        Some(p) => drop(Keyring::load_file(p)?),
-        None => drop(Keyring::from_env()?.ok_or(InstallError::NoKeyring)?),
-    }
-    let mut client = crate::cli::connect(&args.upstream)
-        .await
-        .map_err(|e| InstallError::Connect(e.to_string()))?;
-    Ok(install(&mut client).await?)
-}
-
-/// `pgveil install`: exit 0 when everything is in place afterwards.
-pub fn main(args: &InstallArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgveil install: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(done) if done.is_empty() => {
-            println!("pgveil install: nothing to do; schema pgveil is up to date");
-            ExitCode::SUCCESS
-        }
-        Ok(done) => {
-            for m in done {
-                let what = match m {
-                    Missing::Schema => "created schema pgveil".to_string(),
-                    Missing::Table(t) => {
-                        format!("created table pgveil.{t} (no privileges for PUBLIC)")
-                    }
-                    Missing::PublicAccess(t) => format!("revoked PUBLIC privileges on pgveil.{t}"),
-                };
-                println!("pgveil install: {what}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("pgveil install: {e}");
-            ExitCode::from(1)
-        }
-    }
 }
