@@ -2,6 +2,7 @@
 //! proxy): the live half of `pgveil check`, and `pgveil explain`.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use thiserror::Error;
 use tokio_postgres::NoTls;
@@ -11,6 +12,7 @@ use crate::rules::{
     check_against_schema, summarize_samples, Diagnostic, RuleSet, SampleFinding, SampleOutcome,
 };
 use crate::schema::{catalog_query, from_catalog_rows, SchemaSnapshot, SEARCH_PATH_QUERY};
+use crate::subject::install::{InstallError, Missing};
 
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -93,7 +95,9 @@ async fn load_schema(
     rules: &RuleSet,
 ) -> Result<SchemaSnapshot, CliError> {
     let sp: String = client.query_one(SEARCH_PATH_QUERY, &[]).await?.get(0);
-    let rows = client.simple_query(&catalog_query(rules.tables())).await?;
+    let rows = client
+        .simple_query(&catalog_query(rules.catalog_tables()))
+        .await?;
     let text_rows: Vec<Vec<Option<String>>> = rows
         .iter()
         .filter_map(|m| match m {
@@ -117,6 +121,15 @@ pub async fn check_live(
     let client = connect(url).await?;
     let schema = load_schema(&client, rules).await?;
     let mut diags = check_against_schema(rules, &schema);
+    // Subjects need pgveil's own tables; without subjects nothing needs them.
+    if !rules.subjects().is_empty() {
+        for m in crate::subject::install::missing(&client).await? {
+            diags.push(
+                Diagnostic::new("<database>", 0, format!("{m}; [[subject]] entries need it"))
+                    .with_hint("run `pgveil install --upstream URL --rules DIR --keyring FILE`"),
+            );
+        }
+    }
     if !diags.is_empty() {
         return Ok(diags);
     }
@@ -455,4 +468,68 @@ pub fn check(req: &CheckRequest<'_>) -> CheckReport {
         report.summary = Some(crate::rules::render_ok(&rules));
     }
     report
+}
+
+/// The `pgveil install` arguments.
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The database (postgres://HOST:PORT/DB), directly, not through pgveil.
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
+    /// Directory of rule files (*.toml); validated before anything is created.
+    #[arg(long, value_name = "DIR")]
+    pub rules: std::path::PathBuf,
+    /// Keyring (or PGVEIL_KEYRING); validated before anything is created.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<std::path::PathBuf>,
+}
+
+async fn install_run(args: &InstallArgs) -> Result<Vec<Missing>, InstallError> {
+    crate::rules::load_dir(&args.rules)
+        .map_err(|d| InstallError::Rules(crate::rules::render_report(&d)))?;
+    match &args.keyring {
+        Some(p) => drop(Keyring::load_file(p)?),
+        None => drop(Keyring::from_env()?.ok_or(InstallError::NoKeyring)?),
+    }
+    let mut client = connect(&args.upstream)
+        .await
+        .map_err(|e| InstallError::Connect(e.to_string()))?;
+    Ok(crate::subject::install::install(&mut client).await?)
+}
+
+/// `pgveil install`: exit 0 when everything is in place afterwards.
+pub fn install_main(args: &InstallArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgveil install: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(install_run(args)) {
+        Ok(done) if done.is_empty() => {
+            println!("pgveil install: nothing to do; schema pgveil is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            for m in done {
+                let what = match m {
+                    Missing::Schema => "created schema pgveil".to_string(),
+                    Missing::Table(t) => {
+                        format!("created table pgveil.{t} (no privileges for PUBLIC)")
+                    }
+                    Missing::PublicAccess(t) => format!("revoked PUBLIC privileges on pgveil.{t}"),
+                };
+                println!("pgveil install: {what}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgveil install: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -21,11 +21,12 @@
 //! - [`net`]: plain/TLS streams, rustls acceptor and connector; libpq-style connection parameters.
 //! - [`admin`]: the admin console (`psql -d pgveil`): session registry, commands, views.
 //! - [`session`]: one task per client: startup, auth relay, the two relay loops.
+//! - [`subject`]: data subjects (issue 15): tokens, and the tables `pgveil install` creates.
 //! - [`migrate`]: `pgveil encrypt`: online backfill, swap, rekey and rename of existing data.
 //! - [`server`]: listener, workers, connection limit, graceful shutdown.
 //! - [`pgtemp`]: throwaway PostgreSQL clusters for tests, benches and the demo.
 //! - [`demo`]: `pgveil demo`, the guided tour.
-//! - [`cli`]: the subcommands (`serve`, `check`, `explain`, `keygen`, `audit`, …).
+//! - [`cli`]: the subcommands (`serve`, `check`, `explain`, `keygen`, `install`, `audit`, …).
 
 pub mod admin;
 pub mod audit;
@@ -49,4 +50,5 @@ pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod sql;
+pub mod subject;
 pub mod values;

@@ -38,6 +38,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Encrypt existing plaintext (or re-encrypt after a rotation or rename), online.
     Encrypt(pgveil::migrate::args::EncryptArgs),
+    /// Create pgveil's own tables for data subjects (schema `pgveil`) in the database;
+    /// idempotent: a re-run changes nothing and says so.
+    Install(pgveil::cli::InstallArgs),
     /// Verify or search the audit stream.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -725,6 +728,7 @@ fn main() -> Result<ExitCode> {
         Command::Audit(c) => audit(c),
         Command::Probe(a) => Ok(probe(&a)),
         Command::Encrypt(a) => Ok(pgveil::migrate::args::main(&a)),
+        Command::Install(a) => Ok(pgveil::cli::install_main(&a)),
         Command::Demo(o) => {
             pgveil::demo::run(o)?;
             Ok(ExitCode::SUCCESS)

@@ -118,6 +118,8 @@ pub(crate) enum Purpose {
     NoncePrf,
     /// HMAC-SHA256 key of the `hash` mask pseudonyms.
     Pseudonym,
+    /// HMAC-SHA256 key of data-subject tokens (issue 15), one per ring.
+    SubjectToken,
 }
 
 impl Purpose {
@@ -126,6 +128,7 @@ impl Purpose {
             Purpose::Encrypt => b"aes-256-gcm-siv",
             Purpose::NoncePrf => b"deterministic-nonce-prf",
             Purpose::Pseudonym => b"hash-mask-pseudonym",
+            Purpose::SubjectToken => b"subject-token",
         }
     }
 }
@@ -255,6 +258,18 @@ impl Keyring {
         // Expanding 32 bytes cannot exceed HKDF's 255 * 32 limit.
         hk.expand(&info, &mut out[..]).ok()?;
         Some(out)
+    }
+
+    /// The key of data-subject tokens ([`crate::subject::token`]), derived
+    /// from the oldest master key. Not the active one: tokens must stay the
+    /// same across rotations, or a subject access report could not match
+    /// audit records written before a rotation to the subject.
+    pub fn subject_token_key(&self) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+        let none = TableName {
+            schema: String::new(),
+            name: String::new(),
+        };
+        self.derive(self.oldest_id(), Purpose::SubjectToken, &none, "")
     }
 
     /// The keyring as file text (the format in the module docs). The result

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use super::diagnostic::Diagnostic;
-use super::model::{ColumnRule, LogicalType, RuleSet};
+use super::model::{ColumnRule, LogicalType, RuleSet, SubjectRule, TableName};
 use crate::schema::{ColumnInfo, SchemaSnapshot};
 
 /// Postgres OID of `bytea`, the at-rest type of every encrypted column.
@@ -26,8 +26,22 @@ pub fn render_ok(rules: &RuleSet) -> String {
         .filter(|c| c.encrypt.is_some())
         .count();
     let tables = rules.tables().count();
+    let subjects = match rules.subjects().len() {
+        0 => String::new(),
+        n => {
+            let roots = rules
+                .subjects()
+                .iter()
+                .filter(|s| s.parent.is_none())
+                .count();
+            format!(
+                ", {n} subject table{} ({roots} defining subjects)",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+    };
     format!(
-        "ok: {cols} tagged column{} ({encrypted} encrypted) in {tables} table{}, rules version {}\n",
+        "ok: {cols} tagged column{} ({encrypted} encrypted) in {tables} table{}{subjects}, rules version {}\n",
         if cols == 1 { "" } else { "s" },
         if tables == 1 { "" } else { "s" },
         rules.version
@@ -98,6 +112,62 @@ pub fn check_against_schema(rules: &RuleSet, schema: &SchemaSnapshot) -> Vec<Dia
                 ),
                 "set `type` to the column's type (text and varchar are interchangeable)",
             ));
+        }
+    }
+    out.extend(check_subjects(rules, schema));
+    out
+}
+
+fn at_subject(s: &SubjectRule, message: String, hint: &str) -> Diagnostic {
+    Diagnostic::new(s.source.file.clone(), s.source.line, message).with_hint(hint)
+}
+
+/// Checks `[[subject]]` entries against the live schema: the table and its
+/// key column exist, and a child's key column has exactly the type of its
+/// subject's key. Exactly, because erasure and tokens compare key values as
+/// text: `int4` 42 and `numeric` 42.0 would be one subject to the database
+/// and two to pgveil.
+fn check_subjects(rules: &RuleSet, schema: &SchemaSnapshot) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let key_col = |t: &TableName, k: &str| schema.tables.get(t).and_then(|i| i.column(k));
+    for s in rules.subjects() {
+        if !schema.tables.contains_key(&s.table) {
+            out.push(at_subject(
+                s,
+                format!(
+                    "subject table {} does not exist in the database (or is not visible to this user)",
+                    s.table
+                ),
+                "create the table, or fix `table`; unquoted names are folded to lower case",
+            ));
+            continue;
+        }
+        let Some(col) = key_col(&s.table, &s.key) else {
+            out.push(at_subject(
+                s,
+                format!(
+                    "subject key column {}.{} does not exist in the database",
+                    s.table, s.key
+                ),
+                "fix `key`; unquoted names are folded to lower case",
+            ));
+            continue;
+        };
+        let Some(parent) = &s.parent else { continue };
+        let Some(root) = rules.subject_rule(parent) else {
+            continue;
+        };
+        if let Some(root_col) = key_col(&root.table, &root.key) {
+            if root_col.type_oid != col.type_oid {
+                out.push(at_subject(
+                    s,
+                    format!(
+                        "subject key {}.{} is {} but the key of its subject {}.{} is {}",
+                        s.table, s.key, col.type_name, root.table, root.key, root_col.type_name
+                    ),
+                    "give the child's key column the type of the subject's key (as a foreign key would)",
+                ));
+            }
         }
     }
     out
@@ -322,6 +392,56 @@ type = "numeric"
         assert!(d[3]
             .message
             .contains("column public.customers.ssn does not exist"));
+    }
+
+    #[test]
+    fn subject_tables_keys_and_child_key_types_are_checked() {
+        let text = format!(
+            "{RULES}\n[[subject]]\ntable = \"public.customers\"\nkey = \"id\"\n\n\
+             [[subject]]\ntable = \"public.customers2\"\nkey = \"id\"\n\n\
+             [[subject]]\ntable = \"public.customers3\"\nkey = \"cid\"\nsubject = \"public.customers\"\n"
+        );
+        let rules = match crate::rules::parse_str_set("r.toml", &text, "v") {
+            Ok(r) => r,
+            Err(d) => panic!("{}", render_report(&d)),
+        };
+        let mut s = schema(vec![
+            col("id", 1, 23, "integer"),
+            col("email", 2, 17, "bytea"),
+            col("full_name", 3, 25, "text"),
+            col("birth_date", 4, 1082, "date"),
+            col("ssn", 5, 17, "bytea"),
+        ]);
+        let child = |name: &str, oid, ty: &str| TableInfo {
+            oid: 16390,
+            relkind: 'r',
+            columns: vec![col(name, 1, oid, ty)],
+        };
+        let t = |n: &str| TableName {
+            schema: "public".into(),
+            name: n.into(),
+        };
+        s.tables
+            .insert(t("customers2"), child("other", 23, "integer"));
+        s.tables.insert(t("customers3"), child("cid", 20, "bigint"));
+        let d = check_against_schema(&rules, &s);
+        let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(d.len(), 3, "{}", render_report(&d));
+        assert!(msgs[0].contains("table public.orders does not exist"));
+        assert_eq!(
+            msgs[1],
+            "subject key column public.customers2.id does not exist in the database"
+        );
+        assert_eq!(msgs[2], "subject key public.customers3.cid is bigint but the key of its subject public.customers.id is integer");
+        assert_eq!(d[2].line, 37);
+        s.tables
+            .insert(t("customers3"), child("cid", 23, "integer"));
+        s.tables.remove(&t("customers2"));
+        let d = check_against_schema(&rules, &s);
+        assert_eq!(d.len(), 2, "{}", render_report(&d));
+        assert!(d[1]
+            .message
+            .starts_with("subject table public.customers2 does not exist"));
     }
 
     #[test]

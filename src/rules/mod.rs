@@ -10,6 +10,6 @@ mod toml_tree;
 pub use check::{check_against_schema, render_ok, summarize_samples, SampleFinding, SampleOutcome};
 pub use diagnostic::{render_report, Diagnostic, RuleErrors};
 pub use model::{
-    Access, ColumnRule, EncryptMode, LogicalType, Mask, RuleSet, SourceLoc, TableName,
+    Access, ColumnRule, EncryptMode, LogicalType, Mask, RuleSet, SourceLoc, SubjectRule, TableName,
 };
-pub use parse::{load_dir, parse_str};
+pub use parse::{load_dir, parse_str, parse_str_set};

@@ -275,11 +275,39 @@ impl ColumnRule {
     }
 }
 
+/// One `[[subject]]` entry: a table whose rows belong to a data subject
+/// (issue 15). A root entry (`parent` is `None`) names the table that
+/// defines the subjects and the column that identifies one (`key`, usually
+/// the primary key); a child entry names a table whose `key` column holds
+/// the root's key value (a foreign key such as `orders.customer_id`).
+///
+/// Children point at a root directly, never at another child: one hop is
+/// what erasure and the access report need, and a chain would make a
+/// subject's identity depend on rows in a middle table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRule {
+    pub table: TableName,
+    pub key: String,
+    pub parent: Option<TableName>,
+    pub source: SourceLoc,
+}
+
+impl SubjectRule {
+    /// The table that defines this entry's subjects: itself for a root, the
+    /// parent for a child. Tokens are computed over this name, so a
+    /// customer's orders and the customer share one token.
+    pub fn subject(&self) -> &TableName {
+        self.parent.as_ref().unwrap_or(&self.table)
+    }
+}
+
 /// All rules, validated and indexed. Immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     columns: Vec<ColumnRule>,
     by_table: HashMap<TableName, Vec<usize>>,
+    /// `[[subject]]` entries, in file order; tables are unique.
+    subjects: Vec<SubjectRule>,
     /// Short content hash of the files, recorded in audit and logs.
     pub version: String,
 }
@@ -293,8 +321,36 @@ impl RuleSet {
         RuleSet {
             columns,
             by_table,
+            subjects: Vec::new(),
             version,
         }
+    }
+
+    /// The same rules with these (already validated) subject entries.
+    pub fn with_subjects(mut self, subjects: Vec<SubjectRule>) -> Self {
+        self.subjects = subjects;
+        self
+    }
+
+    pub fn subjects(&self) -> &[SubjectRule] {
+        &self.subjects
+    }
+
+    /// The subject entry of a table, if it has one.
+    pub fn subject_rule(&self, t: &TableName) -> Option<&SubjectRule> {
+        self.subjects.iter().find(|s| &s.table == t)
+    }
+
+    /// Every table the live checks must read from the catalog: tagged tables
+    /// and subject tables (which need not have tagged columns).
+    pub fn catalog_tables(&self) -> Vec<&TableName> {
+        let mut out: Vec<&TableName> = self.by_table.keys().collect();
+        for s in &self.subjects {
+            if !out.contains(&&s.table) {
+                out.push(&s.table);
+            }
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {

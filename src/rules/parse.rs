@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::Diagnostic;
 use super::model::{
-    Access, ColumnRule, EncryptMode, LogicalType, Mask, RuleSet, SourceLoc, TableName,
+    Access, ColumnRule, EncryptMode, LogicalType, Mask, RuleSet, SourceLoc, SubjectRule, TableName,
 };
 use super::toml_tree::{self, Located, Node};
 
@@ -36,6 +36,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut hasher = Sha256::new();
     let mut diags = Vec::new();
     let mut rules = Vec::new();
+    let mut subjects = Vec::new();
     let mut idents = Vec::new();
     for (name, path) in files {
         let label = path.display().to_string();
@@ -70,25 +71,48 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<Diagnostic>> {
         let mut file = parse_file(&label, text);
         diags.append(&mut file.diags);
         rules.append(&mut file.rules);
+        subjects.append(&mut file.subjects);
         idents.append(&mut file.idents);
     }
     diags.extend(duplicates(&idents));
+    diags.extend(subject::cross_check(&rules, &subjects));
     if !diags.is_empty() {
         return Err(diags);
     }
     let digest = hex::encode(hasher.finalize());
     let version = digest.get(..12).unwrap_or(&digest).to_string();
-    Ok(RuleSet::new(rules, version))
+    Ok(RuleSet::new(rules, version).with_subjects(subjects))
 }
 
 /// Parses and validates one file's text. `file_label` is only used in
 /// diagnostics and [`SourceLoc`]s. Duplicates within the file are reported;
 /// duplicates across files need [`load_dir`].
+/// `[[subject]]` entries are validated too; use [`parse_str_set`] to keep them.
 pub fn parse_str(file_label: &str, text: &str) -> Result<Vec<ColumnRule>, Vec<Diagnostic>> {
+    parse_str_all(file_label, text).map(|(rules, _)| rules)
+}
+
+/// One file's text to a whole rule set (columns and subjects), with
+/// `version` as given. For tests and tools that hold rules in memory.
+pub fn parse_str_set(
+    file_label: &str,
+    text: &str,
+    version: &str,
+) -> Result<RuleSet, Vec<Diagnostic>> {
+    let (rules, subjects) = parse_str_all(file_label, text)?;
+    Ok(RuleSet::new(rules, version.to_string()).with_subjects(subjects))
+}
+
+fn parse_str_all(
+    file_label: &str,
+    text: &str,
+) -> Result<(Vec<ColumnRule>, Vec<SubjectRule>), Vec<Diagnostic>> {
     let mut file = parse_file(file_label, text);
     file.diags.extend(duplicates(&file.idents));
+    file.diags
+        .extend(subject::cross_check(&file.rules, &file.subjects));
     if file.diags.is_empty() {
-        Ok(file.rules)
+        Ok((file.rules, file.subjects))
     } else {
         Err(file.diags)
     }
@@ -135,6 +159,7 @@ fn list_rule_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Diagnostic> {
 /// duplicates are found in the same run as other errors.
 struct FileResult {
     rules: Vec<ColumnRule>,
+    subjects: Vec<SubjectRule>,
     diags: Vec<Diagnostic>,
     idents: Vec<(TableName, String, SourceLoc)>,
 }
@@ -174,6 +199,7 @@ fn parse_file(label: &str, text: &str) -> FileResult {
     };
     let mut out = FileResult {
         rules: Vec::new(),
+        subjects: Vec::new(),
         diags: Vec::new(),
         idents: Vec::new(),
     };
@@ -198,8 +224,12 @@ fn parse_file(label: &str, text: &str) -> FileResult {
     };
     for (key, value) in entries {
         let line = ctx.line(&key.span, 1);
+        if key.value == "subject" {
+            subject::entries(&mut ctx, &mut out, line, value);
+            continue;
+        }
         if key.value != "column" {
-            let hint = "a rule file holds only [[column]] tables".to_string();
+            let hint = "a rule file holds only [[column]] and [[subject]] tables".to_string();
             ctx.error(line, format!("unknown key `{}`", key.value), Some(hint));
             continue;
         }
@@ -689,6 +719,8 @@ fn duplicates(idents: &[(TableName, String, SourceLoc)]) -> Vec<Diagnostic> {
     }
     out
 }
+
+mod subject;
 
 #[cfg(test)]
 mod tests;
