@@ -29,6 +29,8 @@ pub enum Cached {
     /// Forward the rewritten `sql` with the literals spliced in.
     Rewritten {
         sql: Arc<str>,
+        /// Where `sql` takes the literals (see [`crate::sql::shape::holes`]).
+        holes: Arc<Vec<(usize, usize, usize)>>,
         plan: Arc<StatementPlan>,
         params: Arc<Vec<ParamPlan>>,
     },

@@ -98,29 +98,38 @@ fn value_position(prev: &str, raw: &str) -> bool {
             ))
 }
 
-/// The SQL to forward: `sql` (the shape's rewritten text) with each `$k`
-/// replaced by literal k, verbatim or encrypted as `params` says.
+/// Where a shape's rewritten text takes its parameters: (start, end, k)
+/// for each `$k`, found once per shape; `None` if a placeholder is not a
+/// parameter the shape made.
+pub fn holes(sql: &str) -> Option<Vec<(usize, usize, usize)>> {
+    let mut out = Vec::new();
+    let mut lx = Lexer::new(sql);
+    while let Some((tok, span)) = lx.next_spanned() {
+        if tok != Tok::Param {
+            continue;
+        }
+        let k = sql[span.start + 1..span.end]
+            .parse::<usize>()
+            .ok()
+            .filter(|k| *k >= 1)?;
+        out.push((span.start, span.end, k));
+    }
+    Some(out)
+}
+
+/// The SQL to forward: `sql` (the shape's rewritten text, its [`holes`])
+/// with each `$k` replaced by literal k, verbatim or encrypted as `params`
+/// says.
 pub fn splice(
     sql: &str,
+    holes: &[(usize, usize, usize)],
     literals: &[&str],
     params: &[ParamPlan],
     ctx: &Context,
 ) -> Result<Option<String>, Refusal> {
     let mut out = String::with_capacity(sql.len() + 16 * literals.len());
-    let mut lx = Lexer::new(sql);
     let mut last = 0;
-    while let Some((tok, span)) = lx.next_spanned() {
-        let (start, end) = (span.start, span.end);
-        if tok != Tok::Param {
-            continue;
-        }
-        let Some(k) = sql[start + 1..end]
-            .parse::<usize>()
-            .ok()
-            .filter(|k| *k >= 1)
-        else {
-            return Ok(None);
-        };
+    for &(start, end, k) in holes {
         let Some(lit) = literals.get(k - 1) else {
             return Ok(None);
         };

@@ -148,9 +148,14 @@ impl Env<'_> {
         match entry {
             Cached::Passthrough => Analysis::Passthrough,
             Cached::Full => self.analyse(st, chunks),
-            Cached::Rewritten { sql, plan, params } => {
+            Cached::Rewritten {
+                sql,
+                holes,
+                plan,
+                params,
+            } => {
                 let spliced = self.with_context(st, |ctx| {
-                    sql::shape::splice(&sql, &shaped.literals, &params, ctx)
+                    sql::shape::splice(&sql, &holes, &shaped.literals, &params, ctx)
                 });
                 match spliced {
                     Ok(Some(out)) => Analysis::Rewritten {
@@ -179,7 +184,11 @@ fn cached(a: Analysis) -> Cached {
             if plan.sql_prepare.is_some() || plan.sql_deallocate.is_some() {
                 return Cached::Full;
             }
+            let Some(holes) = sql::shape::holes(&sql) else {
+                return Cached::Full;
+            };
             Cached::Rewritten {
+                holes: std::sync::Arc::new(holes),
                 sql: sql.into(),
                 plan: std::sync::Arc::new(plan),
                 params: std::sync::Arc::new(params),
