@@ -9,27 +9,6 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::support::*;
 
-/// The record's `(column, action)` pairs, sorted, mask appended as `action(mask)`.
-fn cols(r: &Value) -> Vec<String> {
-    let mut v: Vec<String> = r["columns"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    let name = s(c, "column");
-                    let name = name.strip_prefix("public.customers.").unwrap_or(&name);
-                    match &c["mask"] {
-                        Value::String(m) => format!("{name}:{}({m})", s(c, "action")),
-                        _ => format!("{name}:{}", s(c, "action")),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// `fingerprint | tables | columns | rows=N | outcome` of the records whose
 /// fingerprint starts with one of `prefixes`, in order.
 fn lines(recs: &[Value], prefixes: &[&str]) -> Vec<String> {

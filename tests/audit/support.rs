@@ -159,22 +159,7 @@ pub fn summary(r: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let mut cols: Vec<String> = r["columns"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    let name = s(c, "column");
-                    let name = name.strip_prefix("public.customers.").unwrap_or(&name);
-                    match &c["mask"] {
-                        Value::String(m) => format!("{name}:{}({m})", s(c, "action")),
-                        _ => format!("{name}:{}", s(c, "action")),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    cols.sort();
+    let cols = cols(r);
     format!(
         "{} | {} | [{}] | [{}] | rows={} | {}",
         s(r, "statement_kind"),
@@ -368,4 +353,25 @@ pub fn verify_cli(dir: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The record's `(column, action)` pairs, sorted, mask appended as `action(mask)`.
+pub fn cols(r: &Value) -> Vec<String> {
+    let mut v: Vec<String> = r["columns"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let name = s(c, "column");
+                    let name = name.strip_prefix("public.customers.").unwrap_or(&name);
+                    match &c["mask"] {
+                        Value::String(m) => format!("{name}:{}({m})", s(c, "action")),
+                        _ => format!("{name}:{}", s(c, "action")),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
