@@ -137,6 +137,26 @@ async fn repeated_shapes_get_their_own_literals() {
             .expect("admin");
         assert_eq!(plain.len(), want.len(), "admin lookup {email}");
     }
+    // Literals of a cached shape cannot change what it means: quote tricks
+    // stay one value, a masked column is compared as masked, a number and a
+    // string of the same shape are each what they say.
+    for (sql, want) in [
+        (
+            "SELECT phone FROM customers WHERE email = 'x'' OR ''1''=''1'",
+            0,
+        ),
+        (
+            "SELECT phone FROM customers WHERE email = 'ann@example.com'' --'",
+            0,
+        ),
+        ("SELECT id FROM customers WHERE full_name = 'Ann One'", 0),
+        ("SELECT id FROM customers WHERE full_name = 'A** ***'", 1),
+        ("SELECT id FROM customers WHERE id = 1", 1),
+        ("SELECT id FROM customers WHERE id = '2'", 1),
+    ] {
+        let got = run(&support, sql).await.expect(sql);
+        assert_eq!(got.len(), want, "{sql}");
+    }
     // Same shape, a literal the encrypted date column rejects: refused each time.
     for _ in 0..2 {
         let e = run(
